@@ -1,0 +1,2 @@
+//! msc: the mobile security client and its gateway.
+#![forbid(unsafe_code)]
