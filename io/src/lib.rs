@@ -1,1 +1,22 @@
-//! msc-io
+//! msc-io: the engine under the client and the gateway.
+//!
+//! Pooled buffers, sans-IO HTTP head parsing and message framing, byte
+//! sources/sinks over monoio's owned-buffer I/O, the relay, listeners, worker
+//! runtimes and non-blocking name resolution.
+//!
+//! This crate must never know about configuration files, TLS policy, or
+//! gateway ranking; it moves and frames bytes. Its little `unsafe` is confined
+//! to [`stream::wait_readable`], with a `// SAFETY:` comment and a test.
+
+pub mod buf;
+pub mod framing;
+pub mod head;
+pub mod listen;
+pub mod resolve;
+pub mod runtime;
+pub mod stream;
+
+pub use framing::{BodyLen, BodyTracker, FramingError, ResponseKind};
+pub use head::{Form, HeadError, Method, RequestHead, ResponseHead, Span};
+pub use runtime::Driver;
+pub use stream::{PlainReader, PlainWriter, Sink, Source};

@@ -1,1 +1,40 @@
-//! msc-tls
+//! msc-tls: mutual TLS for the tunnel between client and gateway.
+//!
+//! - [`config`]: rustls client/server configurations (TLS 1.3 only, the
+//!   configured CAs only, client certificates required by the gateway).
+//! - [`certs`]: PEM loading with errors that name the file, and the identity
+//!   (CN, SAN e-mail/URI) a certificate carries.
+//! - [`conn`]: the handshake, driven by rustls's unbuffered API on monoio's
+//!   owned buffers; then the connection splits into a reader and a writer.
+//! - [`record`]: TLS 1.3 record protection in place. rustls 0.23's unbuffered
+//!   API copies every record's plaintext into a fresh `Vec`; taking the
+//!   traffic secrets through rustls's kernel-TLS interface and sealing/opening
+//!   records where they lie removes that copy and allocation per record (see
+//!   perf/copies.md). rustls still owns the handshake, session tickets and key
+//!   updates.
+//!
+//! This crate must never read configuration files of its own or decide
+//! routing; it is given paths and sockets.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+
+pub mod certs;
+pub mod config;
+pub mod conn;
+pub mod pki;
+pub mod record;
+
+pub use certs::Identity;
+pub use conn::{SessionInfo, TlsError, TlsReader, TlsStream, TlsWriter};
+pub use rustls;
+pub use rustls_pki_types::ServerName;
+
+/// A TLS set-up problem found while loading credentials.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("{}: {reason}", path.display())]
+    File { path: PathBuf, reason: String },
+    #[error("TLS configuration: {0}")]
+    Tls(rustls::Error),
+}

@@ -1,0 +1,489 @@
+//! Byte sources and sinks over monoio's owned-buffer I/O, and the relay.
+//!
+//! A [`Source`] keeps what it has read in a pooled buffer and lends it to a
+//! [`Sink`] by value (monoio I/O takes ownership of buffers), so forwarding
+//! never copies: the bytes that were read are the bytes written. A source that
+//! is waiting for its peer holds no buffer at all (it waits for readability
+//! first), which keeps idle connections cheap.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::io;
+use std::ops::Range;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use monoio::buf::IoBufMut;
+use monoio::io::{
+    AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable,
+};
+use monoio::net::TcpStream;
+
+use crate::buf;
+use crate::head::{HeadError, MAX_HEAD_LEN, RequestHead, ResponseHead, find_head_end};
+
+/// Something that reads bytes into its own buffer.
+#[allow(
+    async_fn_in_trait,
+    reason = "single-threaded runtime: these futures are !Send by design"
+)]
+pub trait Source {
+    /// Reads more bytes, appending to [`Source::data`]. Returns how many
+    /// arrived; `Ok(0)` means the peer finished sending.
+    ///
+    /// Not cancel-safe: if the returned future is dropped, buffered bytes may
+    /// be lost. Callers close the connection after a timeout.
+    async fn fill(&mut self) -> io::Result<usize>;
+
+    /// Bytes read and not yet consumed.
+    fn data(&self) -> &[u8];
+
+    /// Drops the first `n` bytes of [`Source::data`].
+    fn consume(&mut self, n: usize);
+
+    /// Writes the first `n` bytes of [`Source::data`] to `sink` and consumes them.
+    async fn forward<K: Sink>(&mut self, n: usize, sink: &mut K) -> io::Result<()>;
+
+    /// The plain TCP reader behind this source, if it is one (lets a TLS sink
+    /// read straight into its record buffer).
+    fn as_plain(&mut self) -> Option<&mut PlainReader> {
+        None
+    }
+}
+
+/// Something that writes bytes.
+#[allow(
+    async_fn_in_trait,
+    reason = "single-threaded runtime: these futures are !Send by design"
+)]
+pub trait Sink {
+    /// Writes all of `buf[range]` and hands the buffer back.
+    async fn write_slice(&mut self, buf: Vec<u8>, range: Range<usize>)
+    -> (io::Result<()>, Vec<u8>);
+
+    /// Writes all of `data` (copies it; for heads and short replies).
+    async fn write_bytes(&mut self, data: &[u8]) -> io::Result<()>;
+
+    /// Signals the end of this direction (TCP FIN; for TLS, close_notify first).
+    async fn close_write(&mut self) -> io::Result<()>;
+
+    /// Moves up to `max` bytes from `src` to this sink, reading if `src` has
+    /// nothing buffered. Returns how many moved; 0 means `src` reached EOF.
+    async fn absorb<S: Source>(&mut self, src: &mut S, max: usize) -> io::Result<usize>
+    where
+        Self: Sized,
+    {
+        if src.data().is_empty() && src.fill().await? == 0 {
+            return Ok(0);
+        }
+        let n = src.data().len().min(max);
+        src.forward(n, self).await?;
+        Ok(n)
+    }
+}
+
+/// Waits until `half`'s socket is readable, without holding a buffer.
+pub async fn wait_readable(half: &OwnedReadHalf<TcpStream>) -> io::Result<()> {
+    // SAFETY: monoio runtimes are single-threaded and `OwnedReadHalf` is
+    // `!Send`; the `Rc<UnsafeCell<TcpStream>>` is shared only with the write
+    // half on this thread. We take a shared reference to issue a poll op, the
+    // same access monoio's own `OwnedReadHalf::peer_addr` performs; the poll op
+    // touches only the fd, never the stream's read/write state.
+    let stream: &TcpStream = unsafe { &*half.0.get() };
+    stream.readable(true).await
+}
+
+/// The reading half of a plain TCP connection, with a pooled buffer.
+#[derive(Debug)]
+pub struct PlainReader {
+    half: OwnedReadHalf<TcpStream>,
+    buf: Vec<u8>,
+    pos: usize,
+    eof: bool,
+}
+
+/// The writing half of a plain TCP connection.
+#[derive(Debug)]
+pub struct PlainWriter {
+    half: OwnedWriteHalf<TcpStream>,
+}
+
+/// Splits a TCP stream into a pooled-buffer reader and a writer.
+pub fn split(stream: TcpStream) -> (PlainReader, PlainWriter) {
+    let (r, w) = stream.into_split();
+    (
+        PlainReader {
+            half: r,
+            buf: Vec::new(),
+            pos: 0,
+            eof: false,
+        },
+        PlainWriter { half: w },
+    )
+}
+
+impl PlainReader {
+    /// Whether the peer has finished sending.
+    pub fn is_eof(&self) -> bool {
+        self.eof
+    }
+
+    /// Reads straight into `b` (used by TLS to read plaintext into its record
+    /// buffer). Only valid when nothing is buffered.
+    pub async fn read_direct<B: IoBufMut>(&mut self, b: B) -> monoio::BufResult<usize, B> {
+        debug_assert!(self.data().is_empty());
+        if self.eof {
+            return (Ok(0), b);
+        }
+        if let Err(e) = wait_readable(&self.half).await {
+            return (Err(e), b);
+        }
+        let (res, b) = self.half.read(b).await;
+        if let Ok(0) = res {
+            self.eof = true;
+        }
+        (res, b)
+    }
+
+    fn release_if_empty(&mut self) {
+        if self.pos == self.buf.len() && self.buf.capacity() > 0 {
+            buf::give(std::mem::take(&mut self.buf));
+            self.pos = 0;
+        }
+    }
+}
+
+impl Source for PlainReader {
+    async fn fill(&mut self) -> io::Result<usize> {
+        if self.eof {
+            return Ok(0);
+        }
+        if self.pos == self.buf.len() {
+            // Nothing buffered: wait without pinning a buffer.
+            self.release_if_empty();
+            wait_readable(&self.half).await?;
+            if self.buf.capacity() == 0 {
+                self.buf = buf::take();
+            }
+        } else if self.buf.len() == self.buf.capacity() {
+            if self.pos == 0 {
+                return Err(io::Error::other("read buffer full"));
+            }
+            self.buf.copy_within(self.pos.., 0);
+            self.buf.truncate(self.buf.len() - self.pos);
+            self.pos = 0;
+        }
+        let len = self.buf.len();
+        let cap = self.buf.capacity();
+        let (res, slice) = self
+            .half
+            .read(std::mem::take(&mut self.buf).slice_mut(len..cap))
+            .await;
+        self.buf = slice.into_inner();
+        let n = res?;
+        if n == 0 {
+            self.eof = true;
+            self.release_if_empty();
+        }
+        Ok(n)
+    }
+
+    fn data(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    fn consume(&mut self, n: usize) {
+        debug_assert!(self.pos + n <= self.buf.len());
+        self.pos += n;
+        self.release_if_empty();
+    }
+
+    async fn forward<K: Sink>(&mut self, n: usize, sink: &mut K) -> io::Result<()> {
+        let range = self.pos..self.pos + n;
+        let (res, b) = sink.write_slice(std::mem::take(&mut self.buf), range).await;
+        self.buf = b;
+        res?;
+        self.consume(n);
+        Ok(())
+    }
+
+    fn as_plain(&mut self) -> Option<&mut PlainReader> {
+        Some(self)
+    }
+}
+
+impl PlainWriter {
+    /// Writes an owned buffer completely.
+    pub async fn write_owned<B: monoio::buf::IoBuf>(
+        &mut self,
+        b: B,
+    ) -> monoio::BufResult<usize, B> {
+        self.half.write_all(b).await
+    }
+}
+
+impl Sink for PlainWriter {
+    async fn write_slice(
+        &mut self,
+        buf: Vec<u8>,
+        range: Range<usize>,
+    ) -> (io::Result<()>, Vec<u8>) {
+        use monoio::buf::IoBuf;
+        let (res, slice) = self.half.write_all(buf.slice(range)).await;
+        (res.map(drop), slice.into_inner())
+    }
+
+    async fn write_bytes(&mut self, data: &[u8]) -> io::Result<()> {
+        let mut b = buf::take();
+        let mut res = Ok(());
+        for chunk in data.chunks(b.capacity()) {
+            b.clear();
+            b.extend_from_slice(chunk);
+            let (r, back) = self.half.write_all(b).await;
+            b = back;
+            if let Err(e) = r {
+                res = Err(e);
+                break;
+            }
+        }
+        buf::give(b);
+        res
+    }
+
+    async fn close_write(&mut self) -> io::Result<()> {
+        self.half.shutdown().await
+    }
+}
+
+/// Shared state of the two directions of one relay: when one fails the other
+/// is stopped, and idleness is judged on both directions together.
+#[derive(Debug)]
+pub struct RelayState {
+    failed: Cell<bool>,
+    wakers: RefCell<Vec<Waker>>,
+    last_activity: Cell<Instant>,
+    idle: Duration,
+}
+
+impl RelayState {
+    pub fn new(idle: Duration) -> Rc<RelayState> {
+        Rc::new(RelayState {
+            failed: Cell::new(false),
+            wakers: RefCell::new(Vec::new()),
+            last_activity: Cell::new(Instant::now()),
+            idle,
+        })
+    }
+
+    fn fail(&self) {
+        self.failed.set(true);
+        for w in self.wakers.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
+
+    fn touch(&self) {
+        self.last_activity.set(Instant::now());
+    }
+
+    /// Runs `fut` unless the relay fails first; the idle timer restarts while
+    /// the other direction is active.
+    async fn guard<T>(&self, fut: impl Future<Output = io::Result<T>>) -> io::Result<T> {
+        let mut fut = std::pin::pin!(fut);
+        loop {
+            let since = self.last_activity.get().elapsed();
+            let wait = self
+                .idle
+                .saturating_sub(since)
+                .max(Duration::from_millis(1));
+            match monoio::time::timeout(
+                wait,
+                Aborted {
+                    state: self,
+                    fut: fut.as_mut(),
+                },
+            )
+            .await
+            {
+                Ok(r) => return r,
+                Err(_) if self.last_activity.get().elapsed() >= self.idle => {
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, "connection idle"));
+                }
+                Err(_) => continue,
+            }
+        }
+    }
+}
+
+struct Aborted<'a, F> {
+    state: &'a RelayState,
+    fut: Pin<&'a mut F>,
+}
+
+impl<T, F: Future<Output = io::Result<T>>> Future for Aborted<'_, F> {
+    type Output = io::Result<T>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if self.state.failed.get() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "other direction failed",
+            )));
+        }
+        match self.fut.as_mut().poll(cx) {
+            Poll::Ready(r) => Poll::Ready(r),
+            Poll::Pending => {
+                let mut w = self.state.wakers.borrow_mut();
+                if !w.iter().any(|x| x.will_wake(cx.waker())) {
+                    w.push(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// Copies `src` to `sink` until `src` ends, then closes `sink`'s direction.
+/// Returns the bytes moved.
+pub async fn pump<S: Source, K: Sink>(
+    src: &mut S,
+    sink: &mut K,
+    state: &RelayState,
+) -> io::Result<u64> {
+    let mut total = 0u64;
+    let res: io::Result<()> = async {
+        loop {
+            let n = state.guard(sink.absorb(src, usize::MAX)).await?;
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+            state.touch();
+        }
+        state.guard(sink.close_write()).await
+    }
+    .await;
+    if let Err(e) = res {
+        state.fail();
+        return Err(e);
+    }
+    Ok(total)
+}
+
+/// Relays both directions until both have ended (half-close is propagated:
+/// each direction's end closes the matching write side). Returns the bytes
+/// moved a→b and b→a, or the first error.
+pub async fn relay<A: Source, AK: Sink, B: Source, BK: Sink>(
+    a: &mut A,
+    a_sink: &mut AK,
+    b: &mut B,
+    b_sink: &mut BK,
+    idle: Duration,
+) -> (io::Result<u64>, io::Result<u64>) {
+    let state = RelayState::new(idle);
+    monoio::join!(pump(a, b_sink, &state), pump(b, a_sink, &state))
+}
+
+/// Why reading a head failed.
+#[derive(Debug)]
+pub enum HeadReadError {
+    /// The peer sent something that is not an acceptable head.
+    Head(HeadError),
+    /// The head did not complete in time (408).
+    Timeout,
+    /// The peer closed in the middle of a head.
+    Truncated,
+    Io(io::Error),
+}
+
+impl From<io::Error> for HeadReadError {
+    fn from(e: io::Error) -> Self {
+        HeadReadError::Io(e)
+    }
+}
+
+/// Reads until `src.data()` starts with a complete head and parses it with
+/// `parse`. `idle` bounds the wait for the first byte (a keep-alive
+/// connection between requests), `head` bounds the time from the first byte
+/// to the end of the head. `Ok(None)`: the peer closed cleanly before a byte.
+pub async fn read_head<S: Source, H>(
+    src: &mut S,
+    idle: Duration,
+    head: Duration,
+    parse: impl Fn(&[u8]) -> Result<Option<H>, HeadError>,
+) -> Result<Option<H>, HeadReadError> {
+    let mut scanned = 0;
+    let mut deadline: Option<Instant> = None;
+    loop {
+        let data = src.data();
+        if !data.is_empty() {
+            if let Some(end) = find_head_end(data, scanned) {
+                return match parse(&data[..end]) {
+                    Ok(Some(h)) => Ok(Some(h)),
+                    Ok(None) => Err(HeadReadError::Head(HeadError::Malformed("malformed head"))),
+                    Err(e) => Err(HeadReadError::Head(e)),
+                };
+            }
+            // Refuse garbage early instead of waiting for 64 KiB of it.
+            if let Err(e) = parse(data) {
+                return Err(HeadReadError::Head(e));
+            }
+            if data.len() >= MAX_HEAD_LEN {
+                return Err(HeadReadError::Head(HeadError::TooLarge));
+            }
+            scanned = data.len();
+        }
+        let limit = match deadline {
+            None if src.data().is_empty() => idle,
+            None => {
+                let d = Instant::now() + head;
+                deadline = Some(d);
+                head
+            }
+            Some(d) => d.saturating_duration_since(Instant::now()),
+        };
+        let had = src.data().len();
+        match monoio::time::timeout(limit, src.fill()).await {
+            Err(_) => {
+                return if had == 0 && deadline.is_none() {
+                    // Idle keep-alive connection expired: a quiet close, not a 408.
+                    Ok(None)
+                } else {
+                    Err(HeadReadError::Timeout)
+                };
+            }
+            Ok(Err(e)) => return Err(e.into()),
+            Ok(Ok(0)) => {
+                return if src.data().is_empty() {
+                    Ok(None)
+                } else {
+                    Err(HeadReadError::Truncated)
+                };
+            }
+            Ok(Ok(_)) => {
+                if deadline.is_none() {
+                    deadline = Some(Instant::now() + head);
+                }
+            }
+        }
+    }
+}
+
+/// [`read_head`] for requests.
+pub async fn read_request_head<S: Source>(
+    src: &mut S,
+    idle: Duration,
+    head: Duration,
+) -> Result<Option<RequestHead>, HeadReadError> {
+    read_head(src, idle, head, RequestHead::parse).await
+}
+
+/// [`read_head`] for responses.
+pub async fn read_response_head<S: Source>(
+    src: &mut S,
+    wait: Duration,
+) -> Result<Option<ResponseHead>, HeadReadError> {
+    read_head(src, wait, wait, ResponseHead::parse).await
+}

@@ -1,0 +1,813 @@
+//! The TLS connection on monoio: rustls's unbuffered API drives the
+//! handshake over owned buffers, then [`crate::record`] protects the traffic
+//! in place in the reader's and writer's own buffers.
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::ops::Range;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use monoio::buf::IoBufMut;
+use monoio::io::{
+    AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable,
+};
+use monoio::net::TcpStream;
+use msc_io::buf;
+use msc_io::stream::{Sink, Source, wait_readable};
+use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
+use rustls::kernel::KernelConnection;
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
+use rustls::unbuffered::{ConnectionState, EncodeError, UnbufferedStatus};
+use rustls::{ClientConfig, ConnectionTrafficSecrets, HandshakeKind, ServerConfig};
+use rustls_pki_types::{CertificateDer, ServerName};
+
+use crate::record::{
+    self, CT_ALERT, CT_APPLICATION_DATA, CT_HANDSHAKE, HEADER_LEN, MAX_PLAINTEXT, MAX_RECORD,
+    OVERHEAD, RecordError, RecordKey,
+};
+
+/// Why a TLS connection could not be set up or continued.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("{0}")]
+    Tls(#[from] rustls::Error),
+    #[error("peer closed the connection during the TLS handshake")]
+    Eof,
+    #[error("TLS handshake timed out")]
+    Timeout,
+    #[error("{0}")]
+    Record(#[from] RecordError),
+}
+
+impl From<TlsError> for io::Error {
+    fn from(e: TlsError) -> io::Error {
+        match e {
+            TlsError::Io(e) => e,
+            TlsError::Timeout => io::Error::new(io::ErrorKind::TimedOut, e.to_string()),
+            TlsError::Eof => io::Error::new(io::ErrorKind::UnexpectedEof, e.to_string()),
+            e => io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
+        }
+    }
+}
+
+/// What the handshake established.
+#[derive(Clone, Debug)]
+pub struct SessionInfo {
+    /// The peer's certificate chain, end-entity first (empty if none was sent).
+    pub peer_certs: Vec<CertificateDer<'static>>,
+    /// Whether the session was resumed from a ticket.
+    pub resumed: bool,
+    /// Negotiated cipher suite, e.g. `TLS13_AES_256_GCM_SHA384`.
+    pub suite: String,
+}
+
+enum Kernel {
+    Client(KernelConnection<ClientConnectionData>),
+    Server(KernelConnection<ServerConnectionData>),
+}
+
+impl Kernel {
+    fn update_tx(&mut self) -> Result<(u64, ConnectionTrafficSecrets), rustls::Error> {
+        match self {
+            Kernel::Client(k) => k.update_tx_secret(),
+            Kernel::Server(k) => k.update_tx_secret(),
+        }
+    }
+
+    fn update_rx(&mut self) -> Result<(u64, ConnectionTrafficSecrets), rustls::Error> {
+        match self {
+            Kernel::Client(k) => k.update_rx_secret(),
+            Kernel::Server(k) => k.update_rx_secret(),
+        }
+    }
+}
+
+/// State both halves of one connection need.
+struct Shared {
+    kernel: RefCell<Kernel>,
+    /// The peer asked us to update our sending key (KeyUpdate, update_requested).
+    key_update_requested: Cell<bool>,
+    /// Records we may seal under one key before rotating it.
+    rotate_after: u64,
+}
+
+/// An established TLS connection, ready to split into a reader and a writer.
+pub struct TlsStream {
+    tcp: TcpStream,
+    rx: RecordKey,
+    tx: RecordKey,
+    /// Ciphertext that arrived with the end of the handshake.
+    pending: Vec<u8>,
+    /// Plaintext that arrived during the handshake (server: client data sent with Finished).
+    early: Vec<u8>,
+    shared: Rc<Shared>,
+    info: SessionInfo,
+}
+
+impl std::fmt::Debug for TlsStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsStream")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+trait Unbuffered {
+    type Data;
+    fn process<'c, 'i>(
+        &'c mut self,
+        incoming: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, Self::Data>;
+}
+
+impl Unbuffered for UnbufferedClientConnection {
+    type Data = ClientConnectionData;
+    fn process<'c, 'i>(
+        &'c mut self,
+        incoming: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, Self::Data> {
+        self.process_tls_records(incoming)
+    }
+}
+
+impl Unbuffered for UnbufferedServerConnection {
+    type Data = ServerConnectionData;
+    fn process<'c, 'i>(
+        &'c mut self,
+        incoming: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, Self::Data> {
+        self.process_tls_records(incoming)
+    }
+}
+
+enum Step {
+    Again,
+    Read,
+    Done,
+}
+
+/// Drives a handshake to completion. On return `incoming` holds any bytes
+/// received after the handshake and `early` any plaintext that came with it.
+async fn drive<C: Unbuffered>(
+    conn: &mut C,
+    tcp: &mut TcpStream,
+    incoming: &mut Vec<u8>,
+    early: &mut Vec<u8>,
+) -> Result<(), TlsError> {
+    let mut outgoing: Vec<u8> = Vec::with_capacity(4096);
+    loop {
+        let UnbufferedStatus { discard, state } = conn.process(&mut incoming[..]);
+        let step = match state? {
+            ConnectionState::EncodeTlsData(mut s) => {
+                let used = outgoing.len();
+                outgoing.resize(outgoing.capacity().max(used + 4096), 0);
+                loop {
+                    match s.encode(&mut outgoing[used..]) {
+                        Ok(n) => {
+                            outgoing.truncate(used + n);
+                            break;
+                        }
+                        Err(EncodeError::InsufficientSize(e)) => {
+                            outgoing.resize(used + e.required_size, 0)
+                        }
+                        Err(EncodeError::AlreadyEncoded) => {
+                            outgoing.truncate(used);
+                            break;
+                        }
+                    }
+                }
+                Step::Again
+            }
+            ConnectionState::TransmitTlsData(s) => {
+                let (res, back) = tcp.write_all(std::mem::take(&mut outgoing)).await;
+                outgoing = back;
+                outgoing.clear();
+                res?;
+                s.done();
+                Step::Again
+            }
+            ConnectionState::BlockedHandshake => Step::Read,
+            ConnectionState::WriteTraffic(_) => Step::Done,
+            ConnectionState::ReadTraffic(mut r) => {
+                while let Some(rec) = r.next_record() {
+                    early.extend_from_slice(rec?.payload);
+                }
+                Step::Again
+            }
+            ConnectionState::PeerClosed | ConnectionState::Closed => return Err(TlsError::Eof),
+            _ => {
+                return Err(TlsError::Tls(rustls::Error::General(
+                    "unexpected TLS state during handshake".into(),
+                )));
+            }
+        };
+        incoming.drain(..discard);
+        match step {
+            Step::Again => {}
+            Step::Done => return Ok(()),
+            Step::Read => {
+                if incoming.capacity() - incoming.len() < 4096 {
+                    incoming.reserve(16 * 1024);
+                }
+                let len = incoming.len();
+                let cap = incoming.capacity();
+                let (res, slice) = tcp.read(std::mem::take(incoming).slice_mut(len..cap)).await;
+                *incoming = slice.into_inner();
+                if res? == 0 {
+                    return Err(TlsError::Eof);
+                }
+            }
+        }
+    }
+}
+
+fn suite_name(s: rustls::SupportedCipherSuite) -> String {
+    format!("{:?}", s.suite())
+}
+
+fn confidentiality_limit(s: rustls::SupportedCipherSuite) -> u64 {
+    // Rotate well before the suite's limit (2^24.5 records for AES-GCM).
+    let limit = s
+        .tls13()
+        .map_or(1 << 23, |t| t.common.confidentiality_limit);
+    (limit / 2).min(1 << 23)
+}
+
+impl TlsStream {
+    /// Connects as a client over `tcp`, verifying the server as `server_name`.
+    pub async fn connect(
+        config: Arc<ClientConfig>,
+        server_name: ServerName<'static>,
+        mut tcp: TcpStream,
+        timeout: Duration,
+    ) -> Result<TlsStream, TlsError> {
+        let mut conn = UnbufferedClientConnection::new(config, server_name)?;
+        let mut incoming = Vec::with_capacity(16 * 1024);
+        let mut early = Vec::new();
+        match monoio::time::timeout(
+            timeout,
+            drive(&mut conn, &mut tcp, &mut incoming, &mut early),
+        )
+        .await
+        {
+            Ok(r) => r?,
+            Err(_) => return Err(TlsError::Timeout),
+        }
+        let info = SessionInfo {
+            peer_certs: conn
+                .peer_certificates()
+                .map(<[_]>::to_vec)
+                .unwrap_or_default(),
+            resumed: conn.handshake_kind() == Some(HandshakeKind::Resumed),
+            suite: conn
+                .negotiated_cipher_suite()
+                .map(suite_name)
+                .unwrap_or_default(),
+        };
+        let (secrets, kernel) = conn.dangerous_into_kernel_connection()?;
+        let limit = confidentiality_limit(kernel.negotiated_cipher_suite());
+        TlsStream::assemble(
+            tcp,
+            secrets,
+            Kernel::Client(kernel),
+            limit,
+            incoming,
+            early,
+            info,
+        )
+    }
+
+    /// Accepts a client over `tcp` (the configuration decides whether a client
+    /// certificate is required).
+    pub async fn accept(
+        config: Arc<ServerConfig>,
+        mut tcp: TcpStream,
+        timeout: Duration,
+    ) -> Result<TlsStream, TlsError> {
+        let mut conn = UnbufferedServerConnection::new(config)?;
+        let mut incoming = Vec::with_capacity(16 * 1024);
+        let mut early = Vec::new();
+        match monoio::time::timeout(
+            timeout,
+            drive(&mut conn, &mut tcp, &mut incoming, &mut early),
+        )
+        .await
+        {
+            Ok(r) => r?,
+            Err(_) => return Err(TlsError::Timeout),
+        }
+        let info = SessionInfo {
+            peer_certs: conn
+                .peer_certificates()
+                .map(<[_]>::to_vec)
+                .unwrap_or_default(),
+            resumed: conn.handshake_kind() == Some(HandshakeKind::Resumed),
+            suite: conn
+                .negotiated_cipher_suite()
+                .map(suite_name)
+                .unwrap_or_default(),
+        };
+        let (secrets, kernel) = conn.dangerous_into_kernel_connection()?;
+        let limit = confidentiality_limit(kernel.negotiated_cipher_suite());
+        TlsStream::assemble(
+            tcp,
+            secrets,
+            Kernel::Server(kernel),
+            limit,
+            incoming,
+            early,
+            info,
+        )
+    }
+
+    fn assemble(
+        tcp: TcpStream,
+        secrets: rustls::ExtractedSecrets,
+        kernel: Kernel,
+        rotate_after: u64,
+        pending: Vec<u8>,
+        early: Vec<u8>,
+        info: SessionInfo,
+    ) -> Result<TlsStream, TlsError> {
+        let (tx_seq, tx) = secrets.tx;
+        let (rx_seq, rx) = secrets.rx;
+        Ok(TlsStream {
+            tcp,
+            rx: RecordKey::new(&rx, rx_seq)?,
+            tx: RecordKey::new(&tx, tx_seq)?,
+            pending,
+            early,
+            shared: Rc::new(Shared {
+                kernel: RefCell::new(kernel),
+                key_update_requested: Cell::new(false),
+                rotate_after,
+            }),
+            info,
+        })
+    }
+
+    pub fn info(&self) -> &SessionInfo {
+        &self.info
+    }
+
+    pub fn tcp(&self) -> &TcpStream {
+        &self.tcp
+    }
+
+    /// Splits into a reader (a [`Source`] of plaintext) and a writer (a [`Sink`]).
+    pub fn split(self) -> (TlsReader, TlsWriter) {
+        let (r, w) = self.tcp.into_split();
+        // Plaintext from the handshake goes first; it sits before any pending
+        // ciphertext, which keeps the reader's layout invariant.
+        let mut buf = Vec::new();
+        let mut plain = 0..0;
+        if !self.early.is_empty() || !self.pending.is_empty() {
+            buf = buf::take();
+            buf.extend_from_slice(&self.early);
+            plain = 0..self.early.len();
+            buf.extend_from_slice(&self.pending);
+        }
+        let cipher_start = plain.end;
+        (
+            TlsReader {
+                half: r,
+                buf,
+                plain,
+                cipher_start,
+                key: self.rx,
+                hs: Vec::new(),
+                eof: false,
+                shared: self.shared.clone(),
+            },
+            TlsWriter {
+                half: w,
+                key: self.tx,
+                shared: self.shared,
+                closed: false,
+            },
+        )
+    }
+}
+
+/// The receiving half: decrypts records in place and serves their plaintext.
+pub struct TlsReader {
+    half: OwnedReadHalf<TcpStream>,
+    /// Layout: `[.. plain ..][.. unused ..][cipher_start .. len)`; `plain.end <= cipher_start`.
+    buf: Vec<u8>,
+    plain: Range<usize>,
+    cipher_start: usize,
+    key: RecordKey,
+    /// Post-handshake handshake bytes not yet forming a whole message.
+    hs: Vec<u8>,
+    eof: bool,
+    shared: Rc<Shared>,
+}
+
+impl std::fmt::Debug for TlsReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsReader")
+            .field("plain", &self.plain)
+            .field("cipher_start", &self.cipher_start)
+            .field("eof", &self.eof)
+            .finish_non_exhaustive()
+    }
+}
+
+fn invalid(e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+}
+
+impl TlsReader {
+    fn release_if_idle(&mut self) {
+        if self.plain.is_empty() && self.cipher_start == self.buf.len() && self.buf.capacity() > 0 {
+            buf::give(std::mem::take(&mut self.buf));
+            self.plain = 0..0;
+            self.cipher_start = 0;
+        }
+    }
+
+    /// Decrypts the next buffered record, if complete. Returns the number of
+    /// plaintext bytes it added, `None` if more ciphertext is needed.
+    fn open_one(&mut self) -> io::Result<Option<usize>> {
+        let Some(len) = record::complete_record(&self.buf[self.cipher_start..]).map_err(invalid)?
+        else {
+            return Ok(None);
+        };
+        let at = self.cipher_start;
+        let (ct, r) = self
+            .key
+            .open(&mut self.buf[at..at + len])
+            .map_err(invalid)?;
+        self.cipher_start += len;
+        let r = at + r.start..at + r.end;
+        match ct {
+            CT_APPLICATION_DATA => {
+                let n = r.len();
+                if self.plain.is_empty() {
+                    // The common case: the plaintext stays where it was decrypted.
+                    self.plain = r;
+                } else if n > 0 {
+                    // The consumer kept earlier plaintext (e.g. a head split
+                    // over records): append so data() stays contiguous.
+                    self.buf.copy_within(r, self.plain.end);
+                    self.plain.end += n;
+                }
+                Ok(Some(n))
+            }
+            CT_HANDSHAKE => {
+                self.hs.extend_from_slice(&self.buf[r]);
+                self.handle_handshake()?;
+                Ok(Some(0))
+            }
+            CT_ALERT => {
+                let a = &self.buf[r];
+                match a {
+                    [_, 0] => {
+                        self.eof = true;
+                        Ok(Some(0))
+                    }
+                    // user_canceled precedes a close_notify; nothing to do.
+                    [_, 90] => Ok(Some(0)),
+                    [_, d] => Err(invalid(format!("peer sent TLS alert {}", alert_name(*d)))),
+                    _ => Err(invalid("malformed TLS alert")),
+                }
+            }
+            other => Err(invalid(format!("unexpected TLS content type {other}"))),
+        }
+    }
+
+    fn handle_handshake(&mut self) -> io::Result<()> {
+        let mut used = 0;
+        while let [typ, a, b, c, rest @ ..] = &self.hs[used..] {
+            let len = usize::from(*a) << 16 | usize::from(*b) << 8 | usize::from(*c);
+            if rest.len() < len {
+                break;
+            }
+            let body = &rest[..len];
+            match *typ {
+                // NewSessionTicket: store it so the next connection resumes.
+                4 => match &mut *self.shared.kernel.borrow_mut() {
+                    Kernel::Client(k) => k.handle_new_session_ticket(body).map_err(invalid)?,
+                    Kernel::Server(_) => return Err(invalid("client sent a NewSessionTicket")),
+                },
+                // KeyUpdate
+                24 => {
+                    let requested = match body {
+                        [0] => false,
+                        [1] => true,
+                        _ => return Err(invalid("malformed KeyUpdate")),
+                    };
+                    let (seq, secrets) = self
+                        .shared
+                        .kernel
+                        .borrow_mut()
+                        .update_rx()
+                        .map_err(invalid)?;
+                    self.key = RecordKey::new(&secrets, seq).map_err(invalid)?;
+                    if requested {
+                        self.shared.key_update_requested.set(true);
+                    }
+                }
+                t => {
+                    return Err(invalid(format!(
+                        "unexpected post-handshake message type {t}"
+                    )));
+                }
+            }
+            used += 4 + len;
+        }
+        self.hs.drain(..used);
+        if self.hs.len() > 64 * 1024 {
+            return Err(invalid("post-handshake message too large"));
+        }
+        Ok(())
+    }
+
+    /// Makes room for at least one whole record after the ciphertext.
+    fn make_room(&mut self) {
+        if self.buf.capacity() - self.buf.len() >= MAX_RECORD {
+            return;
+        }
+        let plen = self.plain.len();
+        let cipher = self.cipher_start..self.buf.len();
+        let clen = cipher.len();
+        if self.plain.start > 0 || self.cipher_start > self.plain.end {
+            self.buf.copy_within(self.plain.clone(), 0);
+            self.buf.copy_within(cipher, plen);
+            self.buf.truncate(plen + clen);
+            self.plain = 0..plen;
+            self.cipher_start = plen;
+        }
+        if self.buf.capacity() - self.buf.len() < MAX_RECORD {
+            // Only when a consumer holds a large unconsumed plaintext (a big head).
+            self.buf.reserve(MAX_RECORD);
+        }
+    }
+}
+
+fn alert_name(d: u8) -> String {
+    let name = match d {
+        10 => "unexpected_message",
+        20 => "bad_record_mac",
+        22 => "record_overflow",
+        40 => "handshake_failure",
+        42 => "bad_certificate",
+        43 => "unsupported_certificate",
+        44 => "certificate_revoked",
+        45 => "certificate_expired",
+        46 => "certificate_unknown",
+        47 => "illegal_parameter",
+        48 => "unknown_ca",
+        49 => "access_denied",
+        50 => "decode_error",
+        51 => "decrypt_error",
+        70 => "protocol_version",
+        80 => "internal_error",
+        109 => "missing_extension",
+        112 => "unrecognized_name",
+        116 => "certificate_required",
+        _ => return format!("#{d}"),
+    };
+    name.to_string()
+}
+
+impl Source for TlsReader {
+    async fn fill(&mut self) -> io::Result<usize> {
+        loop {
+            if self.eof {
+                return Ok(0);
+            }
+            if !self.buf.is_empty() {
+                if let Some(n) = self.open_one()? {
+                    if n > 0 {
+                        return Ok(n);
+                    }
+                    continue;
+                }
+            }
+            if self.plain.is_empty() && self.cipher_start == self.buf.len() {
+                // Nothing buffered: wait without pinning a buffer.
+                self.release_if_idle();
+                wait_readable(&self.half).await?;
+                if self.buf.capacity() == 0 {
+                    self.buf = buf::take();
+                }
+            }
+            self.make_room();
+            let len = self.buf.len();
+            let cap = self.buf.capacity();
+            let (res, slice) = self
+                .half
+                .read(std::mem::take(&mut self.buf).slice_mut(len..cap))
+                .await;
+            self.buf = slice.into_inner();
+            if res? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "TLS peer closed the connection without close_notify",
+                ));
+            }
+        }
+    }
+
+    fn data(&self) -> &[u8] {
+        &self.buf[self.plain.clone()]
+    }
+
+    fn consume(&mut self, n: usize) {
+        debug_assert!(n <= self.plain.len());
+        self.plain.start += n;
+        if self.plain.is_empty() {
+            self.plain = self.cipher_start..self.cipher_start;
+            self.release_if_idle();
+        }
+    }
+
+    async fn forward<K: Sink>(&mut self, n: usize, sink: &mut K) -> io::Result<()> {
+        let range = self.plain.start..self.plain.start + n;
+        let (res, b) = sink.write_slice(std::mem::take(&mut self.buf), range).await;
+        self.buf = b;
+        res?;
+        self.consume(n);
+        Ok(())
+    }
+}
+
+/// The sending half: seals records in a pooled buffer and writes them.
+pub struct TlsWriter {
+    half: OwnedWriteHalf<TcpStream>,
+    key: RecordKey,
+    shared: Rc<Shared>,
+    closed: bool,
+}
+
+impl std::fmt::Debug for TlsWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsWriter")
+            .field("closed", &self.closed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsWriter {
+    /// Rotates the sending key (TLS 1.3 KeyUpdate) before the next record.
+    pub fn rotate_key(&self) {
+        self.shared.key_update_requested.set(true);
+    }
+
+    /// Appends a sealed KeyUpdate to `rec` and switches to the next key, if
+    /// the peer asked for one or this key is close to its limit.
+    fn maybe_rotate(&mut self, rec: &mut Vec<u8>) -> io::Result<()> {
+        let requested = self.shared.key_update_requested.replace(false);
+        if !requested && self.key.seq() < self.shared.rotate_after {
+            return Ok(());
+        }
+        let start = rec.len();
+        rec.extend_from_slice(&[0; HEADER_LEN]);
+        // KeyUpdate(update_not_requested)
+        rec.extend_from_slice(&[24, 0, 0, 1, 0]);
+        self.key.seal(rec, start, CT_HANDSHAKE).map_err(invalid)?;
+        let (seq, secrets) = self
+            .shared
+            .kernel
+            .borrow_mut()
+            .update_tx()
+            .map_err(invalid)?;
+        self.key = RecordKey::new(&secrets, seq).map_err(invalid)?;
+        Ok(())
+    }
+
+    /// Seals `data` (any length) as application-data records into `rec`.
+    fn seal_into(&mut self, rec: &mut Vec<u8>, data: &[u8]) -> io::Result<()> {
+        for chunk in data.chunks(MAX_PLAINTEXT) {
+            self.maybe_rotate(rec)?;
+            let start = rec.len();
+            rec.extend_from_slice(&[0; HEADER_LEN]);
+            rec.extend_from_slice(chunk);
+            self.key
+                .seal(rec, start, CT_APPLICATION_DATA)
+                .map_err(invalid)?;
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, rec: Vec<u8>) -> io::Result<()> {
+        let (res, rec) = self.half.write_all(rec).await;
+        buf::give(rec);
+        res.map(drop)
+    }
+
+    /// Encrypts and sends `data`, copying it into sealed records.
+    async fn send_copy(&mut self, data: &[u8]) -> io::Result<()> {
+        // Seal up to ~48 KiB per write so large writes take few syscalls.
+        const BATCH: usize = 3 * MAX_PLAINTEXT;
+        if data.is_empty() {
+            return Ok(());
+        }
+        for part in data.chunks(BATCH) {
+            let mut rec = buf::take();
+            if let Err(e) = self.seal_into(&mut rec, part) {
+                buf::give(rec);
+                return Err(e);
+            }
+            self.send(rec).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Sink for TlsWriter {
+    async fn write_slice(&mut self, b: Vec<u8>, range: Range<usize>) -> (io::Result<()>, Vec<u8>) {
+        let res = self.send_copy(&b[range]).await;
+        (res, b)
+    }
+
+    async fn write_bytes(&mut self, data: &[u8]) -> io::Result<()> {
+        self.send_copy(data).await
+    }
+
+    async fn close_write(&mut self) -> io::Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        self.closed = true;
+        let mut rec = buf::take();
+        rec.extend_from_slice(&[0; HEADER_LEN]);
+        // close_notify (level warning)
+        rec.extend_from_slice(&[1, 0]);
+        if let Err(e) = self.key.seal(&mut rec, 0, CT_ALERT) {
+            buf::give(rec);
+            return Err(invalid(e));
+        }
+        self.send(rec).await?;
+        self.half.shutdown().await
+    }
+
+    /// Reads plaintext straight into a record buffer, seals it in place and
+    /// sends it: no copy between the plain socket and the TLS socket.
+    async fn absorb<S: Source>(&mut self, src: &mut S, max: usize) -> io::Result<usize> {
+        let Some(plain) = src.as_plain().filter(|p| p.data().is_empty()) else {
+            if src.data().is_empty() && src.fill().await? == 0 {
+                return Ok(0);
+            }
+            let n = src.data().len().min(max);
+            src.forward(n, self).await?;
+            return Ok(n);
+        };
+        let mut rec = buf::take();
+        if let Err(e) = self.maybe_rotate(&mut rec) {
+            buf::give(rec);
+            return Err(e);
+        }
+        let start = rec.len();
+        rec.extend_from_slice(&[0; HEADER_LEN]);
+        let want = max.min(MAX_PLAINTEXT);
+        let from = start + HEADER_LEN;
+        debug_assert!(rec.capacity() >= from + want + OVERHEAD);
+        let (res, slice) = plain.read_direct(rec.slice_mut(from..from + want)).await;
+        let mut rec = slice.into_inner();
+        let n = match res {
+            Ok(0) => {
+                // EOF; a pending KeyUpdate still goes out with close_notify later.
+                rec.truncate(start);
+                if start > 0 {
+                    self.send(rec).await?;
+                } else {
+                    buf::give(rec);
+                }
+                return Ok(0);
+            }
+            Ok(n) => n,
+            Err(e) => {
+                buf::give(rec);
+                return Err(e);
+            }
+        };
+        if let Err(e) = self.key.seal(&mut rec, start, CT_APPLICATION_DATA) {
+            buf::give(rec);
+            return Err(invalid(e));
+        }
+        self.send(rec).await?;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alert_names() {
+        assert_eq!(alert_name(48), "unknown_ca");
+        assert_eq!(alert_name(200), "#200");
+    }
+
+    #[test]
+    fn buffers_fit_a_sealed_record() {
+        assert!(buf::BUF_SIZE >= HEADER_LEN * 2 + 5 + MAX_PLAINTEXT + OVERHEAD * 2);
+    }
+}
