@@ -45,9 +45,7 @@ impl FramingError {
             FramingError::ConflictingLength => "conflicting Content-Length values",
             FramingError::BadContentLength => "invalid Content-Length",
             FramingError::LengthAndChunked => "both Content-Length and Transfer-Encoding present",
-            FramingError::BadTransferEncoding => {
-                "unsupported Transfer-Encoding (chunked must be last)"
-            }
+            FramingError::BadTransferEncoding => "unsupported Transfer-Encoding (chunked must be last)",
             FramingError::BadChunkSize => "invalid chunk size",
             FramingError::BadChunkDelimiter => "invalid chunk delimiter",
             FramingError::TrailerTooLarge => "chunked trailer too large",
@@ -86,9 +84,7 @@ fn length_from_headers(h: &Headers, buf: &[u8]) -> Result<Option<BodyLen>, Frami
             if p.is_empty() || p.len() > 19 || !p.iter().all(u8::is_ascii_digit) {
                 return Err(FramingError::BadContentLength);
             }
-            let n = p
-                .iter()
-                .fold(0u64, |acc, &d| acc * 10 + u64::from(d - b'0'));
+            let n = p.iter().fold(0u64, |acc, &d| acc * 10 + u64::from(d - b'0'));
             match length {
                 Some(prev) if prev != n => return Err(FramingError::ConflictingLength),
                 _ => length = Some(n),
@@ -124,11 +120,7 @@ pub enum ResponseKind {
 }
 
 /// How the response to a request with `method` is delimited (RFC 9112 6.3).
-pub fn response_kind(
-    resp: &ResponseHead,
-    buf: &[u8],
-    method: Method,
-) -> Result<ResponseKind, FramingError> {
+pub fn response_kind(resp: &ResponseHead, buf: &[u8], method: Method) -> Result<ResponseKind, FramingError> {
     let s = resp.status;
     if s == 101 || (method == Method::Connect && (200..300).contains(&s)) {
         return Ok(ResponseKind::Upgrade);
@@ -142,13 +134,11 @@ pub fn response_kind(
         length_from_headers(&resp.headers, buf)?;
         return Ok(ResponseKind::Final(BodyLen::Empty));
     }
-    Ok(ResponseKind::Final(
-        match length_from_headers(&resp.headers, buf)? {
-            Some(BodyLen::Length(0)) => BodyLen::Empty,
-            Some(b) => b,
-            None => BodyLen::UntilClose,
-        },
-    ))
+    Ok(ResponseKind::Final(match length_from_headers(&resp.headers, buf)? {
+        Some(BodyLen::Length(0)) => BodyLen::Empty,
+        Some(b) => b,
+        None => BodyLen::UntilClose,
+    }))
 }
 
 /// Most bytes accepted in a chunk-size line (size + extensions) or in all trailers.
@@ -235,6 +225,19 @@ impl BodyTracker {
         }
     }
 
+    /// Accounts for `n` body bytes moved without being inspected. Only valid
+    /// within [`BodyTracker::remaining_hint`] (or for close-delimited bodies).
+    pub fn skip(&mut self, n: usize) {
+        let n = n as u64;
+        self.state = match self.state {
+            State::Length(left) if n >= left => State::Done,
+            State::Length(left) => State::Length(left - n),
+            State::Chunked(Chunk::Data { left }) if n >= left => State::Chunked(Chunk::DataCr),
+            State::Chunked(Chunk::Data { left }) => State::Chunked(Chunk::Data { left: left - n }),
+            s => s,
+        };
+    }
+
     /// The peer closed its side: fine for a close-delimited body, an error otherwise.
     pub fn on_eof(&mut self) -> Result<(), FramingError> {
         match self.state {
@@ -255,28 +258,16 @@ impl BodyTracker {
                 State::Done => break,
                 State::UntilClose => return Ok(data.len()),
                 State::Length(left) => {
-                    let take = usize::try_from(left)
-                        .unwrap_or(usize::MAX)
-                        .min(data.len() - i);
+                    let take = usize::try_from(left).unwrap_or(usize::MAX).min(data.len() - i);
                     i += take;
                     let left = left - take as u64;
-                    self.state = if left == 0 {
-                        State::Done
-                    } else {
-                        State::Length(left)
-                    };
+                    self.state = if left == 0 { State::Done } else { State::Length(left) };
                 }
                 State::Chunked(Chunk::Data { left }) => {
-                    let take = usize::try_from(left)
-                        .unwrap_or(usize::MAX)
-                        .min(data.len() - i);
+                    let take = usize::try_from(left).unwrap_or(usize::MAX).min(data.len() - i);
                     i += take;
                     let left = left - take as u64;
-                    self.state = State::Chunked(if left == 0 {
-                        Chunk::DataCr
-                    } else {
-                        Chunk::Data { left }
-                    });
+                    self.state = State::Chunked(if left == 0 { Chunk::DataCr } else { Chunk::Data { left } });
                 }
                 State::Chunked(c) => {
                     let b = data[i];
@@ -394,10 +385,7 @@ mod tests {
 
     #[test]
     fn request_framing_and_smuggling_shapes() {
-        assert_eq!(
-            req_body("GET http://a/ HTTP/1.1\r\n\r\n"),
-            Ok(BodyLen::Empty)
-        );
+        assert_eq!(req_body("GET http://a/ HTTP/1.1\r\n\r\n"), Ok(BodyLen::Empty));
         assert_eq!(
             req_body("POST http://a/ HTTP/1.1\r\nContent-Length: 5\r\n\r\n"),
             Ok(BodyLen::Length(5))
@@ -465,33 +453,21 @@ mod tests {
             Final(BodyLen::Empty)
         );
         assert_eq!(
-            resp_kind(
-                "HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
-                Method::Get
-            ),
+            resp_kind("HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n", Method::Get),
             Final(BodyLen::Empty)
         );
-        assert_eq!(
-            resp_kind("HTTP/1.1 100 Continue\r\n\r\n", Method::Post),
-            Interim
-        );
+        assert_eq!(resp_kind("HTTP/1.1 100 Continue\r\n\r\n", Method::Post), Interim);
         assert_eq!(
             resp_kind("HTTP/1.1 101 Switching Protocols\r\n\r\n", Method::Get),
             Upgrade
         );
-        assert_eq!(
-            resp_kind("HTTP/1.1 200 OK\r\n\r\n", Method::Connect),
-            Upgrade
-        );
+        assert_eq!(resp_kind("HTTP/1.1 200 OK\r\n\r\n", Method::Connect), Upgrade);
         assert_eq!(
             resp_kind("HTTP/1.1 200 OK\r\n\r\n", Method::Get),
             Final(BodyLen::UntilClose)
         );
         assert_eq!(
-            resp_kind(
-                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
-                Method::Get
-            ),
+            resp_kind("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", Method::Get),
             Final(BodyLen::Chunked)
         );
     }

@@ -133,11 +133,7 @@ impl Headers {
     }
 
     /// Values of every field named `name` (ASCII case-insensitive), in order.
-    pub fn values<'a>(
-        &'a self,
-        buf: &'a [u8],
-        name: &'a str,
-    ) -> impl Iterator<Item = &'a [u8]> + 'a {
+    pub fn values<'a>(&'a self, buf: &'a [u8], name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
         self.as_slice()
             .iter()
             .filter(move |h| h.name.get(buf).eq_ignore_ascii_case(name.as_bytes()))
@@ -206,20 +202,12 @@ impl std::error::Error for HeadError {}
 fn map_httparse(e: httparse::Error) -> HeadError {
     match e {
         httparse::Error::TooManyHeaders => HeadError::TooManyHeaders,
-        httparse::Error::HeaderName => {
-            HeadError::Malformed("malformed request: invalid header name")
-        }
-        httparse::Error::HeaderValue => {
-            HeadError::Malformed("malformed request: invalid header value")
-        }
+        httparse::Error::HeaderName => HeadError::Malformed("malformed request: invalid header name"),
+        httparse::Error::HeaderValue => HeadError::Malformed("malformed request: invalid header value"),
         httparse::Error::NewLine => HeadError::Malformed("malformed request: invalid line ending"),
         httparse::Error::Status => HeadError::Malformed("malformed response: invalid status"),
-        httparse::Error::Token => {
-            HeadError::Malformed("malformed request: invalid method or token")
-        }
-        httparse::Error::Version => {
-            HeadError::Malformed("malformed request: not HTTP/1.0 or HTTP/1.1")
-        }
+        httparse::Error::Token => HeadError::Malformed("malformed request: invalid method or token"),
+        httparse::Error::Version => HeadError::Malformed("malformed request: not HTTP/1.0 or HTTP/1.1"),
     }
 }
 
@@ -316,8 +304,8 @@ impl RequestHead {
         head.headers.fill(buf, req.headers);
         let t = target_str.as_bytes();
         if method == Method::Connect {
-            let (host, port) = parse_authority(t, None)
-                .map_err(|_| HeadError::BadTarget("bad CONNECT target: expected host:port"))?;
+            let (host, port) =
+                parse_authority(t, None).map_err(|_| HeadError::BadTarget("bad CONNECT target: expected host:port"))?;
             head.form = Form::Authority;
             head.host = offset(host, target.start);
             head.port = port;
@@ -346,8 +334,7 @@ impl RequestHead {
     pub fn wants_close(&self, buf: &[u8]) -> bool {
         let h = &self.headers;
         if self.minor_version == 0 {
-            !(h.has_token(buf, "connection", "keep-alive")
-                || h.has_token(buf, "proxy-connection", "keep-alive"))
+            !(h.has_token(buf, "connection", "keep-alive") || h.has_token(buf, "proxy-connection", "keep-alive"))
         } else {
             h.has_token(buf, "connection", "close") || h.has_token(buf, "proxy-connection", "close")
         }
@@ -368,11 +355,7 @@ fn parse_authority(a: &[u8], default_port: Option<u16>) -> Result<((usize, usize
     let (host, rest) = if a[0] == b'[' {
         let close = a.iter().position(|&b| b == b']').ok_or(())?;
         let inner = &a[1..close];
-        if inner.is_empty()
-            || !inner
-                .iter()
-                .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
-        {
+        if inner.is_empty() || !inner.iter().all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
             return Err(());
         }
         if std::str::from_utf8(inner)
@@ -413,12 +396,9 @@ fn parse_port(d: &[u8]) -> Option<u16> {
 
 #[allow(clippy::type_complexity)] // (host range, port, path range) is clearer than a one-off struct here
 fn parse_absolute(t: &[u8]) -> Result<((usize, usize), u16, Option<(usize, usize)>), HeadError> {
-    let sep = t
-        .windows(3)
-        .position(|w| w == b"://")
-        .ok_or(HeadError::BadTarget(
-            "bad request target: expected an absolute URL (http://host/path)",
-        ))?;
+    let sep = t.windows(3).position(|w| w == b"://").ok_or(HeadError::BadTarget(
+        "bad request target: expected an absolute URL (http://host/path)",
+    ))?;
     let scheme = &t[..sep];
     if scheme.eq_ignore_ascii_case(b"https") {
         return Err(HeadError::BadTarget(
@@ -438,9 +418,7 @@ fn parse_absolute(t: &[u8]) -> Result<((usize, usize), u16, Option<(usize, usize
         .unwrap_or(rest.len());
     let auth = &rest[..auth_len];
     if auth.contains(&b'@') {
-        return Err(HeadError::BadTarget(
-            "URLs with user information are not accepted",
-        ));
+        return Err(HeadError::BadTarget("URLs with user information are not accepted"));
     }
     let ((hs, he), port) = parse_authority(auth, Some(80))
         .map_err(|_| HeadError::BadTarget("bad request target: invalid host or port in URL"))?;
@@ -558,14 +536,8 @@ mod tests {
 
     #[test]
     fn origin_and_asterisk_forms_are_reported() {
-        assert_eq!(
-            req("GET / HTTP/1.1\r\n\r\n").unwrap().unwrap().form,
-            Form::Origin
-        );
-        assert_eq!(
-            req("OPTIONS * HTTP/1.1\r\n\r\n").unwrap().unwrap().form,
-            Form::Asterisk
-        );
+        assert_eq!(req("GET / HTTP/1.1\r\n\r\n").unwrap().unwrap().form, Form::Origin);
+        assert_eq!(req("OPTIONS * HTTP/1.1\r\n\r\n").unwrap().unwrap().form, Form::Asterisk);
     }
 
     #[test]
@@ -585,11 +557,7 @@ mod tests {
 
     #[test]
     fn partial_and_limits() {
-        assert!(
-            req("GET http://a/ HTTP/1.1\r\nHost: a\r\n")
-                .unwrap()
-                .is_none()
-        );
+        assert!(req("GET http://a/ HTTP/1.1\r\nHost: a\r\n").unwrap().is_none());
         let mut big = String::from("GET http://a/ HTTP/1.1\r\n");
         while big.len() < MAX_HEAD_LEN {
             big.push_str("X-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
@@ -602,12 +570,7 @@ mod tests {
         }
         many.push_str("\r\n");
         assert_eq!(req(&many).unwrap_err(), HeadError::TooManyHeaders);
-        assert_eq!(
-            req("\x16\x03\x01\x02\x00\x01\r\n\r\n")
-                .unwrap_err()
-                .status(),
-            400
-        );
+        assert_eq!(req("\x16\x03\x01\x02\x00\x01\r\n\r\n").unwrap_err().status(), 400);
     }
 
     #[test]

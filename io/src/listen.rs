@@ -10,11 +10,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 /// Opens `count` listening sockets on `addr` with SO_REUSEPORT. When the port
 /// is 0 the first socket picks a free port and the others join it.
-pub fn reuseport_listeners(
-    addr: SocketAddr,
-    count: usize,
-    backlog: i32,
-) -> io::Result<Vec<std::net::TcpListener>> {
+pub fn reuseport_listeners(addr: SocketAddr, count: usize, backlog: i32) -> io::Result<Vec<std::net::TcpListener>> {
     let mut out = Vec::with_capacity(count);
     let mut addr = addr;
     for _ in 0..count.max(1) {

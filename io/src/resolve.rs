@@ -63,10 +63,7 @@ fn to_result(a: Answer) -> io::Result<Vec<SocketAddr>> {
     a.map_err(|(k, m)| io::Error::new(k, m))
 }
 
-#[expect(
-    clippy::disallowed_methods,
-    reason = "runs on the blocking pool, never on a worker"
-)]
+#[expect(clippy::disallowed_methods, reason = "runs on the blocking pool, never on a worker")]
 fn lookup(host: &str, port: u16) -> Answer {
     use std::net::ToSocketAddrs;
     match (host, port).to_socket_addrs() {
@@ -80,18 +77,12 @@ fn lookup(host: &str, port: u16) -> Answer {
                 Ok(v)
             }
         }
-        Err(e) => Err((
-            io::ErrorKind::NotFound,
-            format!("cannot resolve {host}: {e}"),
-        )),
+        Err(e) => Err((io::ErrorKind::NotFound, format!("cannot resolve {host}: {e}"))),
     }
 }
 
 /// Connects to the first of `addrs` that accepts, all within `timeout`.
-pub async fn connect_any(
-    addrs: &[SocketAddr],
-    timeout: Duration,
-) -> io::Result<monoio::net::TcpStream> {
+pub async fn connect_any(addrs: &[SocketAddr], timeout: Duration) -> io::Result<monoio::net::TcpStream> {
     let deadline = Instant::now() + timeout;
     let mut last = io::Error::new(io::ErrorKind::NotFound, "no address to connect to");
     for a in addrs {

@@ -16,12 +16,11 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use monoio::buf::IoBufMut;
-use monoio::io::{
-    AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable,
-};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
 use monoio::net::TcpStream;
 
 use crate::buf;
+use crate::framing::{BodyTracker, FramingError};
 use crate::head::{HeadError, MAX_HEAD_LEN, RequestHead, ResponseHead, find_head_end};
 
 /// Something that reads bytes into its own buffer.
@@ -60,8 +59,7 @@ pub trait Source {
 )]
 pub trait Sink {
     /// Writes all of `buf[range]` and hands the buffer back.
-    async fn write_slice(&mut self, buf: Vec<u8>, range: Range<usize>)
-    -> (io::Result<()>, Vec<u8>);
+    async fn write_slice(&mut self, buf: Vec<u8>, range: Range<usize>) -> (io::Result<()>, Vec<u8>);
 
     /// Writes all of `data` (copies it; for heads and short replies).
     async fn write_bytes(&mut self, data: &[u8]) -> io::Result<()>;
@@ -84,15 +82,37 @@ pub trait Sink {
     }
 }
 
-/// Waits until `half`'s socket is readable, without holding a buffer.
-pub async fn wait_readable(half: &OwnedReadHalf<TcpStream>) -> io::Result<()> {
+/// The stream behind a read half, for operations on its file descriptor only.
+fn stream_of(half: &OwnedReadHalf<TcpStream>) -> &TcpStream {
     // SAFETY: monoio runtimes are single-threaded and `OwnedReadHalf` is
     // `!Send`; the `Rc<UnsafeCell<TcpStream>>` is shared only with the write
-    // half on this thread. We take a shared reference to issue a poll op, the
-    // same access monoio's own `OwnedReadHalf::peer_addr` performs; the poll op
-    // touches only the fd, never the stream's read/write state.
-    let stream: &TcpStream = unsafe { &*half.0.get() };
-    stream.readable(true).await
+    // half on this thread. We take a shared reference for fd-level operations
+    // (a poll op, a non-blocking peek), the same access monoio's own
+    // `OwnedReadHalf::peer_addr` performs; they never touch the stream's
+    // read/write state.
+    unsafe { &*half.0.get() }
+}
+
+/// Waits until `half`'s socket is readable, without holding a buffer.
+pub async fn wait_readable(half: &OwnedReadHalf<TcpStream>) -> io::Result<()> {
+    stream_of(half).readable(true).await
+}
+
+/// Whether the peer has sent anything (data or FIN) or reset the connection,
+/// checked without blocking. An idle pooled connection for which this is true
+/// must not be reused: it was closed, or it is out of sync.
+pub fn peer_spoke(half: &OwnedReadHalf<TcpStream>) -> bool {
+    use std::os::fd::{AsRawFd, BorrowedFd};
+    let stream = stream_of(half);
+    // SAFETY: the fd belongs to `stream`, which outlives this borrow; it is
+    // open for as long as the stream exists.
+    let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+    let sock = socket2::SockRef::from(&fd);
+    let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    match sock.recv_with_flags(&mut probe, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
+        Ok(_) => true,
+        Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+    }
 }
 
 /// The reading half of a plain TCP connection, with a pooled buffer.
@@ -147,6 +167,12 @@ impl PlainReader {
         (res, b)
     }
 
+    /// Whether this idle connection's peer has closed it or sent unexpected
+    /// bytes (see [`peer_spoke`]).
+    pub fn is_stale(&self) -> bool {
+        self.eof || !self.data().is_empty() || peer_spoke(&self.half)
+    }
+
     fn release_if_empty(&mut self) {
         if self.pos == self.buf.len() && self.buf.capacity() > 0 {
             buf::give(std::mem::take(&mut self.buf));
@@ -177,10 +203,7 @@ impl Source for PlainReader {
         }
         let len = self.buf.len();
         let cap = self.buf.capacity();
-        let (res, slice) = self
-            .half
-            .read(std::mem::take(&mut self.buf).slice_mut(len..cap))
-            .await;
+        let (res, slice) = self.half.read(std::mem::take(&mut self.buf).slice_mut(len..cap)).await;
         self.buf = slice.into_inner();
         let n = res?;
         if n == 0 {
@@ -216,20 +239,13 @@ impl Source for PlainReader {
 
 impl PlainWriter {
     /// Writes an owned buffer completely.
-    pub async fn write_owned<B: monoio::buf::IoBuf>(
-        &mut self,
-        b: B,
-    ) -> monoio::BufResult<usize, B> {
+    pub async fn write_owned<B: monoio::buf::IoBuf>(&mut self, b: B) -> monoio::BufResult<usize, B> {
         self.half.write_all(b).await
     }
 }
 
 impl Sink for PlainWriter {
-    async fn write_slice(
-        &mut self,
-        buf: Vec<u8>,
-        range: Range<usize>,
-    ) -> (io::Result<()>, Vec<u8>) {
+    async fn write_slice(&mut self, buf: Vec<u8>, range: Range<usize>) -> (io::Result<()>, Vec<u8>) {
         use monoio::buf::IoBuf;
         let (res, slice) = self.half.write_all(buf.slice(range)).await;
         (res.map(drop), slice.into_inner())
@@ -262,7 +278,7 @@ impl Sink for PlainWriter {
 #[derive(Debug)]
 pub struct RelayState {
     failed: Cell<bool>,
-    wakers: RefCell<Vec<Waker>>,
+    wakers: RefCell<Vec<Option<Waker>>>,
     last_activity: Cell<Instant>,
     idle: Duration,
 }
@@ -277,32 +293,34 @@ impl RelayState {
         })
     }
 
-    fn fail(&self) {
+    /// Marks the relay failed and wakes the other direction.
+    pub fn fail(&self) {
         self.failed.set(true);
-        for w in self.wakers.borrow_mut().drain(..) {
-            w.wake();
+        for w in self.wakers.borrow_mut().iter_mut() {
+            if let Some(w) = w.take() {
+                w.wake();
+            }
         }
     }
 
-    fn touch(&self) {
+    /// Records activity (restarts the idle clock).
+    pub fn touch(&self) {
         self.last_activity.set(Instant::now());
     }
 
     /// Runs `fut` unless the relay fails first; the idle timer restarts while
     /// the other direction is active.
-    async fn guard<T>(&self, fut: impl Future<Output = io::Result<T>>) -> io::Result<T> {
+    pub async fn guard<T>(&self, fut: impl Future<Output = io::Result<T>>) -> io::Result<T> {
         let mut fut = std::pin::pin!(fut);
         loop {
             let since = self.last_activity.get().elapsed();
-            let wait = self
-                .idle
-                .saturating_sub(since)
-                .max(Duration::from_millis(1));
+            let wait = self.idle.saturating_sub(since).max(Duration::from_millis(1));
             match monoio::time::timeout(
                 wait,
                 Aborted {
                     state: self,
                     fut: fut.as_mut(),
+                    slot: None,
                 },
             )
             .await
@@ -317,9 +335,23 @@ impl RelayState {
     }
 }
 
+/// A guarded operation: fails as soon as the relay fails. While pending it
+/// occupies one waker slot in the shared state (at most one per concurrent
+/// operation), released when it completes or is dropped.
 struct Aborted<'a, F> {
     state: &'a RelayState,
     fut: Pin<&'a mut F>,
+    slot: Option<usize>,
+}
+
+impl<F> Drop for Aborted<'_, F> {
+    fn drop(&mut self) {
+        if let Some(i) = self.slot.take() {
+            if let Some(w) = self.state.wakers.borrow_mut().get_mut(i) {
+                *w = None;
+            }
+        }
+    }
 }
 
 impl<T, F: Future<Output = io::Result<T>>> Future for Aborted<'_, F> {
@@ -335,9 +367,22 @@ impl<T, F: Future<Output = io::Result<T>>> Future for Aborted<'_, F> {
         match self.fut.as_mut().poll(cx) {
             Poll::Ready(r) => Poll::Ready(r),
             Poll::Pending => {
-                let mut w = self.state.wakers.borrow_mut();
-                if !w.iter().any(|x| x.will_wake(cx.waker())) {
-                    w.push(cx.waker().clone());
+                let this = &mut *self;
+                let mut w = this.state.wakers.borrow_mut();
+                let i = match this.slot {
+                    Some(i) => i,
+                    None => {
+                        let i = w.iter().position(Option::is_none).unwrap_or_else(|| {
+                            w.push(None);
+                            w.len() - 1
+                        });
+                        this.slot = Some(i);
+                        i
+                    }
+                };
+                match &mut w[i] {
+                    Some(old) if old.will_wake(cx.waker()) => {}
+                    slot => *slot = Some(cx.waker().clone()),
                 }
                 Poll::Pending
             }
@@ -346,12 +391,8 @@ impl<T, F: Future<Output = io::Result<T>>> Future for Aborted<'_, F> {
 }
 
 /// Copies `src` to `sink` until `src` ends, then closes `sink`'s direction.
-/// Returns the bytes moved.
-pub async fn pump<S: Source, K: Sink>(
-    src: &mut S,
-    sink: &mut K,
-    state: &RelayState,
-) -> io::Result<u64> {
+/// Returns the bytes moved, and how it ended.
+pub async fn pump<S: Source, K: Sink>(src: &mut S, sink: &mut K, state: &RelayState) -> Moved {
     let mut total = 0u64;
     let res: io::Result<()> = async {
         loop {
@@ -365,23 +406,32 @@ pub async fn pump<S: Source, K: Sink>(
         state.guard(sink.close_write()).await
     }
     .await;
-    if let Err(e) = res {
+    if res.is_err() {
         state.fail();
-        return Err(e);
     }
-    Ok(total)
+    Moved {
+        bytes: total,
+        result: res,
+    }
+}
+
+/// What one direction of a relay moved, and how it ended.
+#[derive(Debug)]
+pub struct Moved {
+    pub bytes: u64,
+    pub result: io::Result<()>,
 }
 
 /// Relays both directions until both have ended (half-close is propagated:
-/// each direction's end closes the matching write side). Returns the bytes
-/// moved a→b and b→a, or the first error.
+/// each direction's end closes the matching write side). Returns what moved
+/// a→b and b→a; if one direction fails the other is stopped.
 pub async fn relay<A: Source, AK: Sink, B: Source, BK: Sink>(
     a: &mut A,
     a_sink: &mut AK,
     b: &mut B,
     b_sink: &mut BK,
     idle: Duration,
-) -> (io::Result<u64>, io::Result<u64>) {
+) -> (Moved, Moved) {
     let state = RelayState::new(idle);
     monoio::join!(pump(a, b_sink, &state), pump(b, a_sink, &state))
 }
@@ -481,9 +531,86 @@ pub async fn read_request_head<S: Source>(
 }
 
 /// [`read_head`] for responses.
-pub async fn read_response_head<S: Source>(
-    src: &mut S,
-    wait: Duration,
-) -> Result<Option<ResponseHead>, HeadReadError> {
+pub async fn read_response_head<S: Source>(src: &mut S, wait: Duration) -> Result<Option<ResponseHead>, HeadReadError> {
     read_head(src, wait, wait, ResponseHead::parse).await
+}
+
+/// Why forwarding a message body stopped.
+#[derive(Debug)]
+pub enum BodyError {
+    /// The bytes violate HTTP framing (bad chunk, truncated body).
+    Framing(FramingError),
+    Io(io::Error),
+}
+
+impl From<io::Error> for BodyError {
+    fn from(e: io::Error) -> Self {
+        BodyError::Io(e)
+    }
+}
+
+impl From<FramingError> for BodyError {
+    fn from(e: FramingError) -> Self {
+        BodyError::Framing(e)
+    }
+}
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BodyError::Framing(e) => e.fmt(f),
+            BodyError::Io(e) => e.fmt(f),
+        }
+    }
+}
+
+/// Forwards exactly one message body from `src` to `sink`, as `tracker`
+/// delimits it; bytes after the body stay in `src`. Length-delimited stretches
+/// move without inspection (and through a TLS sink's zero-copy path); only
+/// chunk framing is looked at. Returns the bytes moved.
+pub async fn forward_body<S: Source, K: Sink>(
+    src: &mut S,
+    sink: &mut K,
+    tracker: &mut BodyTracker,
+    state: &RelayState,
+) -> Result<u64, BodyError> {
+    let mut total = 0u64;
+    let res: Result<(), BodyError> = async {
+        while !tracker.is_done() {
+            let bulk = tracker
+                .remaining_hint()
+                .map(|r| usize::try_from(r).unwrap_or(usize::MAX));
+            let bulk = if tracker.until_close() { Some(usize::MAX) } else { bulk };
+            if let Some(max) = bulk {
+                let n = state.guard(sink.absorb(src, max)).await?;
+                if n == 0 {
+                    tracker.on_eof()?;
+                    break;
+                }
+                tracker.skip(n);
+                total += n as u64;
+                state.touch();
+                continue;
+            }
+            if src.data().is_empty() && state.guard(src.fill()).await? == 0 {
+                tracker.on_eof()?;
+                break;
+            }
+            let n = tracker.advance(src.data())?;
+            if n > 0 {
+                state.guard(src.forward(n, sink)).await?;
+                total += n as u64;
+                state.touch();
+            }
+        }
+        Ok(())
+    }
+    .await;
+    match res {
+        Ok(()) => Ok(total),
+        Err(e) => {
+            state.fail();
+            Err(e)
+        }
+    }
 }

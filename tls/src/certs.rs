@@ -15,9 +15,7 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, SetupErro
         reason,
     };
     let iter = CertificateDer::pem_file_iter(path).map_err(|e| err(pem_reason(e)))?;
-    let certs = iter
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| err(pem_reason(e)))?;
+    let certs = iter.collect::<Result<Vec<_>, _>>().map_err(|e| err(pem_reason(e)))?;
     if certs.is_empty() {
         return Err(err("no CERTIFICATE blocks found".into()));
     }

@@ -44,10 +44,7 @@ pub struct ClientCreds<'a> {
 /// only, and the client presents `cert`. `sessions` sizes the TLS 1.3 ticket
 /// cache; build one configuration per worker so resumption needs no lock
 /// shared between cores.
-pub fn client_config(
-    creds: &ClientCreds<'_>,
-    sessions: usize,
-) -> Result<Arc<ClientConfig>, SetupError> {
+pub fn client_config(creds: &ClientCreds<'_>, sessions: usize) -> Result<Arc<ClientConfig>, SetupError> {
     let roots = roots(creds.ca)?;
     let chain = load_certs(creds.cert)?;
     let key = load_key(creds.key)?;
@@ -58,10 +55,7 @@ pub fn client_config(
         .with_client_auth_cert(chain, key)
         .map_err(|e| SetupError::File {
             path: creds.key.to_path_buf(),
-            reason: format!(
-                "key does not match certificate {}: {e}",
-                creds.cert.display()
-            ),
+            reason: format!("key does not match certificate {}: {e}", creds.cert.display()),
         })?;
     cfg.enable_secret_extraction = true;
     cfg.resumption = Resumption::store(Arc::new(ClientSessionMemoryCache::new(sessions.max(1))));
@@ -97,10 +91,7 @@ pub fn server_config(creds: &ServerCreds<'_>) -> Result<Arc<ServerConfig>, Setup
         .with_single_cert(chain, key)
         .map_err(|e| SetupError::File {
             path: creds.key.to_path_buf(),
-            reason: format!(
-                "key does not match certificate {}: {e}",
-                creds.cert.display()
-            ),
+            reason: format!("key does not match certificate {}: {e}", creds.cert.display()),
         })?;
     cfg.enable_secret_extraction = true;
     cfg.ticketer = rustls::crypto::ring::Ticketer::new().map_err(SetupError::Tls)?;

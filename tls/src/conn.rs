@@ -10,9 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use monoio::buf::IoBufMut;
-use monoio::io::{
-    AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable,
-};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
 use monoio::net::TcpStream;
 use msc_io::buf;
 use msc_io::stream::{Sink, Source, wait_readable};
@@ -24,8 +22,8 @@ use rustls::{ClientConfig, ConnectionTrafficSecrets, HandshakeKind, ServerConfig
 use rustls_pki_types::{CertificateDer, ServerName};
 
 use crate::record::{
-    self, CT_ALERT, CT_APPLICATION_DATA, CT_HANDSHAKE, HEADER_LEN, MAX_PLAINTEXT, MAX_RECORD,
-    OVERHEAD, RecordError, RecordKey,
+    self, CT_ALERT, CT_APPLICATION_DATA, CT_HANDSHAKE, HEADER_LEN, MAX_PLAINTEXT, MAX_RECORD, OVERHEAD, RecordError,
+    RecordKey,
 };
 
 /// Why a TLS connection could not be set up or continued.
@@ -118,28 +116,19 @@ impl std::fmt::Debug for TlsStream {
 
 trait Unbuffered {
     type Data;
-    fn process<'c, 'i>(
-        &'c mut self,
-        incoming: &'i mut [u8],
-    ) -> UnbufferedStatus<'c, 'i, Self::Data>;
+    fn process<'c, 'i>(&'c mut self, incoming: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data>;
 }
 
 impl Unbuffered for UnbufferedClientConnection {
     type Data = ClientConnectionData;
-    fn process<'c, 'i>(
-        &'c mut self,
-        incoming: &'i mut [u8],
-    ) -> UnbufferedStatus<'c, 'i, Self::Data> {
+    fn process<'c, 'i>(&'c mut self, incoming: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data> {
         self.process_tls_records(incoming)
     }
 }
 
 impl Unbuffered for UnbufferedServerConnection {
     type Data = ServerConnectionData;
-    fn process<'c, 'i>(
-        &'c mut self,
-        incoming: &'i mut [u8],
-    ) -> UnbufferedStatus<'c, 'i, Self::Data> {
+    fn process<'c, 'i>(&'c mut self, incoming: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data> {
         self.process_tls_records(incoming)
     }
 }
@@ -171,9 +160,7 @@ async fn drive<C: Unbuffered>(
                             outgoing.truncate(used + n);
                             break;
                         }
-                        Err(EncodeError::InsufficientSize(e)) => {
-                            outgoing.resize(used + e.required_size, 0)
-                        }
+                        Err(EncodeError::InsufficientSize(e)) => outgoing.resize(used + e.required_size, 0),
                         Err(EncodeError::AlreadyEncoded) => {
                             outgoing.truncate(used);
                             break;
@@ -231,9 +218,7 @@ fn suite_name(s: rustls::SupportedCipherSuite) -> String {
 
 fn confidentiality_limit(s: rustls::SupportedCipherSuite) -> u64 {
     // Rotate well before the suite's limit (2^24.5 records for AES-GCM).
-    let limit = s
-        .tls13()
-        .map_or(1 << 23, |t| t.common.confidentiality_limit);
+    let limit = s.tls13().map_or(1 << 23, |t| t.common.confidentiality_limit);
     (limit / 2).min(1 << 23)
 }
 
@@ -248,37 +233,18 @@ impl TlsStream {
         let mut conn = UnbufferedClientConnection::new(config, server_name)?;
         let mut incoming = Vec::with_capacity(16 * 1024);
         let mut early = Vec::new();
-        match monoio::time::timeout(
-            timeout,
-            drive(&mut conn, &mut tcp, &mut incoming, &mut early),
-        )
-        .await
-        {
+        match monoio::time::timeout(timeout, drive(&mut conn, &mut tcp, &mut incoming, &mut early)).await {
             Ok(r) => r?,
             Err(_) => return Err(TlsError::Timeout),
         }
         let info = SessionInfo {
-            peer_certs: conn
-                .peer_certificates()
-                .map(<[_]>::to_vec)
-                .unwrap_or_default(),
+            peer_certs: conn.peer_certificates().map(<[_]>::to_vec).unwrap_or_default(),
             resumed: conn.handshake_kind() == Some(HandshakeKind::Resumed),
-            suite: conn
-                .negotiated_cipher_suite()
-                .map(suite_name)
-                .unwrap_or_default(),
+            suite: conn.negotiated_cipher_suite().map(suite_name).unwrap_or_default(),
         };
         let (secrets, kernel) = conn.dangerous_into_kernel_connection()?;
         let limit = confidentiality_limit(kernel.negotiated_cipher_suite());
-        TlsStream::assemble(
-            tcp,
-            secrets,
-            Kernel::Client(kernel),
-            limit,
-            incoming,
-            early,
-            info,
-        )
+        TlsStream::assemble(tcp, secrets, Kernel::Client(kernel), limit, incoming, early, info)
     }
 
     /// Accepts a client over `tcp` (the configuration decides whether a client
@@ -291,37 +257,18 @@ impl TlsStream {
         let mut conn = UnbufferedServerConnection::new(config)?;
         let mut incoming = Vec::with_capacity(16 * 1024);
         let mut early = Vec::new();
-        match monoio::time::timeout(
-            timeout,
-            drive(&mut conn, &mut tcp, &mut incoming, &mut early),
-        )
-        .await
-        {
+        match monoio::time::timeout(timeout, drive(&mut conn, &mut tcp, &mut incoming, &mut early)).await {
             Ok(r) => r?,
             Err(_) => return Err(TlsError::Timeout),
         }
         let info = SessionInfo {
-            peer_certs: conn
-                .peer_certificates()
-                .map(<[_]>::to_vec)
-                .unwrap_or_default(),
+            peer_certs: conn.peer_certificates().map(<[_]>::to_vec).unwrap_or_default(),
             resumed: conn.handshake_kind() == Some(HandshakeKind::Resumed),
-            suite: conn
-                .negotiated_cipher_suite()
-                .map(suite_name)
-                .unwrap_or_default(),
+            suite: conn.negotiated_cipher_suite().map(suite_name).unwrap_or_default(),
         };
         let (secrets, kernel) = conn.dangerous_into_kernel_connection()?;
         let limit = confidentiality_limit(kernel.negotiated_cipher_suite());
-        TlsStream::assemble(
-            tcp,
-            secrets,
-            Kernel::Server(kernel),
-            limit,
-            incoming,
-            early,
-            info,
-        )
+        TlsStream::assemble(tcp, secrets, Kernel::Server(kernel), limit, incoming, early, info)
     }
 
     fn assemble(
@@ -433,15 +380,11 @@ impl TlsReader {
     /// Decrypts the next buffered record, if complete. Returns the number of
     /// plaintext bytes it added, `None` if more ciphertext is needed.
     fn open_one(&mut self) -> io::Result<Option<usize>> {
-        let Some(len) = record::complete_record(&self.buf[self.cipher_start..]).map_err(invalid)?
-        else {
+        let Some(len) = record::complete_record(&self.buf[self.cipher_start..]).map_err(invalid)? else {
             return Ok(None);
         };
         let at = self.cipher_start;
-        let (ct, r) = self
-            .key
-            .open(&mut self.buf[at..at + len])
-            .map_err(invalid)?;
+        let (ct, r) = self.key.open(&mut self.buf[at..at + len]).map_err(invalid)?;
         self.cipher_start += len;
         let r = at + r.start..at + r.end;
         match ct {
@@ -501,21 +444,14 @@ impl TlsReader {
                         [1] => true,
                         _ => return Err(invalid("malformed KeyUpdate")),
                     };
-                    let (seq, secrets) = self
-                        .shared
-                        .kernel
-                        .borrow_mut()
-                        .update_rx()
-                        .map_err(invalid)?;
+                    let (seq, secrets) = self.shared.kernel.borrow_mut().update_rx().map_err(invalid)?;
                     self.key = RecordKey::new(&secrets, seq).map_err(invalid)?;
                     if requested {
                         self.shared.key_update_requested.set(true);
                     }
                 }
                 t => {
-                    return Err(invalid(format!(
-                        "unexpected post-handshake message type {t}"
-                    )));
+                    return Err(invalid(format!("unexpected post-handshake message type {t}")));
                 }
             }
             used += 4 + len;
@@ -600,10 +536,7 @@ impl Source for TlsReader {
             self.make_room();
             let len = self.buf.len();
             let cap = self.buf.capacity();
-            let (res, slice) = self
-                .half
-                .read(std::mem::take(&mut self.buf).slice_mut(len..cap))
-                .await;
+            let (res, slice) = self.half.read(std::mem::take(&mut self.buf).slice_mut(len..cap)).await;
             self.buf = slice.into_inner();
             if res? == 0 {
                 return Err(io::Error::new(
@@ -671,12 +604,7 @@ impl TlsWriter {
         // KeyUpdate(update_not_requested)
         rec.extend_from_slice(&[24, 0, 0, 1, 0]);
         self.key.seal(rec, start, CT_HANDSHAKE).map_err(invalid)?;
-        let (seq, secrets) = self
-            .shared
-            .kernel
-            .borrow_mut()
-            .update_tx()
-            .map_err(invalid)?;
+        let (seq, secrets) = self.shared.kernel.borrow_mut().update_tx().map_err(invalid)?;
         self.key = RecordKey::new(&secrets, seq).map_err(invalid)?;
         Ok(())
     }
@@ -688,9 +616,7 @@ impl TlsWriter {
             let start = rec.len();
             rec.extend_from_slice(&[0; HEADER_LEN]);
             rec.extend_from_slice(chunk);
-            self.key
-                .seal(rec, start, CT_APPLICATION_DATA)
-                .map_err(invalid)?;
+            self.key.seal(rec, start, CT_APPLICATION_DATA).map_err(invalid)?;
         }
         Ok(())
     }

@@ -7,8 +7,8 @@
 use std::net::IpAddr;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -106,11 +106,7 @@ impl Ca {
     }
 
     /// Issues a gateway (TLS server) certificate for `names`: DNS names and/or IP addresses.
-    pub fn issue_server(
-        &self,
-        names: &[String],
-        validity: Validity,
-    ) -> Result<Issued, rcgen::Error> {
+    pub fn issue_server(&self, names: &[String], validity: Validity) -> Result<Issued, rcgen::Error> {
         let mut p = CertificateParams::default();
         p.distinguished_name = dn(names.first().map_or("msc gateway", String::as_str));
         for n in names {
@@ -128,12 +124,7 @@ impl Ca {
 
     /// Issues a client certificate for `user` (subject CN) with an optional
     /// SAN e-mail address.
-    pub fn issue_client(
-        &self,
-        user: &str,
-        email: Option<&str>,
-        validity: Validity,
-    ) -> Result<Issued, rcgen::Error> {
+    pub fn issue_client(&self, user: &str, email: Option<&str>, validity: Validity) -> Result<Issued, rcgen::Error> {
         let mut p = CertificateParams::default();
         p.distinguished_name = dn(user);
         if let Some(e) = email {

@@ -68,9 +68,7 @@ impl RecordKey {
         let (alg, key, iv) = match secrets {
             ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (&aead::AES_128_GCM, key, iv),
             ConnectionTrafficSecrets::Aes256Gcm { key, iv } => (&aead::AES_256_GCM, key, iv),
-            ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => {
-                (&aead::CHACHA20_POLY1305, key, iv)
-            }
+            ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => (&aead::CHACHA20_POLY1305, key, iv),
             _ => return Err(RecordError::Suite),
         };
         let iv: [u8; 12] = iv.as_ref().try_into().map_err(|_| RecordError::Suite)?;
@@ -111,12 +109,7 @@ impl RecordKey {
     /// is reserved for the header and the plaintext runs from `start + 5` to
     /// the end of `rec`. Appends the inner content type and the tag (`rec`
     /// needs [`OVERHEAD`] spare capacity to avoid a reallocation).
-    pub fn seal(
-        &mut self,
-        rec: &mut Vec<u8>,
-        start: usize,
-        content_type: u8,
-    ) -> Result<(), RecordError> {
+    pub fn seal(&mut self, rec: &mut Vec<u8>, start: usize, content_type: u8) -> Result<(), RecordError> {
         let plain = rec.len() - start - HEADER_LEN;
         debug_assert!(plain <= MAX_PLAINTEXT);
         let len = plain + 1 + TAG_LEN;
@@ -141,19 +134,14 @@ impl RecordKey {
     /// Opens one complete record (header included) in place. Returns the inner
     /// content type and the plaintext's range within `rec`.
     pub fn open(&mut self, rec: &mut [u8]) -> Result<(u8, Range<usize>), RecordError> {
-        let header: [u8; HEADER_LEN] = rec[..HEADER_LEN]
-            .try_into()
-            .map_err(|_| RecordError::Overflow)?;
+        let header: [u8; HEADER_LEN] = rec[..HEADER_LEN].try_into().map_err(|_| RecordError::Overflow)?;
         let nonce = self.next_nonce()?;
         let plain = self
             .key
             .open_in_place(nonce, Aad::from(header), &mut rec[HEADER_LEN..])
             .map_err(|_| RecordError::BadMac)?;
         // Strip padding: the content type is the last non-zero byte.
-        let ct_at = plain
-            .iter()
-            .rposition(|&b| b != 0)
-            .ok_or(RecordError::NoContentType)?;
+        let ct_at = plain.iter().rposition(|&b| b != 0).ok_or(RecordError::NoContentType)?;
         let ct = plain[ct_at];
         Ok((ct, HEADER_LEN..HEADER_LEN + ct_at))
     }
@@ -258,18 +246,9 @@ mod tests {
 
     #[test]
     fn header_checks() {
-        assert_eq!(
-            complete_record(&[22, 3, 3, 0, 20]),
-            Err(RecordError::OuterType(22))
-        );
-        assert_eq!(
-            complete_record(&[23, 3, 3, 0x41, 0x01]),
-            Err(RecordError::Overflow)
-        );
-        assert_eq!(
-            complete_record(&[23, 3, 3, 0, 3]),
-            Err(RecordError::NoContentType)
-        );
+        assert_eq!(complete_record(&[22, 3, 3, 0, 20]), Err(RecordError::OuterType(22)));
+        assert_eq!(complete_record(&[23, 3, 3, 0x41, 0x01]), Err(RecordError::Overflow));
+        assert_eq!(complete_record(&[23, 3, 3, 0, 3]), Err(RecordError::NoContentType));
         assert_eq!(complete_record(&[23, 3, 3]), Ok(None));
     }
 }

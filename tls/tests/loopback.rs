@@ -30,9 +30,7 @@ impl Pki {
             .unwrap();
         w("gw.pem", &gw.cert_pem);
         w("gw-key.pem", &gw.key_pem);
-        let bad_gw = other
-            .issue_server(&["localhost".into()], Validity::days(1))
-            .unwrap();
+        let bad_gw = other.issue_server(&["localhost".into()], Validity::days(1)).unwrap();
         w("bad-gw.pem", &bad_gw.cert_pem);
         w("bad-gw-key.pem", &bad_gw.key_pem);
         for (name, issuer, validity) in [
@@ -54,10 +52,7 @@ impl Pki {
     }
 
     fn client(&self, who: &str) -> Arc<rustls::ClientConfig> {
-        let (cert, key) = (
-            self.p(&format!("{who}.pem")),
-            self.p(&format!("{who}-key.pem")),
-        );
+        let (cert, key) = (self.p(&format!("{who}.pem")), self.p(&format!("{who}-key.pem")));
         client_config(
             &ClientCreds {
                 ca: &self.p("ca.pem"),
@@ -90,11 +85,7 @@ async fn listen() -> (TcpListener, std::net::SocketAddr) {
 }
 
 /// Server: accepts `n` connections, echoes each until EOF, reports identity and resumption.
-async fn echo_server(
-    l: TcpListener,
-    cfg: Arc<rustls::ServerConfig>,
-    n: usize,
-) -> Vec<(String, bool)> {
+async fn echo_server(l: TcpListener, cfg: Arc<rustls::ServerConfig>, n: usize) -> Vec<(String, bool)> {
     let mut out = Vec::new();
     for _ in 0..n {
         let (tcp, _) = l.accept().await.unwrap();
@@ -103,7 +94,7 @@ async fn echo_server(
         out.push((id.principal().to_string(), tls.info().resumed));
         let (mut r, mut w) = tls.split();
         let st = RelayState::new(T);
-        pump(&mut r, &mut w, &st).await.unwrap();
+        pump(&mut r, &mut w, &st).await.result.unwrap();
     }
     out
 }
@@ -134,14 +125,8 @@ async fn echo_resumption_and_key_update() {
     let data = pattern(3 * 1024 * 1024 + 17);
     for round in 0..2 {
         let tcp = TcpStream::connect_addr(addr).await.unwrap();
-        let tls = TlsStream::connect(ccfg.clone(), name(), tcp, T)
-            .await
-            .unwrap();
-        assert!(
-            tls.info().suite.starts_with("TLS13_"),
-            "{}",
-            tls.info().suite
-        );
+        let tls = TlsStream::connect(ccfg.clone(), name(), tcp, T).await.unwrap();
+        assert!(tls.info().suite.starts_with("TLS13_"), "{}", tls.info().suite);
         assert_eq!(tls.info().resumed, round == 1, "second connection resumes");
         let (mut r, mut w) = tls.split();
         if round == 1 {
@@ -174,9 +159,7 @@ async fn handshake_pair(
     let (l, addr) = listen().await;
     let server = monoio::spawn(async move {
         let (tcp, _) = l.accept().await.unwrap();
-        TlsStream::accept(scfg, tcp, T)
-            .await
-            .map_err(|e| e.to_string())
+        TlsStream::accept(scfg, tcp, T).await.map_err(|e| e.to_string())
     });
     // The client's view: TLS 1.3 clients finish before the server judges their
     // certificate, so a rejection shows up on the first read.
@@ -210,13 +193,11 @@ async fn client_certificate_policy() {
     for c in msc_tls::certs::load_certs(&pki.p("ca.pem")).unwrap() {
         roots.add(c).unwrap();
     }
-    let mut anon = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let mut anon = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     anon.enable_secret_extraction = true;
     let (s, c) = handshake_pair(pki.server("gw"), Arc::new(anon)).await;
     let e = s.expect_err("anonymous");

@@ -1,0 +1,196 @@
+//! Assembling processes: listeners, worker threads and their services for
+//! the client, the gateway and the built-in origin. Used by the CLI commands
+//! and by `msc demo`, which runs all three in one process.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use monoio::blocking::DefaultThreadPool;
+
+use crate::client::ClientService;
+use crate::config::client::ClientConfig;
+use crate::config::gateway::GatewayConfig;
+use crate::gateway::access::AccessLog;
+use crate::gateway::{Gateway, GatewayShared};
+use crate::origin::Origin;
+use crate::upstream::{GatewayRoute, Routing, RoutingHandle};
+use crate::worker::Workers;
+
+/// How long open connections may finish after a stop request.
+pub const GRACE: Duration = Duration::from_secs(5);
+const BACKLOG: i32 = 1024;
+
+/// Threads for blocking work (name resolution): shared by all workers.
+pub fn blocking_pool() -> DefaultThreadPool {
+    DefaultThreadPool::new(4)
+}
+
+/// Opens `workers` SO_REUSEPORT sockets for each address; returns them
+/// grouped per worker, and the bound addresses (port 0 becomes a real port).
+pub fn listeners(
+    addrs: &[SocketAddr],
+    workers: usize,
+) -> anyhow::Result<(Vec<Vec<std::net::TcpListener>>, Vec<SocketAddr>)> {
+    let mut per_worker: Vec<Vec<std::net::TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
+    let mut bound = Vec::new();
+    for a in addrs {
+        let socks = msc_io::listen::reuseport_listeners(*a, workers, BACKLOG)
+            .with_context(|| format!("cannot listen on {a}"))?;
+        bound.push(socks[0].local_addr()?);
+        for (w, s) in socks.into_iter().enumerate() {
+            per_worker[w].push(s);
+        }
+    }
+    Ok((per_worker, bound))
+}
+
+/// A running gateway.
+#[derive(Debug)]
+pub struct RunningGateway {
+    pub workers: Workers,
+    pub addr: SocketAddr,
+    log: Option<JoinHandle<()>>,
+}
+
+impl RunningGateway {
+    pub fn stop(self) {
+        self.workers.stop();
+        drop(self.log);
+    }
+}
+
+pub fn start_gateway(cfg: &GatewayConfig, pool: &DefaultThreadPool) -> anyhow::Result<RunningGateway> {
+    let (log, log_thread) = AccessLog::start(&cfg.access_log).context("cannot open the access log")?;
+    let shared = Arc::new(GatewayShared::new(cfg, log)?);
+    let (socks, bound) = listeners(&[cfg.listen], cfg.workers)?;
+    let workers = Workers::start("gateway", socks, pool.clone(), GRACE, move |_, _| {
+        Ok(Rc::new(Gateway::new(shared.clone())))
+    })?;
+    Ok(RunningGateway {
+        workers,
+        addr: bound[0],
+        log: log_thread,
+    })
+}
+
+/// A running client.
+#[derive(Debug)]
+pub struct RunningClient {
+    pub workers: Workers,
+    /// Per slot: the bound (http, https) addresses.
+    pub slots: Vec<(SocketAddr, SocketAddr)>,
+    pub routing: RoutingHandle,
+}
+
+impl RunningClient {
+    pub fn stop(self) {
+        self.workers.stop();
+    }
+}
+
+/// Resolves a gateway address on the calling (non-worker) thread.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "start-up and control thread only, never a worker"
+)]
+pub fn resolve_gateway(host: &str, port: u16) -> Vec<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    match (host, port).to_socket_addrs() {
+        Ok(a) => a.collect(),
+        Err(e) => {
+            tracing::warn!("cannot resolve gateway address {host}:{port}: {e}");
+            Vec::new()
+        }
+    }
+}
+
+/// The routing table before any measurement: slot i uses gateway i.
+pub fn initial_routing(cfg: &ClientConfig) -> Routing {
+    let gateways = cfg
+        .servers
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            Arc::new(GatewayRoute {
+                index: i,
+                name: s.name.as_str().into(),
+                address: s.address.clone(),
+                addrs: resolve_gateway(&s.host, s.port),
+                server_name: s.server_name.clone(),
+            })
+        })
+        .collect();
+    Routing {
+        gateways,
+        slots: (0..cfg.servers.len()).map(|i| vec![i]).collect(),
+    }
+}
+
+pub fn start_client(cfg: &ClientConfig, pool: &DefaultThreadPool) -> anyhow::Result<RunningClient> {
+    // Validate credentials once up front so errors surface before any thread starts.
+    let creds = msc_tls::config::ClientCreds {
+        ca: &cfg.tls.ca,
+        cert: &cfg.tls.cert,
+        key: &cfg.tls.key,
+    };
+    msc_tls::config::client_config(&creds, 1)?;
+    let routing: RoutingHandle = Arc::new(ArcSwap::from_pointee(initial_routing(cfg)));
+    let mut addrs = Vec::new();
+    for s in &cfg.servers {
+        addrs.push(SocketAddr::new(cfg.listen, s.http_port));
+        addrs.push(SocketAddr::new(cfg.listen, s.https_port));
+    }
+    let (socks, bound) = listeners(&addrs, cfg.workers)?;
+    let tls = cfg.tls.clone();
+    let timeouts = cfg.timeouts;
+    let r2 = routing.clone();
+    let workers = Workers::start("client", socks, pool.clone(), GRACE, move |_, _| {
+        // Each worker has its own TLS configuration, hence its own ticket cache.
+        let creds = msc_tls::config::ClientCreds {
+            ca: &tls.ca,
+            cert: &tls.cert,
+            key: &tls.key,
+        };
+        let c = msc_tls::config::client_config(&creds, 64).map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(Rc::new(ClientService::new(c, r2.clone(), timeouts)))
+    })?;
+    let slots = bound.chunks(2).map(|p| (p[0], p[1])).collect();
+    Ok(RunningClient {
+        workers,
+        slots,
+        routing,
+    })
+}
+
+/// Starts the built-in origin.
+pub fn start_origin(
+    addr: SocketAddr,
+    workers: usize,
+    pool: &DefaultThreadPool,
+) -> anyhow::Result<(Workers, SocketAddr)> {
+    let (socks, bound) = listeners(&[addr], workers)?;
+    let w = Workers::start("origin", socks, pool.clone(), Duration::from_millis(200), |_, _| {
+        Ok(Rc::new(Origin))
+    })?;
+    Ok((w, bound[0]))
+}
+
+/// Blocks until SIGINT or SIGTERM.
+pub fn wait_for_signal() -> anyhow::Result<i32> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    Ok(signals.forever().next().unwrap_or(SIGTERM))
+}
+
+/// Raises the open-file limit to the hard limit: a proxy holds two sockets
+/// per connection.
+pub fn raise_fd_limit() {
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::warn!("cannot raise the open-file limit: {e}");
+    }
+}

@@ -1,0 +1,248 @@
+//! Command-line interface.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::app;
+use crate::config::client::ClientConfig;
+use crate::config::gateway::GatewayConfig;
+use crate::config::{AnyConfig, load_any};
+use crate::pki::InitOptions;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "msc",
+    version,
+    about = "Mobile security client: browser traffic through mutual-TLS gateways"
+)]
+struct Cli {
+    /// Log filter (error, warn, info, debug, trace, or a tracing directive); RUST_LOG overrides.
+    #[arg(long, global = true, default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run the client: the local proxy browsers use.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run a gateway: terminates mutual TLS and forwards to origins.
+    Gateway {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Test PKI.
+    Pki {
+        #[command(subcommand)]
+        cmd: PkiCmd,
+    },
+    /// Run origin, gateway and client on loopback with a fresh PKI.
+    Demo {
+        /// Workers per component (0 = one per core).
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+    },
+    /// Validate a client or gateway configuration file.
+    CheckConfig { file: PathBuf },
+    /// Run the built-in origin server (demo page and test endpoints).
+    Origin {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PkiCmd {
+    /// Create a CA, a gateway and a client certificate, and client.toml/gateway.toml.
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Client certificate subject CN.
+        #[arg(long, default_value = "alice")]
+        user: String,
+        /// Client certificate SAN e-mail.
+        #[arg(long)]
+        email: Option<String>,
+        /// Gateway certificate SANs (repeatable; DNS names or IPs).
+        #[arg(long = "san", default_values = ["localhost", "127.0.0.1"])]
+        sans: Vec<String>,
+        /// Address the generated gateway.toml listens on.
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        gateway_listen: String,
+        #[arg(long, default_value_t = 3128)]
+        http_port: u16,
+        #[arg(long, default_value_t = 3129)]
+        https_port: u16,
+        /// Validity of the leaf certificates, in days.
+        #[arg(long, default_value_t = 365)]
+        days: i64,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cli.log))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Log lines are written by a background thread: workers never block on stderr.
+    let (writer, _guard) = tracing_appender::non_blocking(std::io::stderr());
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    match run(cli.cmd) {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            drop(_guard);
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn ready(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn config_error(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(2)
+}
+
+fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        Cmd::Run { config } => {
+            let cfg = match ClientConfig::load(&config) {
+                Ok(c) => c,
+                Err(e) => return Ok(config_error(e)),
+            };
+            app::raise_fd_limit();
+            let pool = app::blocking_pool();
+            let client = app::start_client(&cfg, &pool)?;
+            let mut line = format!(
+                "msc client ready: {} workers, driver {}",
+                client.workers.len(),
+                client.workers.driver
+            );
+            let routing = client.routing.load();
+            for (i, (http, https)) in client.slots.iter().enumerate() {
+                let gw = routing.for_slot(i).next().map(|g| g.label()).unwrap_or_default();
+                line.push_str(&format!("; slot {} http {http} https {https} -> gateway {gw}", i + 1));
+            }
+            drop(routing);
+            ready(&line);
+            let sig = app::wait_for_signal()?;
+            tracing::info!("signal {sig}: stopping (open connections get {:?})", app::GRACE);
+            client.stop();
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Gateway { config } => {
+            let cfg = match GatewayConfig::load(&config) {
+                Ok(c) => c,
+                Err(e) => return Ok(config_error(e)),
+            };
+            app::raise_fd_limit();
+            let pool = app::blocking_pool();
+            let gw = app::start_gateway(&cfg, &pool)?;
+            ready(&format!(
+                "msc gateway ready: listening on {} ({} workers, driver {}, {} deny rules)",
+                gw.addr,
+                gw.workers.len(),
+                gw.workers.driver,
+                cfg.deny.len()
+            ));
+            let sig = app::wait_for_signal()?;
+            tracing::info!("signal {sig}: stopping (open connections get {:?})", app::GRACE);
+            gw.stop();
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Pki {
+            cmd:
+                PkiCmd::Init {
+                    dir,
+                    user,
+                    email,
+                    sans,
+                    gateway_listen,
+                    http_port,
+                    https_port,
+                    days,
+                    force,
+                },
+        } => {
+            let email = email.or_else(|| Some(format!("{user}@example.com")));
+            let opts = InitOptions {
+                dir,
+                user,
+                email,
+                gateway_names: sans,
+                gateway_listen,
+                http_port,
+                https_port,
+                days,
+                force,
+            };
+            for p in crate::pki::init(&opts)? {
+                println!("wrote {}", p.display());
+            }
+            println!(
+                "next: msc gateway --config {0}/gateway.toml   and   msc run --config {0}/client.toml",
+                opts.dir.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Demo { workers } => {
+            app::raise_fd_limit();
+            crate::demo::run(workers)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::CheckConfig { file } => match load_any(&file) {
+            Ok(AnyConfig::Client(c)) => {
+                println!(
+                    "{}: valid client configuration ({} gateways, {} workers)",
+                    file.display(),
+                    c.servers.len(),
+                    c.workers
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Ok(AnyConfig::Gateway(g)) => {
+                println!(
+                    "{}: valid gateway configuration (listen {}, {} deny rules)",
+                    file.display(),
+                    g.listen,
+                    g.deny.len()
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => Ok(config_error(e)),
+        },
+        Cmd::Origin { listen, workers } => {
+            let pool = app::blocking_pool();
+            let (w, addr) = app::start_origin(listen, workers, &pool)?;
+            ready(&format!("msc origin ready: listening on {addr}"));
+            app::wait_for_signal()?;
+            w.stop();
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

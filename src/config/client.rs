@@ -1,0 +1,248 @@
+//! The client's configuration (`msc run --config client.toml`).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use msc_tls::ServerName;
+use serde::Deserialize;
+
+use super::{Check, ConfigError, load_toml, parse_toml};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    #[serde(default)]
+    workers: usize,
+    #[serde(default = "default_listen")]
+    listen: String,
+    tls: RawTls,
+    #[serde(default)]
+    timeouts: RawTimeouts,
+    servers: Vec<RawServer>,
+    #[serde(default)]
+    control: RawControl,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    ca: String,
+    cert: String,
+    key: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTimeouts {
+    head: Option<String>,
+    idle: Option<String>,
+    connect: Option<String>,
+    handshake: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    name: String,
+    address: String,
+    server_name: Option<String>,
+    http_port: u16,
+    https_port: u16,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawControl {
+    listen: Option<String>,
+}
+
+/// Paths of the client's TLS credentials.
+#[derive(Clone, Debug)]
+pub struct ClientTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Time limits on the client's data path.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientTimeouts {
+    /// From the first byte of a request head to its end (408 after).
+    pub head: Duration,
+    /// A browser connection or tunnel with no traffic either way is closed after this.
+    pub idle: Duration,
+    /// TCP connect to a gateway (504 after).
+    pub connect: Duration,
+    /// TLS handshake with a gateway (504 after).
+    pub handshake: Duration,
+}
+
+/// One gateway and the local ports (its slot) browsers use to reach it.
+#[derive(Clone, Debug)]
+pub struct Server {
+    pub name: String,
+    /// `host:port` as configured.
+    pub address: String,
+    pub host: String,
+    pub port: u16,
+    pub server_name: ServerName<'static>,
+    pub http_port: u16,
+    pub https_port: u16,
+}
+
+/// A validated client configuration.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    pub file: PathBuf,
+    pub workers: usize,
+    pub listen: IpAddr,
+    pub tls: ClientTls,
+    pub timeouts: ClientTimeouts,
+    pub servers: Vec<Server>,
+    pub control: SocketAddr,
+}
+
+pub const DEFAULT_CONTROL_PORT: u16 = 27778;
+
+impl ClientConfig {
+    pub fn load(file: &Path) -> Result<ClientConfig, ConfigError> {
+        let raw: Raw = load_toml(file)?;
+        validate(file, raw)
+    }
+
+    pub fn from_text(file: &Path, text: &str) -> Result<ClientConfig, ConfigError> {
+        validate(file, parse_toml(file, text)?)
+    }
+}
+
+fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 64
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Splits `host:port` / `[v6]:port`.
+pub(crate) fn split_host_port(v: &str) -> Option<(String, u16)> {
+    let v = v.trim();
+    let (host, port) = if let Some(rest) = v.strip_prefix('[') {
+        let (h, p) = rest.split_once("]:")?;
+        (h, p)
+    } else {
+        v.rsplit_once(':')?
+    };
+    let port: u16 = port.parse().ok().filter(|&p| p != 0)?;
+    let ok_host = !host.is_empty()
+        && (host.parse::<IpAddr>().is_ok()
+            || host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')));
+    ok_host.then(|| (host.to_string(), port))
+}
+
+fn validate(file: &Path, raw: Raw) -> Result<ClientConfig, ConfigError> {
+    let c = Check { file };
+    let workers = c.workers(raw.workers)?;
+    let listen: IpAddr = raw
+        .listen
+        .trim()
+        .parse()
+        .map_err(|_| c.err("listen", format!("'{}' is not an IP address", raw.listen)))?;
+    if !listen.is_loopback() {
+        return Err(c.err(
+            "listen",
+            format!("{listen} is not a loopback address: the client only listens on 127.0.0.0/8 or ::1"),
+        ));
+    }
+    let tls = ClientTls {
+        ca: c.file("tls.ca", &raw.tls.ca)?,
+        cert: c.file("tls.cert", &raw.tls.cert)?,
+        key: c.file("tls.key", &raw.tls.key)?,
+    };
+    let t = &raw.timeouts;
+    let d = |key: &str, v: &Option<String>, default: Duration| match v {
+        Some(s) => c.duration(key, s),
+        None => Ok(default),
+    };
+    let timeouts = ClientTimeouts {
+        head: d("timeouts.head", &t.head, Duration::from_secs(10))?,
+        idle: d("timeouts.idle", &t.idle, Duration::from_secs(300))?,
+        connect: d("timeouts.connect", &t.connect, Duration::from_secs(5))?,
+        handshake: d("timeouts.handshake", &t.handshake, Duration::from_secs(5))?,
+    };
+    if raw.servers.is_empty() {
+        return Err(c.err("servers", "at least one [[servers]] entry is required"));
+    }
+    let mut servers: Vec<Server> = Vec::with_capacity(raw.servers.len());
+    let mut ports: Vec<(u16, String)> = Vec::new();
+    for (i, s) in raw.servers.into_iter().enumerate() {
+        let key = |f: &str| format!("servers[{i}].{f}");
+        if !valid_name(&s.name) {
+            return Err(c.err(
+                key("name"),
+                format!("'{}' is not a valid name (letters, digits, '-', '_', '.')", s.name),
+            ));
+        }
+        if let Some(j) = servers.iter().position(|o| o.name == s.name) {
+            return Err(c.err(key("name"), format!("'{}' is already used by servers[{j}]", s.name)));
+        }
+        let (host, port) = split_host_port(&s.address).ok_or_else(|| {
+            c.err(
+                key("address"),
+                format!("'{}' is not HOST:PORT (e.g. gw1.example.com:443)", s.address),
+            )
+        })?;
+        let sni = s.server_name.clone().unwrap_or_else(|| host.clone());
+        let server_name = ServerName::try_from(sni.clone())
+            .map_err(|_| c.err(key("server_name"), format!("'{sni}' is not a valid TLS server name")))?;
+        for (f, p) in [("http_port", s.http_port), ("https_port", s.https_port)] {
+            if p == 0 {
+                // 0 asks the OS for a free port (used by `msc demo`).
+                continue;
+            }
+            if let Some((_, other)) = ports.iter().find(|(q, _)| *q == p) {
+                return Err(c.err(key(f), format!("port {p} is already used by {other}")));
+            }
+            ports.push((p, key(f)));
+        }
+        servers.push(Server {
+            name: s.name,
+            address: s.address,
+            host,
+            port,
+            server_name,
+            http_port: s.http_port,
+            https_port: s.https_port,
+        });
+    }
+    let control = match raw.control.listen {
+        None => SocketAddr::new(listen, DEFAULT_CONTROL_PORT),
+        Some(v) => {
+            let a = c.socket_addr("control.listen", &v)?;
+            if !a.ip().is_loopback() {
+                return Err(c.err("control.listen", format!("{a} is not a loopback address")));
+            }
+            a
+        }
+    };
+    if let Some((_, other)) = ports.iter().find(|(q, _)| *q == control.port() && control.port() != 0) {
+        return Err(c.err(
+            "control.listen",
+            format!("port {} is already used by {other}", control.port()),
+        ));
+    }
+    Ok(ClientConfig {
+        file: file.to_path_buf(),
+        workers,
+        listen,
+        tls,
+        timeouts,
+        servers,
+        control,
+    })
+}

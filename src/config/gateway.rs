@@ -1,0 +1,158 @@
+//! The gateway's configuration (`msc gateway --config gateway.toml`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{Check, ConfigError, load_toml, parse_toml};
+use crate::gateway::policy::DenyList;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    #[serde(default)]
+    workers: usize,
+    listen: String,
+    tls: RawTls,
+    #[serde(default)]
+    policy: RawPolicy,
+    #[serde(default)]
+    timeouts: RawTimeouts,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: String,
+    key: String,
+    client_ca: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    #[serde(default)]
+    deny: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTimeouts {
+    handshake: Option<String>,
+    head: Option<String>,
+    idle: Option<String>,
+    connect: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    access: Option<String>,
+}
+
+/// Where access log lines go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    Stderr,
+    File(PathBuf),
+    Off,
+}
+
+/// Paths of the gateway's TLS credentials.
+#[derive(Clone, Debug)]
+pub struct GatewayTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: PathBuf,
+}
+
+/// Time limits on the gateway's data path.
+#[derive(Clone, Copy, Debug)]
+pub struct GatewayTimeouts {
+    pub handshake: Duration,
+    pub head: Duration,
+    pub idle: Duration,
+    pub connect: Duration,
+}
+
+/// A validated gateway configuration.
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    pub file: PathBuf,
+    pub workers: usize,
+    pub listen: SocketAddr,
+    pub tls: GatewayTls,
+    pub deny: DenyList,
+    pub timeouts: GatewayTimeouts,
+    pub access_log: AccessLogTarget,
+}
+
+impl GatewayConfig {
+    pub fn load(file: &Path) -> Result<GatewayConfig, ConfigError> {
+        validate(file, load_toml(file)?)
+    }
+
+    pub fn from_text(file: &Path, text: &str) -> Result<GatewayConfig, ConfigError> {
+        validate(file, parse_toml(file, text)?)
+    }
+}
+
+fn validate(file: &Path, raw: Raw) -> Result<GatewayConfig, ConfigError> {
+    let c = Check { file };
+    let workers = c.workers(raw.workers)?;
+    let listen = c.socket_addr("listen", &raw.listen)?;
+    let tls = GatewayTls {
+        cert: c.file("tls.cert", &raw.tls.cert)?,
+        key: c.file("tls.key", &raw.tls.key)?,
+        client_ca: c.file("tls.client_ca", &raw.tls.client_ca)?,
+    };
+    let mut deny = DenyList::default();
+    for (i, rule) in raw.policy.deny.iter().enumerate() {
+        deny.add(rule)
+            .map_err(|reason| c.err(format!("policy.deny[{i}]"), reason))?;
+    }
+    let t = &raw.timeouts;
+    let d = |key: &str, v: &Option<String>, default: Duration| match v {
+        Some(s) => c.duration(key, s),
+        None => Ok(default),
+    };
+    let timeouts = GatewayTimeouts {
+        handshake: d("timeouts.handshake", &t.handshake, Duration::from_secs(10))?,
+        head: d("timeouts.head", &t.head, Duration::from_secs(30))?,
+        idle: d("timeouts.idle", &t.idle, Duration::from_secs(300))?,
+        connect: d("timeouts.connect", &t.connect, Duration::from_secs(10))?,
+    };
+    let access_log = match raw.log.access.as_deref().map(str::trim) {
+        None | Some("-") | Some("stderr") => AccessLogTarget::Stderr,
+        Some("off") => AccessLogTarget::Off,
+        Some("") => return Err(c.err("log.access", "must not be empty (use \"-\" for stderr or \"off\")")),
+        Some(p) => {
+            let path = Path::new(p);
+            let path = if path.is_absolute() {
+                path.to_path_buf()
+            } else {
+                file.parent().unwrap_or(Path::new(".")).join(path)
+            };
+            match path.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => {
+                    return Err(c.err("log.access", format!("directory not found: {}", dir.display())));
+                }
+                _ => {}
+            }
+            AccessLogTarget::File(path)
+        }
+    };
+    Ok(GatewayConfig {
+        file: file.to_path_buf(),
+        workers,
+        listen,
+        tls,
+        deny,
+        timeouts,
+        access_log,
+    })
+}

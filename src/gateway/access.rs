@@ -1,0 +1,154 @@
+//! The gateway's access log: one line per request.
+//!
+//! Workers hand finished records to a dedicated writer thread through a
+//! bounded channel and never block on it (if the writer falls behind, records
+//! are dropped and counted). The writer formats the timestamp and does the
+//! blocking writes.
+//!
+//! Line format (space separated):
+//! `TIME USER METHOD TARGET STATUS BYTES_UP BYTES_DOWN DURATION_MS`
+//! e.g. `2026-11-25T22:30:00.123Z alice@example.com GET http://example.com/ 200 0 612 3.2`
+
+use std::io::{self, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use crate::config::gateway::AccessLogTarget;
+
+/// One request, as a worker saw it.
+#[derive(Debug)]
+pub struct Record {
+    pub at: SystemTime,
+    pub user: Arc<str>,
+    pub method: String,
+    pub target: String,
+    pub status: u16,
+    pub up: u64,
+    pub down: u64,
+    pub duration: Duration,
+}
+
+/// A cheap, cloneable handle to the access log.
+#[derive(Clone, Debug)]
+pub struct AccessLog {
+    tx: Option<flume::Sender<Record>>,
+    dropped: Arc<AtomicU64>,
+}
+
+const CAPACITY: usize = 64 * 1024;
+
+impl AccessLog {
+    /// A log that discards everything.
+    pub fn off() -> AccessLog {
+        AccessLog {
+            tx: None,
+            dropped: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Starts the writer thread for `target`.
+    pub fn start(target: &AccessLogTarget) -> io::Result<(AccessLog, Option<JoinHandle<()>>)> {
+        let out: Box<dyn Write + Send> = match target {
+            AccessLogTarget::Off => return Ok((AccessLog::off(), None)),
+            AccessLogTarget::Stderr => Box::new(io::stderr()),
+            AccessLogTarget::File(p) => {
+                use std::os::unix::fs::OpenOptionsExt;
+                Box::new(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .mode(0o640)
+                        .open(p)
+                        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))?,
+                )
+            }
+        };
+        let (tx, rx) = flume::bounded::<Record>(CAPACITY);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let d2 = dropped.clone();
+        let h = std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || writer(rx, out, d2))?;
+        Ok((AccessLog { tx: Some(tx), dropped }, Some(h)))
+    }
+
+    /// Queues a record; never blocks.
+    pub fn log(&self, r: Record) {
+        if let Some(tx) = &self.tx {
+            if tx.try_send(r).is_err() {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+fn writer(rx: flume::Receiver<Record>, mut out: Box<dyn Write + Send>, dropped: Arc<AtomicU64>) {
+    let mut line = String::with_capacity(256);
+    let mut reported = 0;
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        while let Some(r) = next {
+            line.clear();
+            format_record(&r, &mut line);
+            let _ = out.write_all(line.as_bytes());
+            next = rx.try_recv().ok();
+        }
+        let d = dropped.load(Ordering::Relaxed);
+        if d != reported {
+            let _ = writeln!(out, "# access log: {} records dropped (writer too slow)", d - reported);
+            reported = d;
+        }
+        let _ = out.flush();
+    }
+}
+
+/// Formats one line (with trailing newline).
+pub fn format_record(r: &Record, line: &mut String) {
+    use std::fmt::Write as _;
+    let t = time::OffsetDateTime::from(r.at);
+    let _ = write!(
+        line,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z {} {} {} {} {} {} {:.1}\n",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond(),
+        r.user,
+        r.method,
+        r.target,
+        r.status,
+        r.up,
+        r.down,
+        r.duration.as_secs_f64() * 1000.0,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_format() {
+        let r = Record {
+            at: SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_110_000_123),
+            user: "alice@example.com".into(),
+            method: "GET".into(),
+            target: "http://example.com/".into(),
+            status: 200,
+            up: 0,
+            down: 612,
+            duration: Duration::from_micros(3210),
+        };
+        let mut s = String::new();
+        format_record(&r, &mut s);
+        assert_eq!(
+            s,
+            "2025-11-25T22:33:20.123Z alice@example.com GET http://example.com/ 200 0 612 3.2\n"
+        );
+    }
+}

@@ -1,0 +1,50 @@
+//! Where each slot's traffic goes: the routing table workers read.
+//!
+//! The control plane builds a [`Routing`] and publishes it atomically; data
+//! path workers `load()` it per connection (lock-free, no contention).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use msc_tls::ServerName;
+
+/// One gateway as the data path needs it.
+#[derive(Debug)]
+pub struct GatewayRoute {
+    pub index: usize,
+    pub name: Arc<str>,
+    /// `host:port` as configured, for messages.
+    pub address: String,
+    /// Resolved addresses, tried in order (empty: not resolvable right now).
+    pub addrs: Vec<SocketAddr>,
+    pub server_name: ServerName<'static>,
+}
+
+impl GatewayRoute {
+    /// `'name' (address)`, for log lines and error pages.
+    pub fn label(&self) -> String {
+        format!("'{}' ({})", self.name, self.address)
+    }
+}
+
+/// An immutable routing decision: for each slot, the gateways to try in order.
+#[derive(Debug)]
+pub struct Routing {
+    pub gateways: Vec<Arc<GatewayRoute>>,
+    pub slots: Vec<Vec<usize>>,
+}
+
+impl Routing {
+    /// Gateways to try for `slot`, best first.
+    pub fn for_slot(&self, slot: usize) -> impl Iterator<Item = &Arc<GatewayRoute>> {
+        self.slots
+            .get(slot)
+            .into_iter()
+            .flatten()
+            .filter_map(|&i| self.gateways.get(i))
+    }
+}
+
+/// The published routing table.
+pub type RoutingHandle = Arc<ArcSwap<Routing>>;

@@ -1,0 +1,211 @@
+//! The thread-per-core engine shared by the client and the gateway.
+//!
+//! Each worker is an OS thread running its own monoio runtime. It owns one
+//! SO_REUSEPORT socket per listening port and every connection it accepts;
+//! nothing on the data path is shared between workers or locked.
+//!
+//! # Thread Safety
+//! [`Workers`] lives on the thread that started the engine. The per-worker
+//! [`Service`] is created inside its worker thread (it is `!Send`: `Rc`,
+//! `RefCell`); only the factory closure crosses threads.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use monoio::blocking::DefaultThreadPool;
+use monoio::net::{TcpListener, TcpStream};
+use msc_io::Driver;
+
+/// What a worker does with each accepted connection.
+pub trait Service: 'static {
+    /// Serves one connection accepted on listener number `listener`.
+    fn serve(
+        self: Rc<Self>,
+        listener: usize,
+        stream: TcpStream,
+        peer: SocketAddr,
+    ) -> impl Future<Output = ()> + 'static;
+}
+
+/// Running workers. Dropping the stop handle (via [`Workers::stop`]) makes
+/// them stop accepting and drain.
+#[derive(Debug)]
+pub struct Workers {
+    threads: Vec<JoinHandle<io::Result<()>>>,
+    stop: Option<flume::Sender<()>>,
+    pub driver: Driver,
+}
+
+impl Workers {
+    /// Starts one worker per entry of `listeners` (each entry: that worker's
+    /// sockets, one per port). `make` builds the worker's service on its own
+    /// thread. Returns once every worker has started its runtime.
+    pub fn start<S, F>(
+        label: &str,
+        listeners: Vec<Vec<std::net::TcpListener>>,
+        pool: DefaultThreadPool,
+        grace: Duration,
+        make: F,
+    ) -> io::Result<Workers>
+    where
+        S: Service,
+        F: Fn(usize, Driver) -> io::Result<Rc<S>> + Send + Sync + 'static,
+    {
+        let make = Arc::new(make);
+        let (stop_tx, stop_rx) = flume::bounded::<()>(0);
+        let (ready_tx, ready_rx) = flume::unbounded::<io::Result<Driver>>();
+        let mut threads = Vec::new();
+        let n = listeners.len();
+        for (i, socks) in listeners.into_iter().enumerate() {
+            let make = make.clone();
+            let stop = stop_rx.clone();
+            let ready = ready_tx.clone();
+            let pool = pool.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("{label}-w{i}"))
+                .spawn(move || {
+                    let ready2 = ready.clone();
+                    let res = msc_io::runtime::block_on(Some(pool), move |driver| async move {
+                        let svc = match make(i, driver) {
+                            Ok(s) => s,
+                            Err(e) => {
+                                let _ = ready.send(Err(io::Error::new(e.kind(), e.to_string())));
+                                return Err(e);
+                            }
+                        };
+                        run_worker(svc, socks, stop, grace, ready, driver).await
+                    });
+                    match res {
+                        Ok(r) => r,
+                        Err(e) => {
+                            let _ = ready2.send(Err(io::Error::new(e.kind(), format!("cannot start runtime: {e}"))));
+                            Err(e)
+                        }
+                    }
+                })?;
+            threads.push(t);
+        }
+        drop(ready_tx);
+        let mut driver = Driver::IoUring;
+        for _ in 0..n {
+            match ready_rx.recv() {
+                Ok(Ok(d)) => driver = d,
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(io::Error::other("a worker exited during start-up")),
+            }
+        }
+        Ok(Workers {
+            threads,
+            stop: Some(stop_tx),
+            driver,
+        })
+    }
+
+    /// Stops accepting, lets open connections finish (up to the grace
+    /// period), and waits for the workers to exit.
+    pub fn stop(mut self) {
+        self.stop.take();
+        for t in self.threads.drain(..) {
+            match t.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!("worker stopped with an error: {e}"),
+                Err(_) => tracing::error!("worker thread panicked"),
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.threads.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.threads.is_empty()
+    }
+}
+
+async fn run_worker<S: Service>(
+    svc: Rc<S>,
+    socks: Vec<std::net::TcpListener>,
+    stop: flume::Receiver<()>,
+    grace: Duration,
+    ready: flume::Sender<io::Result<Driver>>,
+    driver: Driver,
+) -> io::Result<()> {
+    let active = Rc::new(Cell::new(0usize));
+    let mut loops = Vec::new();
+    for (li, s) in socks.into_iter().enumerate() {
+        let l = TcpListener::from_std(s)?;
+        loops.push(monoio::spawn(accept_loop(
+            li,
+            l,
+            svc.clone(),
+            stop.clone(),
+            active.clone(),
+        )));
+    }
+    let _ = ready.send(Ok(driver));
+    drop(ready);
+    for l in loops {
+        l.await;
+    }
+    // Drain: bounded by the grace period.
+    let deadline = Instant::now() + grace;
+    while active.get() > 0 && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+struct Active(Rc<Cell<usize>>);
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
+}
+
+async fn accept_loop<S: Service>(
+    li: usize,
+    l: TcpListener,
+    svc: Rc<S>,
+    stop: flume::Receiver<()>,
+    active: Rc<Cell<usize>>,
+) {
+    let mut last_warn: Option<Instant> = None;
+    loop {
+        let accepted = monoio::select! {
+            r = l.accept() => r,
+            _ = stop.recv_async() => break,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                active.set(active.get() + 1);
+                let guard = Active(active.clone());
+                let fut = svc.clone().serve(li, stream, peer);
+                monoio::spawn(async move {
+                    let _guard = guard;
+                    if AssertUnwindSafe(fut).catch_unwind().await.is_err() {
+                        tracing::error!("connection handler from {peer} panicked; connection dropped");
+                    }
+                });
+            }
+            Err(e) => {
+                // Out of file descriptors and similar: back off instead of spinning.
+                if last_warn.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
+                    tracing::warn!("accept failed: {e}");
+                    last_warn = Some(Instant::now());
+                }
+                monoio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
