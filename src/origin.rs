@@ -104,7 +104,10 @@ async fn serve_conn(r: &mut PlainReader, w: &mut PlainWriter) -> io::Result<()> 
                 if r.data().is_empty() && r.fill().await? == 0 {
                     return Ok(());
                 }
-                let used = match t.advance(r.data()) {
+                let used = match t.advance_with(r.data(), |p| {
+                    ctx.update(p);
+                    n += p.len() as u64;
+                }) {
                     Ok(u) => u,
                     Err(e) => {
                         return w
@@ -112,8 +115,6 @@ async fn serve_conn(r: &mut PlainReader, w: &mut PlainWriter) -> io::Result<()> 
                             .await;
                     }
                 };
-                ctx.update(&r.data()[..used]);
-                n += used as u64;
                 r.consume(used);
             }
         }
@@ -126,8 +127,6 @@ async fn serve_conn(r: &mut PlainReader, w: &mut PlainWriter) -> io::Result<()> 
         let num = arg.parse::<u64>().ok();
         match (kind.as_str(), num) {
             ("sha256", _) => {
-                // Body framing is chunked in the request only; the hash covers the decoded
-                // stream only when the body was Content-Length framed.
                 let hex: String = ctx.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect();
                 let text = format!("sha256={hex} bytes={n}\n");
                 w.write_bytes(&simple(200, "text/plain", text.as_bytes(), !keep))

@@ -252,19 +252,30 @@ impl BodyTracker {
     /// Consumes body bytes from the front of `data`; returns how many belong
     /// to this body. Fewer than `data.len()` means the body ended inside `data`.
     pub fn advance(&mut self, data: &[u8]) -> Result<usize, FramingError> {
+        self.advance_with(data, |_| {})
+    }
+
+    /// Like [`BodyTracker::advance`], and hands each run of payload bytes
+    /// (the body without chunk framing) to `payload`.
+    pub fn advance_with(&mut self, data: &[u8], mut payload: impl FnMut(&[u8])) -> Result<usize, FramingError> {
         let mut i = 0;
         while i < data.len() {
             match self.state {
                 State::Done => break,
-                State::UntilClose => return Ok(data.len()),
+                State::UntilClose => {
+                    payload(&data[i..]);
+                    return Ok(data.len());
+                }
                 State::Length(left) => {
                     let take = usize::try_from(left).unwrap_or(usize::MAX).min(data.len() - i);
+                    payload(&data[i..i + take]);
                     i += take;
                     let left = left - take as u64;
                     self.state = if left == 0 { State::Done } else { State::Length(left) };
                 }
                 State::Chunked(Chunk::Data { left }) => {
                     let take = usize::try_from(left).unwrap_or(usize::MAX).min(data.len() - i);
+                    payload(&data[i..i + take]);
                     i += take;
                     let left = left - take as u64;
                     self.state = State::Chunked(if left == 0 { Chunk::DataCr } else { Chunk::Data { left } });
@@ -551,6 +562,15 @@ mod tests {
             let total = enc.len();
             enc.extend_from_slice(b"GET");
             proptest::prop_assert_eq!(track_all(BodyLen::Chunked, &enc, step), Ok((total, true)));
+            let mut t = BodyTracker::new(BodyLen::Chunked);
+            let mut decoded = Vec::new();
+            for piece in enc.chunks(step) {
+                let n = t.advance_with(piece, |p| decoded.extend_from_slice(p)).unwrap();
+                if n < piece.len() {
+                    break;
+                }
+            }
+            proptest::prop_assert_eq!(decoded, chunks.concat());
         }
     }
 }

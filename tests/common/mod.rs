@@ -1,0 +1,345 @@
+//! Test harness: real `msc` processes on 127.0.0.1 ephemeral ports, a fresh
+//! PKI per test, readiness by the line each process prints, and curl.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use msc::pki::InitOptions;
+
+pub const MSC: &str = env!("CARGO_BIN_EXE_msc");
+/// Upper bound for any single wait in the tests.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// A running `msc` process; killed (SIGTERM, then SIGKILL) on drop.
+pub struct Proc {
+    pub child: Child,
+    pub ready_line: String,
+    /// Stdout lines printed before the ready line.
+    pub before_ready: Vec<String>,
+    pub stderr_path: PathBuf,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Proc {
+    /// Starts `msc args...` and waits (bounded) for a stdout line containing `ready`.
+    pub fn start(args: &[&str], dir: &Path, name: &str) -> Proc {
+        Proc::start_env(args, dir, name, &[])
+    }
+
+    pub fn start_env(args: &[&str], dir: &Path, name: &str, env: &[(&str, &str)]) -> Proc {
+        let stderr_path = dir.join(format!("{name}.stderr"));
+        let stderr = std::fs::File::create(&stderr_path).unwrap();
+        let mut cmd = Command::new(MSC);
+        cmd.args(args)
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .stdin(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn msc");
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + WAIT;
+        let mut before_ready = Vec::new();
+        let ready_line = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(l) if l.contains("ready") => break l,
+                Ok(l) => before_ready.push(l),
+                Err(_) => {
+                    let _ = child.kill();
+                    let err = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+                    panic!("{name} did not become ready within {WAIT:?}; stderr:\n{err}");
+                }
+            }
+        };
+        Proc {
+            child,
+            ready_line,
+            before_ready,
+            stderr_path,
+            lines: rx,
+        }
+    }
+
+    /// The first `IP:PORT` after `marker` in the ready line.
+    pub fn addr_after(&self, marker: &str) -> SocketAddr {
+        let rest = self
+            .ready_line
+            .split(marker)
+            .nth(1)
+            .unwrap_or_else(|| panic!("no '{marker}' in {}", self.ready_line));
+        let tok = rest
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .trim_end_matches([',', ';', ')']);
+        tok.parse()
+            .unwrap_or_else(|_| panic!("bad address '{tok}' in {}", self.ready_line))
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Waits (bounded) until stderr contains `needle`.
+    pub fn wait_stderr(&self, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let s = self.stderr();
+            if s.contains(needle) {
+                return s;
+            }
+            if Instant::now() > deadline {
+                panic!("stderr never contained '{needle}':\n{s}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("process did not exit within {WAIT:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Remaining stdout lines received so far (non-blocking).
+    pub fn drain_lines(&self) -> Vec<String> {
+        self.lines.try_iter().collect()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A PKI plus configuration files in a temporary directory.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        msc::pki::init(&InitOptions {
+            dir: dir.path().to_path_buf(),
+            gateway_listen: "127.0.0.1:0".into(),
+            http_port: 0,
+            https_port: 0,
+            ..InitOptions::default()
+        })
+        .unwrap();
+        Env { dir }
+    }
+
+    pub fn path(&self, f: &str) -> PathBuf {
+        self.dir.path().join(f)
+    }
+
+    pub fn p(&self, f: &str) -> String {
+        self.path(f).display().to_string()
+    }
+
+    pub fn write(&self, f: &str, text: &str) -> PathBuf {
+        let p = self.path(f);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    pub fn origin(&self) -> (Proc, SocketAddr) {
+        let p = Proc::start(&["origin", "--listen", "127.0.0.1:0"], self.dir.path(), "origin");
+        let a = p.addr_after("listening on ");
+        (p, a)
+    }
+
+    /// Starts a gateway with `extra` TOML appended to the generated config
+    /// (which already has [tls], [policy] and [log] tables).
+    pub fn gateway_with(&self, name: &str, extra_top: &str) -> (Proc, SocketAddr) {
+        let base = std::fs::read_to_string(self.path("gateway.toml")).unwrap();
+        let text = format!("{extra_top}\n{base}").replace("workers = 0", "workers = 2");
+        let f = self.write(&format!("{name}.toml"), &text);
+        let p = Proc::start(&["gateway", "--config", f.to_str().unwrap()], self.dir.path(), name);
+        let a = p.addr_after("listening on ");
+        (p, a)
+    }
+
+    pub fn gateway(&self) -> (Proc, SocketAddr) {
+        self.gateway_with("gateway", "")
+    }
+
+    /// Writes a client config pointing at `gw` with the given TLS files.
+    pub fn client_toml(&self, name: &str, gw: SocketAddr, cert: &str, key: &str, extra: &str) -> PathBuf {
+        let text = format!(
+            "workers = 2\n[tls]\nca = \"ca.pem\"\ncert = \"{cert}\"\nkey = \"{key}\"\n{extra}\n[[servers]]\nname = \"gw1\"\naddress = \"{gw}\"\nserver_name = \"localhost\"\nhttp_port = 0\nhttps_port = 0\n[control]\nlisten = \"127.0.0.1:0\"\n"
+        );
+        self.write(&format!("{name}.toml"), &text)
+    }
+
+    /// Starts a client; returns it and slot 1's http address.
+    pub fn client_from(&self, name: &str, cfg: &Path) -> (Proc, SocketAddr) {
+        let p = Proc::start(&["run", "--config", cfg.to_str().unwrap()], self.dir.path(), name);
+        let a = p.addr_after("slot 1 http ");
+        (p, a)
+    }
+
+    pub fn client(&self, gw: SocketAddr) -> (Proc, SocketAddr) {
+        let cfg = self.client_toml("client-run", gw, "client.pem", "client-key.pem", "");
+        self.client_from("client", &cfg)
+    }
+}
+
+/// A gateway, a client and an origin, all running.
+pub struct Chain {
+    pub env: Env,
+    pub origin: Proc,
+    pub origin_addr: SocketAddr,
+    pub gateway: Proc,
+    pub gateway_addr: SocketAddr,
+    pub client: Proc,
+    pub proxy: SocketAddr,
+}
+
+impl Chain {
+    pub fn start() -> Chain {
+        let env = Env::new();
+        let (origin, origin_addr) = env.origin();
+        let (gateway, gateway_addr) = env.gateway();
+        let (client, proxy) = env.client(gateway_addr);
+        Chain {
+            env,
+            origin,
+            origin_addr,
+            gateway,
+            gateway_addr,
+            client,
+            proxy,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.origin_addr)
+    }
+}
+
+/// Runs curl with a time limit; returns (exit code, stdout, stderr).
+pub fn curl(args: &[&str]) -> (i32, Vec<u8>, String) {
+    let out = Command::new("curl")
+        .args(["--silent", "--show-error", "--max-time", "60"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("curl is installed (the CI script installs it)");
+    (
+        out.status.code().unwrap_or(-1),
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A plain TCP client with time limits.
+pub fn tcp(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&addr, WAIT).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.set_write_timeout(Some(WAIT)).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+/// Reads one HTTP/1.1 response (Content-Length framed, or until close) from `s`.
+pub fn read_response(s: &mut impl Read) -> (u16, String, Vec<u8>) {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        let n = s.read(&mut byte).unwrap();
+        assert!(
+            n == 1,
+            "connection closed inside a response head: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&buf).into_owned();
+    let status: u16 = head[9..12].parse().unwrap();
+    let len = head.lines().find_map(|l| {
+        l.to_ascii_lowercase()
+            .strip_prefix("content-length:")
+            .map(|v| v.trim().parse::<usize>().unwrap())
+    });
+    let mut body = Vec::new();
+    match len {
+        Some(n) => {
+            body.resize(n, 0);
+            s.read_exact(&mut body).unwrap();
+        }
+        None => {
+            s.read_to_end(&mut body).unwrap();
+        }
+    }
+    (status, head, body)
+}
+
+/// Sends raw bytes and reads one response.
+pub fn exchange(addr: SocketAddr, raw: &[u8]) -> (u16, String, Vec<u8>) {
+    let mut s = tcp(addr);
+    s.write_all(raw).unwrap();
+    read_response(&mut s)
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn random_bytes(n: usize) -> Vec<u8> {
+    use rand::RngCore;
+    let mut v = vec![0u8; n];
+    rand::rng().fill_bytes(&mut v);
+    v
+}
+
+/// The bytes `/bytes/N` serves.
+pub fn pattern_bytes(n: usize) -> Vec<u8> {
+    let p = msc::origin::pattern();
+    (0..n).map(|i| p[i % p.len()]).collect()
+}
