@@ -139,12 +139,10 @@ pub fn origin_request(head: &RequestHead, buf: &[u8], upgrade: bool, out: &mut V
         out.extend_from_slice(h.value.get(buf));
         out.extend_from_slice(b"\r\n");
     }
-    if upgrade {
-        if let Some(u) = head.headers.values(buf, "upgrade").next() {
-            out.extend_from_slice(b"Connection: upgrade\r\nUpgrade: ");
-            out.extend_from_slice(u);
-            out.extend_from_slice(b"\r\n");
-        }
+    if upgrade && let Some(u) = head.headers.values(buf, "upgrade").next() {
+        out.extend_from_slice(b"Connection: upgrade\r\nUpgrade: ");
+        out.extend_from_slice(u);
+        out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"Via: 1.1 msc-gateway\r\n\r\n");
 }

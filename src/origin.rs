@@ -36,7 +36,7 @@ pub fn pattern() -> &'static [u8] {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                (x >> 32) as u8
+                (x >> 32).to_le_bytes()[0]
             })
             .collect()
     });
@@ -52,17 +52,10 @@ travelled browser &rarr; msc client &rarr; mutual TLS &rarr; msc gateway &rarr; 
 pub struct Origin;
 
 impl Service for Origin {
-    fn serve(
-        self: Rc<Self>,
-        _listener: usize,
-        stream: TcpStream,
-        _peer: SocketAddr,
-    ) -> impl Future<Output = ()> + 'static {
-        async move {
-            let (mut r, mut w) = msc_io::stream::split(stream);
-            let _ = serve_conn(&mut r, &mut w).await;
-            let _ = w.close_write().await;
-        }
+    async fn serve(self: Rc<Self>, _listener: usize, stream: TcpStream, _peer: SocketAddr) {
+        let (mut r, mut w) = msc_io::stream::split(stream);
+        let _ = serve_conn(&mut r, &mut w).await;
+        let _ = w.close_write().await;
     }
 }
 
@@ -198,10 +191,8 @@ fn data_expect_continue(head: &RequestHead, buf: &[u8]) -> bool {
 }
 
 fn maybe_head(mut reply: Vec<u8>, head_only: bool) -> Vec<u8> {
-    if head_only {
-        if let Some(end) = msc_io::head::find_head_end(&reply, 0) {
-            reply.truncate(end);
-        }
+    if head_only && let Some(end) = msc_io::head::find_head_end(&reply, 0) {
+        reply.truncate(end);
     }
     reply
 }

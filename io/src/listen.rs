@@ -23,10 +23,10 @@ pub fn reuseport_listeners(addr: SocketAddr, count: usize, backlog: i32) -> io::
         sock.set_nonblocking(true)?;
         sock.bind(&addr.into())?;
         sock.listen(backlog)?;
-        if addr.port() == 0 {
-            if let Some(a) = sock.local_addr()?.as_socket() {
-                addr = a;
-            }
+        if addr.port() == 0
+            && let Some(a) = sock.local_addr()?.as_socket()
+        {
+            addr = a;
         }
         out.push(sock.into());
     }

@@ -346,10 +346,10 @@ struct Aborted<'a, F> {
 
 impl<F> Drop for Aborted<'_, F> {
     fn drop(&mut self) {
-        if let Some(i) = self.slot.take() {
-            if let Some(w) = self.state.wakers.borrow_mut().get_mut(i) {
-                *w = None;
-            }
+        if let Some(i) = self.slot.take()
+            && let Some(w) = self.state.wakers.borrow_mut().get_mut(i)
+        {
+            *w = None;
         }
     }
 }

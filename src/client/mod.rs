@@ -96,70 +96,63 @@ async fn answer(w: &mut PlainWriter, status: u16, reason: &str) {
 }
 
 impl Service for ClientService {
-    fn serve(
-        self: Rc<Self>,
-        listener: usize,
-        stream: TcpStream,
-        peer: SocketAddr,
-    ) -> impl Future<Output = ()> + 'static {
-        async move {
-            // Listeners come in pairs per slot: http_port, https_port.
-            let slot = listener / 2;
-            let t = self.t;
-            let (mut br, mut bw) = msc_io::stream::split(stream);
-            let head = match read_request_head(&mut br, t.idle, t.head).await {
-                Ok(Some(h)) => h,
-                Ok(None) => return,
-                Err(HeadReadError::Head(e)) => return answer(&mut bw, e.status(), e.reason()).await,
-                Err(HeadReadError::Timeout) => {
-                    let reason = format!(
-                        "request head not received within {}",
-                        humantime::format_duration(t.head)
-                    );
-                    return answer(&mut bw, 408, &reason).await;
-                }
-                Err(_) => return,
-            };
-            if matches!(head.form, Form::Origin | Form::Asterisk) {
-                return answer(
-                    &mut bw,
-                    400,
-                    "this is a proxy: send absolute-form requests (GET http://host/path) or CONNECT host:port",
-                )
-                .await;
+    async fn serve(self: Rc<Self>, listener: usize, stream: TcpStream, peer: SocketAddr) {
+        // Listeners come in pairs per slot: http_port, https_port.
+        let slot = listener / 2;
+        let t = self.t;
+        let (mut br, mut bw) = msc_io::stream::split(stream);
+        let head = match read_request_head(&mut br, t.idle, t.head).await {
+            Ok(Some(h)) => h,
+            Ok(None) => return,
+            Err(HeadReadError::Head(e)) => return answer(&mut bw, e.status(), e.reason()).await,
+            Err(HeadReadError::Timeout) => {
+                let reason = format!(
+                    "request head not received within {}",
+                    humantime::format_duration(t.head)
+                );
+                return answer(&mut bw, 408, &reason).await;
             }
-            let routing = self.routing.load_full();
-            let Some(gw) = routing.for_slot(slot).next() else {
-                return answer(&mut bw, 502, "no gateway is configured for this port").await;
-            };
-            let tls = match self.open(gw).await {
-                Ok(t) => t,
-                Err(e) => {
-                    tracing::warn!("{peer}: {}", e.reason);
-                    return answer(&mut bw, e.status, &e.reason).await;
-                }
-            };
-            let (mut gr, mut gwr) = tls.split();
-            let mut up = Vec::with_capacity(head.len + VIA.len() + 8);
-            with_via(&br.data()[..head.len], VIA, &mut up);
-            br.consume(head.len);
-            if let Err(e) = gwr.write_bytes(&up).await {
-                let reason = format!("gateway {} closed the tunnel: {e}", gw.label());
-                return answer(&mut bw, 502, &reason).await;
-            }
-            let (sent, got) = relay(&mut br, &mut bw, &mut gr, &mut gwr, t.idle).await;
-            if got.bytes == 0 {
-                if let Err(e) = &got.result {
-                    // Nothing reached the browser yet, so it can still get a clear answer.
-                    let reason = format!(
-                        "gateway {} closed the tunnel before answering (is this client's certificate accepted?): {e}",
-                        gw.label()
-                    );
-                    tracing::warn!("{peer}: {reason}");
-                    answer(&mut bw, 502, &reason).await;
-                }
-            }
-            tracing::trace!("{peer}: done, {} bytes up, {} down", sent.bytes, got.bytes);
+            Err(_) => return,
+        };
+        if matches!(head.form, Form::Origin | Form::Asterisk) {
+            return answer(
+                &mut bw,
+                400,
+                "this is a proxy: send absolute-form requests (GET http://host/path) or CONNECT host:port",
+            )
+            .await;
         }
+        let routing = self.routing.load_full();
+        let Some(gw) = routing.for_slot(slot).next() else {
+            return answer(&mut bw, 502, "no gateway is configured for this port").await;
+        };
+        let tls = match self.open(gw).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!("{peer}: {}", e.reason);
+                return answer(&mut bw, e.status, &e.reason).await;
+            }
+        };
+        let (mut gr, mut gwr) = tls.split();
+        let mut up = Vec::with_capacity(head.len + VIA.len() + 8);
+        with_via(&br.data()[..head.len], VIA, &mut up);
+        br.consume(head.len);
+        if let Err(e) = gwr.write_bytes(&up).await {
+            let reason = format!("gateway {} closed the tunnel: {e}", gw.label());
+            return answer(&mut bw, 502, &reason).await;
+        }
+        let (sent, got) = relay(&mut br, &mut bw, &mut gr, &mut gwr, t.idle).await;
+        if got.bytes == 0
+            && let Err(e) = &got.result
+        {
+            // Nothing reached the browser yet, so it can still get a clear answer.
+            let reason = format!(
+                "gateway {} closed the tunnel before answering (is this client's certificate accepted?): {e}",
+                gw.label()
+            );
+            tracing::warn!("{peer}: {reason}");
+            answer(&mut bw, 502, &reason).await;
+        }
+        tracing::trace!("{peer}: done, {} bytes up, {} down", sent.bytes, got.bytes);
     }
 }

@@ -76,10 +76,10 @@ impl AccessLog {
 
     /// Queues a record; never blocks.
     pub fn log(&self, r: Record) {
-        if let Some(tx) = &self.tx {
-            if tx.try_send(r).is_err() {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+        if let Some(tx) = &self.tx
+            && tx.try_send(r).is_err()
+        {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -108,9 +108,9 @@ fn writer(rx: flume::Receiver<Record>, mut out: Box<dyn Write + Send>, dropped: 
 pub fn format_record(r: &Record, line: &mut String) {
     use std::fmt::Write as _;
     let t = time::OffsetDateTime::from(r.at);
-    let _ = write!(
+    let _ = writeln!(
         line,
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z {} {} {} {} {} {} {:.1}\n",
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z {} {} {} {} {} {} {:.1}",
         t.year(),
         u8::from(t.month()),
         t.day(),

@@ -108,37 +108,30 @@ struct Client {
 }
 
 impl Service for Gateway {
-    fn serve(
-        self: Rc<Self>,
-        _listener: usize,
-        stream: TcpStream,
-        peer: SocketAddr,
-    ) -> impl Future<Output = ()> + 'static {
-        async move {
-            let t = self.shared.timeouts;
-            let tls = match TlsStream::accept(self.shared.tls.clone(), stream, t.handshake).await {
-                Ok(tls) => tls,
-                Err(e) => {
-                    tracing::info!("TLS handshake from {peer} refused: {e}");
-                    return;
-                }
-            };
-            let id = tls
-                .info()
-                .peer_certs
-                .first()
-                .map(|c| Identity::from_der(c))
-                .unwrap_or_default();
-            tracing::debug!("tunnel from {peer}: {id} (resumed: {})", tls.info().resumed);
-            let (r, w) = tls.split();
-            let mut c = Client {
-                r,
-                w,
-                user: id.principal().into(),
-            };
-            self.serve_tunnel(&mut c).await;
-            let _ = c.w.close_write().await;
-        }
+    async fn serve(self: Rc<Self>, _listener: usize, stream: TcpStream, peer: SocketAddr) {
+        let t = self.shared.timeouts;
+        let tls = match TlsStream::accept(self.shared.tls.clone(), stream, t.handshake).await {
+            Ok(tls) => tls,
+            Err(e) => {
+                tracing::info!("TLS handshake from {peer} refused: {e}");
+                return;
+            }
+        };
+        let id = tls
+            .info()
+            .peer_certs
+            .first()
+            .map(|c| Identity::from_der(c))
+            .unwrap_or_default();
+        tracing::debug!("tunnel from {peer}: {id} (resumed: {})", tls.info().resumed);
+        let (r, w) = tls.split();
+        let mut c = Client {
+            r,
+            w,
+            user: id.principal().into(),
+        };
+        self.serve_tunnel(&mut c).await;
+        let _ = c.w.close_write().await;
     }
 }
 

@@ -1,6 +1,10 @@
 //! Test harness: real `msc` processes on 127.0.0.1 ephemeral ports, a fresh
 //! PKI per test, readiness by the line each process prints, and curl.
 #![allow(dead_code)]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "test harness: bounded polling of child processes and their log files, off any runtime"
+)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -170,6 +174,13 @@ impl Env {
             ..InitOptions::default()
         })
         .unwrap();
+        // The generated gateway listens on an ephemeral port; the generated
+        // client.toml needs a concrete address to be a valid file on its own.
+        let c = dir.path().join("client.toml");
+        let text = std::fs::read_to_string(&c)
+            .unwrap()
+            .replace("127.0.0.1:0", "127.0.0.1:8443");
+        std::fs::write(&c, text).unwrap();
         Env { dir }
     }
 

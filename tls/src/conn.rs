@@ -517,13 +517,13 @@ impl Source for TlsReader {
             if self.eof {
                 return Ok(0);
             }
-            if !self.buf.is_empty() {
-                if let Some(n) = self.open_one()? {
-                    if n > 0 {
-                        return Ok(n);
-                    }
-                    continue;
+            if !self.buf.is_empty()
+                && let Some(n) = self.open_one()?
+            {
+                if n > 0 {
+                    return Ok(n);
                 }
+                continue;
             }
             if self.plain.is_empty() && self.cipher_start == self.buf.len() {
                 // Nothing buffered: wait without pinning a buffer.

@@ -113,13 +113,8 @@ impl RecordKey {
         let plain = rec.len() - start - HEADER_LEN;
         debug_assert!(plain <= MAX_PLAINTEXT);
         let len = plain + 1 + TAG_LEN;
-        let header = [
-            CT_APPLICATION_DATA,
-            3,
-            3,
-            u8::try_from(len >> 8).map_err(|_| RecordError::Overflow)?,
-            (len & 0xff) as u8,
-        ];
+        let len = u16::try_from(len).map_err(|_| RecordError::Overflow)?.to_be_bytes();
+        let header = [CT_APPLICATION_DATA, 3, 3, len[0], len[1]];
         rec[start..start + HEADER_LEN].copy_from_slice(&header);
         rec.push(content_type);
         let nonce = self.next_nonce()?;

@@ -1,0 +1,205 @@
+//! `msc check-config` and `msc pki init`, through the real binary.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+use common::*;
+
+fn check(file: &std::path::Path) -> (i32, String, String) {
+    let out = Command::new(MSC)
+        .args(["check-config", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn generated_configs_are_valid() {
+    let env = Env::new();
+    for f in ["client.toml", "gateway.toml"] {
+        let (code, out, err) = check(&env.path(f));
+        assert_eq!(code, 0, "{f}: {err}");
+        assert!(out.contains("valid"), "{out}");
+    }
+}
+
+#[test]
+fn examples_are_valid() {
+    let env = Env::new();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "toml") {
+            // Examples refer to certificate files next to them; check them beside a real PKI.
+            let copy = env.path(p.file_name().unwrap().to_str().unwrap());
+            std::fs::copy(&p, &copy).unwrap();
+            let (code, _, err) = check(&copy);
+            assert_eq!(code, 0, "{}: {err}", p.display());
+            n += 1;
+        }
+    }
+    assert!(n >= 2, "expected annotated examples in examples/");
+}
+
+#[test]
+fn errors_name_file_key_and_reason() {
+    let env = Env::new();
+    let client = std::fs::read_to_string(env.path("client.toml")).unwrap();
+    let gateway = std::fs::read_to_string(env.path("gateway.toml")).unwrap();
+    let second = "\n[[servers]]\nname = \"gw2\"\naddress = \"127.0.0.1:9\"\nhttp_port = 4000\nhttps_port = 4001\n";
+    let cases: Vec<(&str, String, &str, &str)> = vec![
+        (
+            "c1.toml",
+            client.replace("http_port = 0", "http_port = \"x\""),
+            "servers[0].http_port",
+            "invalid type",
+        ),
+        (
+            "c2.toml",
+            client.replace("workers = 0", "wokers = 2"),
+            "",
+            "unknown field `wokers`",
+        ),
+        (
+            "c3.toml",
+            client.replace("http_port = 0", "http_port = 4000") + second,
+            "servers[1].http_port",
+            "port 4000 is already used by servers[0].http_port",
+        ),
+        (
+            "c4.toml",
+            client.clone() + "[timeouts]\nhead = \"ten seconds\"\n",
+            "timeouts.head",
+            "invalid duration",
+        ),
+        (
+            "c5.toml",
+            client.replace("ca = \"ca.pem\"", "ca = \"missing.pem\""),
+            "tls.ca",
+            "file not found",
+        ),
+        (
+            "c6.toml",
+            format!("listen = \"10.0.0.1\"\n{client}"),
+            "listen",
+            "not a loopback address",
+        ),
+        (
+            "c7.toml",
+            client.replace("address = \"127.0.0.1:8443\"", "address = \"nowhere\""),
+            "servers[0].address",
+            "not HOST:PORT",
+        ),
+        (
+            "c8.toml",
+            client.clone() + &second.replace("gw2", "gateway-1"),
+            "servers[1].name",
+            "'gateway-1' is already used by servers[0]",
+        ),
+        (
+            "g1.toml",
+            gateway.replace("deny = [", "deny = [\"ok.example\", \"bad host!\", "),
+            "policy.deny[1]",
+            "not a host name",
+        ),
+        (
+            "g2.toml",
+            gateway.replace("listen = \"127.0.0.1:0\"", "listen = \"localhost\""),
+            "listen",
+            "invalid address",
+        ),
+        (
+            "g3.toml",
+            gateway.clone() + "[timeouts]\nidle = \"0s\"\n",
+            "timeouts.idle",
+            "greater than zero",
+        ),
+        (
+            "g4.toml",
+            gateway.replace("[tls]", "[tls\n"),
+            "",
+            "TOML syntax error at line",
+        ),
+        (
+            "g5.toml",
+            gateway.replace("client_ca = \"ca.pem\"", ""),
+            "tls",
+            "missing field `client_ca`",
+        ),
+    ];
+    for (name, text, key, reason) in cases {
+        let f = env.write(name, &text);
+        let (code, _, err) = check(&f);
+        assert_eq!(code, 2, "{name} should be rejected: {err}");
+        let err = err.trim();
+        let prefix = format!("error: {}: ", f.display());
+        assert!(err.starts_with(&prefix), "{name}: {err}");
+        let rest = &err[prefix.len()..];
+        if !key.is_empty() {
+            assert!(
+                rest.starts_with(&format!("{key}: ")),
+                "{name}: expected key {key}: {err}"
+            );
+        }
+        assert!(rest.contains(reason), "{name}: expected '{reason}': {err}");
+    }
+}
+
+#[test]
+fn run_refuses_an_invalid_config_with_exit_code_2() {
+    let env = Env::new();
+    let f = env.write("bad.toml", "workers = 1\n");
+    let out = Command::new(MSC)
+        .args(["run", "--config", f.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml") && err.contains("missing field"), "{err}");
+}
+
+#[test]
+fn pki_init_writes_private_keys_0600_and_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("pki");
+    let run = |extra: &[&str]| {
+        Command::new(MSC)
+            .args(["pki", "init", "--dir", d.to_str().unwrap(), "--user", "carol"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for f in msc::pki::FILES {
+        let meta = std::fs::metadata(d.join(f)).unwrap_or_else(|_| panic!("{f} missing"));
+        let mode = meta.permissions().mode() & 0o777;
+        if f.ends_with("-key.pem") {
+            assert_eq!(mode, 0o600, "{f}");
+        } else {
+            assert_eq!(mode & 0o077, 0o044, "{f} should be world-readable, is {mode:o}");
+        }
+    }
+    let id = msc_tls::Identity::from_der(&msc_tls::certs::load_certs(&d.join("client.pem")).unwrap()[0]);
+    assert_eq!(id.common_name.as_deref(), Some("carol"));
+    assert_eq!(id.emails, vec!["carol@example.com".to_string()]);
+    let before = std::fs::read(d.join("ca.pem")).unwrap();
+    let out = run(&[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+    assert_eq!(std::fs::read(d.join("ca.pem")).unwrap(), before, "nothing overwritten");
+    assert!(run(&["--force"]).status.success());
+    assert_ne!(std::fs::read(d.join("ca.pem")).unwrap(), before);
+    // The generated pair is usable as is.
+    for f in ["client.toml", "gateway.toml"] {
+        let (code, _, err) = check(&d.join(f));
+        assert_eq!(code, 0, "{err}");
+    }
+}
