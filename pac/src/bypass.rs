@@ -231,9 +231,10 @@ pub(crate) enum HostKind {
     Name,
 }
 
-/// Mirrors the PAC's literal detection: `d.d.d.d` with 1-3 digit decimal
-/// octets (leading zeros read as decimal, as the PAC does), or anything with a
-/// ':' as IPv6 (zone suffix `%...` ignored). Mapped IPv6 becomes IPv4.
+/// Mirrors the PAC's literal detection: `d.d.d.d` with canonical decimal
+/// octets (no leading zeros: resolvers would read those as octal, so such
+/// hosts count as names), or anything with a ':' as IPv6 (zone suffix `%...`
+/// ignored). Mapped IPv6 becomes IPv4.
 pub(crate) fn host_literal(h: &str) -> HostKind {
     if h.contains(':') {
         let no_zone = h.split('%').next().unwrap_or(h);
@@ -246,11 +247,13 @@ pub(crate) fn host_literal(h: &str) -> HostKind {
         };
     }
     let parts: Vec<&str> = h.split('.').collect();
-    if parts.len() != 4
-        || !parts
-            .iter()
-            .all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
-    {
+    let canonical = |p: &&str| {
+        p == &"0"
+            || ((1..=3).contains(&p.len())
+                && !p.starts_with('0')
+                && p.bytes().all(|b| b.is_ascii_digit()))
+    };
+    if parts.len() != 4 || !parts.iter().all(canonical) {
         return HostKind::Name;
     }
     let mut octets = [0u8; 4];
@@ -476,10 +479,10 @@ mod tests {
             host_literal("10.1.2.3"),
             HostKind::V4(Ipv4Addr::new(10, 1, 2, 3))
         );
-        assert_eq!(
-            host_literal("010.001.2.3"),
-            HostKind::V4(Ipv4Addr::new(10, 1, 2, 3))
-        );
+        assert_eq!(host_literal("0.0.0.0"), HostKind::V4(Ipv4Addr::UNSPECIFIED));
+        assert_eq!(host_literal("0177.0.0.1"), HostKind::Name);
+        assert_eq!(host_literal("10.01.2.3"), HostKind::Name);
+        assert_eq!(host_literal("0x7f.0.0.1"), HostKind::Name);
         assert_eq!(host_literal("999.1.2.3"), HostKind::BadLiteral);
         assert_eq!(host_literal("1.2.3"), HostKind::Name);
         assert_eq!(host_literal("1.2.3.4.5"), HostKind::Name);

@@ -11,9 +11,9 @@
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
+use crate::Pac;
 use crate::bypass::BypassRule;
 use crate::net::{NON_ROUTABLE_V6, merge_intervals, non_routable_v4_intervals};
-use crate::Pac;
 
 /// Quotes `s` as a JavaScript string literal. Only characters that are inert
 /// in every context (JS string, HTML, regex source after `RegExp`) pass
@@ -101,7 +101,9 @@ fn combined_regex<'a>(patterns: impl Iterator<Item = &'a String>) -> String {
 
 /// Helper functions shared by every PAC. Names carry an `msc` prefix so they
 /// cannot collide with an engine's own helpers.
-const HELPERS: &str = r#"var mscRe4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
+const HELPERS: &str = r#"// Canonical dotted quads only: with leading zeros, resolvers read octal
+// (0177.0.0.1 is 127.0.0.1), so such hosts are left to dnsResolve.
+var mscRe4 = /^(0|[1-9]\d?\d?)\.(0|[1-9]\d?\d?)\.(0|[1-9]\d?\d?)\.(0|[1-9]\d?\d?)$/;
 var mscReHex = /^[0-9a-f]{1,4}$/;
 
 // IPv4 text -> integer; -1 when not four dotted numbers, -2 when it looks
