@@ -147,7 +147,10 @@ fn naive_pac(spec: &PacSpec) -> String {
                 // No standard helper for IPv6 ranges: same check as the real PAC.
                 let a: std::net::Ipv6Addr = net.parse().expect("v6");
                 let g: Vec<String> = a.segments().iter().map(u16::to_string).collect();
-                format!("  if (g !== null && mscIn6(g, [{len}, {}])) return true;\n", g.join(", "))
+                format!(
+                    "  if (g !== null && mscIn6(g, [{len}, {}])) return true;\n",
+                    g.join(", ")
+                )
             } else {
                 let mask = std::net::Ipv4Addr::from(u32::MAX << (32 - len));
                 format!("  if (n >= 0 && isInNet(h, \"{net}\", \"{mask}\")) return true;\n")
@@ -165,9 +168,7 @@ fn naive_pac(spec: &PacSpec) -> String {
 }
 
 fn main() {
-    let out = std::env::args()
-        .nth(1)
-        .expect("usage: dns_fixture OUTDIR");
+    let out = std::env::args().nth(1).expect("usage: dns_fixture OUTDIR");
     let out = Path::new(&out);
     std::fs::create_dir_all(out).expect("create OUTDIR");
     let spec = spec();
