@@ -63,6 +63,7 @@ fn is_inert(b: u8) -> bool {
                 | b']'
                 | b'^'
                 | b'_'
+                | b'|'
                 | b'~'
         )
 }

@@ -338,10 +338,14 @@ fn rendered_text_is_plain_ascii_with_balanced_braces() {
         "10.0.0.0/8",
         "fe80::/10",
     ]);
-    let p = Pac::new(&s).unwrap().render();
+    assert_well_formed(&Pac::new(&s).unwrap().render());
+}
+
+/// A crude but useful structural check: plain ASCII, and every brace pairs up
+/// outside string literals (the literals themselves escape `{` `}`), so no
+/// string literal was ended early.
+fn assert_well_formed(p: &str) {
     assert!(p.bytes().all(|b| b == b'\n' || (b' '..=b'~').contains(&b)));
-    // A crude but useful structural check: every brace and bracket pairs up
-    // outside string literals (the literals themselves escape `{` `}`).
     let mut depth = 0i32;
     let mut in_str = false;
     let mut prev = b' ';
@@ -357,6 +361,34 @@ fn rendered_text_is_plain_ascii_with_balanced_braces() {
     }
     assert_eq!(depth, 0);
     assert!(!in_str);
+}
+
+/// Every single character in every position of every entry form: either
+/// rejected, or rendered into a well-formed script.
+#[test]
+fn every_character_is_rejected_or_inert() {
+    let chars = (0u32..0x80)
+        .chain([
+            0x85, 0xa0, 0x2028, 0x2029, 0x200b, 0x202e, 0xfeff, 0xff0e, 0x1f600,
+        ])
+        .filter_map(char::from_u32);
+    let mut accepted = 0;
+    for c in chars {
+        for entry in [
+            format!("a{c}b.example"),
+            format!("*.a{c}b.example"),
+            format!("a{c}*.example"),
+            format!("http://x.example/{c}*"),
+            format!("{c}"),
+            format!("10.0.0.0/{c}"),
+        ] {
+            if let Ok(p) = Pac::new(&with_bypass(&[&entry])) {
+                accepted += 1;
+                assert_well_formed(&p.render());
+            }
+        }
+    }
+    assert!(accepted > 100, "{accepted}");
 }
 
 #[test]

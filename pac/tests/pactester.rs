@@ -731,3 +731,46 @@ fn dns_lookups_are_minimal_and_resolved_ranges_apply() {
         )
     );
 }
+
+/// Every entry the validator accepts, with each ASCII character (and some
+/// notorious Unicode ones) in each position of each form, goes into one PAC:
+/// pactester must load it and run it without a JavaScript error.
+#[test]
+fn all_accepted_odd_characters_load_in_pactester() {
+    let mut bypass = Vec::new();
+    let chars = (0u32..0x80)
+        .chain([0x85, 0x2028, 0x2029, 0x200b, 0x202e, 0xfeff])
+        .filter_map(char::from_u32);
+    for c in chars {
+        for entry in [
+            format!("a{c}b.example"),
+            format!("*.a{c}b.example"),
+            format!("a{c}*.example"),
+            format!("http://x.example/{c}*"),
+            format!("{c}"),
+        ] {
+            // A lone "*" or "?" would bypass everything and hide the checks.
+            if entry.len() > 1 && msc_pac::parse_bypass(&entry).is_ok() {
+                bypass.push(entry);
+            }
+        }
+    }
+    assert!(bypass.len() > 100, "{}", bypass.len());
+    let spec = PacSpec {
+        bypass,
+        slots: two_slots(),
+        ..PacSpec::default()
+    };
+    check(
+        "odd characters",
+        &spec,
+        &[
+            ("http://x.example/(z", None, "DIRECT"),
+            ("http://x.example/$", None, "DIRECT"),
+            ("http://x.example/[a]", None, "DIRECT"),
+            ("http://a_b.example/", None, "DIRECT"),
+            ("http://w.a-b.example/", None, "DIRECT"),
+            ("http://unknown-host.invalid/", None, HTTP2),
+        ],
+    );
+}
