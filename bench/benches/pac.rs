@@ -47,27 +47,18 @@ fn bench(c: &mut Criterion) {
     g.bench_function("new_and_render", |b| {
         b.iter(|| Pac::new(black_box(&spec)).expect("valid").render())
     });
-    g.bench_function("new", |b| {
-        b.iter(|| Pac::new(black_box(&spec)).expect("valid"))
-    });
+    g.bench_function("new", |b| b.iter(|| Pac::new(black_box(&spec)).expect("valid")));
     let pac = Pac::new(&spec).expect("valid");
     g.bench_function("render", |b| b.iter(|| black_box(&pac).render()));
     g.finish();
 
     // Native evaluation of the same rules, as the client may do per request.
-    let rules: Vec<_> = spec
-        .bypass
-        .iter()
-        .map(|e| parse_bypass(e).expect("valid"))
-        .collect();
+    let rules: Vec<_> = spec.bypass.iter().map(|e| parse_bypass(e).expect("valid")).collect();
     c.bench_function("bypass_matches_1000_rules_miss", |b| {
         b.iter(|| {
-            rules.iter().any(|r| {
-                r.matches(
-                    black_box("https://www.example.invalid/"),
-                    "www.example.invalid",
-                )
-            })
+            rules
+                .iter()
+                .any(|r| r.matches(black_box("https://www.example.invalid/"), "www.example.invalid"))
         })
     });
 }

@@ -57,9 +57,7 @@ pub fn parse_bypass(entry: &str) -> Result<BypassRule, String> {
     // text (controls, spaces, non-ASCII look-alikes). Rendering escapes again.
     if let Some(c) = entry.chars().find(|&c| !is_pattern_char(c)) {
         let why = match c {
-            '{' | '}' | '|' | '^' => {
-                " (browsers percent-encode it in URLs, so it could never match)"
-            }
+            '{' | '}' | '|' | '^' => " (browsers percent-encode it in URLs, so it could never match)",
             _ => "",
         };
         return Err(format!("{} is not allowed{why}", describe_char(c)));
@@ -102,11 +100,7 @@ pub fn parse_bypass(entry: &str) -> Result<BypassRule, String> {
 /// template (`` ` ``) or HTML context (`<` `>`), and what browsers never leave
 /// raw in a URL (`{` `}` `|` `^`).
 fn is_pattern_char(c: char) -> bool {
-    matches!(c, '!'..='~')
-        && !matches!(
-            c,
-            '"' | '\'' | '\\' | '`' | '<' | '>' | '{' | '}' | '|' | '^'
-        )
+    matches!(c, '!'..='~') && !matches!(c, '"' | '\'' | '\\' | '`' | '<' | '>' | '{' | '}' | '|' | '^')
 }
 
 fn url_pattern(lower: &str) -> Result<BypassRule, String> {
@@ -118,10 +112,7 @@ fn url_pattern(lower: &str) -> Result<BypassRule, String> {
         .chars()
         .find(|&c| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.' | '*' | '?')))
     {
-        return Err(format!(
-            "{} is not allowed in a URL scheme",
-            describe_char(c)
-        ));
+        return Err(format!("{} is not allowed in a URL scheme", describe_char(c)));
     }
     if rest.is_empty() {
         return Err("URL pattern has nothing after '://'".to_owned());
@@ -181,10 +172,7 @@ impl BypassRule {
         match self {
             BypassRule::Host(name) => h == *name,
             BypassRule::Domain(d) => {
-                h == *d
-                    || (h.len() > d.len()
-                        && h.ends_with(d.as_str())
-                        && h.as_bytes()[h.len() - d.len() - 1] == b'.')
+                h == *d || (h.len() > d.len() && h.ends_with(d.as_str()) && h.as_bytes()[h.len() - d.len() - 1] == b'.')
             }
             BypassRule::HostPattern(p) => glob_match(p, &h),
             BypassRule::UrlPattern(p) => glob_match(p, &url.to_lowercase()),
@@ -205,10 +193,7 @@ pub(crate) fn normalize_host(url: &str, host: &str) -> String {
     if h.starts_with('[') {
         h = match h.find(']') {
             Some(e) => h[1..e].to_owned(),
-            None => match url
-                .find('[')
-                .and_then(|i| url[i..].find(']').map(|e| (i, i + e)))
-            {
+            None => match url.find('[').and_then(|i| url[i..].find(']').map(|e| (i, i + e))) {
                 Some((i, e)) => url[i + 1..e].to_lowercase(),
                 None => h[1..].to_owned(),
             },
@@ -248,10 +233,7 @@ pub(crate) fn host_literal(h: &str) -> HostKind {
     }
     let parts: Vec<&str> = h.split('.').collect();
     let canonical = |p: &&str| {
-        p == &"0"
-            || ((1..=3).contains(&p.len())
-                && !p.starts_with('0')
-                && p.bytes().all(|b| b.is_ascii_digit()))
+        p == &"0" || ((1..=3).contains(&p.len()) && !p.starts_with('0') && p.bytes().all(|b| b.is_ascii_digit()))
     };
     if parts.len() != 4 || !parts.iter().all(canonical) {
         return HostKind::Name;
@@ -316,30 +298,15 @@ mod tests {
             BypassRule::Host("intranet.example.com".into())
         );
         assert_eq!(rule("wiki"), BypassRule::Host("wiki".into()));
-        assert_eq!(
-            rule("*.Example.com"),
-            BypassRule::Domain("example.com".into())
-        );
-        assert_eq!(
-            rule(".example.com."),
-            BypassRule::Domain("example.com".into())
-        );
-        assert_eq!(
-            rule("intranet*.corp"),
-            BypassRule::HostPattern("intranet*.corp".into())
-        );
-        assert_eq!(
-            rule("192.168.*"),
-            BypassRule::HostPattern("192.168.*".into())
-        );
+        assert_eq!(rule("*.Example.com"), BypassRule::Domain("example.com".into()));
+        assert_eq!(rule(".example.com."), BypassRule::Domain("example.com".into()));
+        assert_eq!(rule("intranet*.corp"), BypassRule::HostPattern("intranet*.corp".into()));
+        assert_eq!(rule("192.168.*"), BypassRule::HostPattern("192.168.*".into()));
         assert_eq!(
             rule("*.*.example.com"),
             BypassRule::HostPattern("*.*.example.com".into())
         );
-        assert_eq!(
-            rule("a?c.example."),
-            BypassRule::HostPattern("a?c.example".into())
-        );
+        assert_eq!(rule("a?c.example."), BypassRule::HostPattern("a?c.example".into()));
         assert_eq!(
             rule("HTTP://Intranet.example.com/*"),
             BypassRule::UrlPattern("http://intranet.example.com/*".into())
@@ -420,12 +387,7 @@ mod tests {
         assert!(h.matches("http://x/", "INTRANET.Example.com."));
         assert!(!h.matches("http://x/", "a.intranet.example.com"));
         let d = rule("*.example.com");
-        for host in [
-            "example.com",
-            "Example.COM.",
-            "a.example.com",
-            "a.b.example.com",
-        ] {
+        for host in ["example.com", "Example.COM.", "a.example.com", "a.b.example.com"] {
             assert!(d.matches("http://x/", host), "{host}");
         }
         for host in ["badexample.com", "example.com.evil", "com", "xample.com"] {
@@ -475,10 +437,7 @@ mod tests {
 
     #[test]
     fn host_literal_mirrors_the_pac() {
-        assert_eq!(
-            host_literal("10.1.2.3"),
-            HostKind::V4(Ipv4Addr::new(10, 1, 2, 3))
-        );
+        assert_eq!(host_literal("10.1.2.3"), HostKind::V4(Ipv4Addr::new(10, 1, 2, 3)));
         assert_eq!(host_literal("0.0.0.0"), HostKind::V4(Ipv4Addr::UNSPECIFIED));
         assert_eq!(host_literal("0177.0.0.1"), HostKind::Name);
         assert_eq!(host_literal("10.01.2.3"), HostKind::Name);
@@ -487,14 +446,8 @@ mod tests {
         assert_eq!(host_literal("1.2.3"), HostKind::Name);
         assert_eq!(host_literal("1.2.3.4.5"), HostKind::Name);
         assert_eq!(host_literal("1234.1.1.1"), HostKind::Name);
-        assert_eq!(
-            host_literal("fe80::1%eth0"),
-            HostKind::V6("fe80::1".parse().unwrap())
-        );
-        assert_eq!(
-            host_literal("::ffff:1.2.3.4"),
-            HostKind::V4(Ipv4Addr::new(1, 2, 3, 4))
-        );
+        assert_eq!(host_literal("fe80::1%eth0"), HostKind::V6("fe80::1".parse().unwrap()));
+        assert_eq!(host_literal("::ffff:1.2.3.4"), HostKind::V4(Ipv4Addr::new(1, 2, 3, 4)));
         assert_eq!(host_literal("fe80:::1"), HostKind::BadLiteral);
         assert_eq!(host_literal("example.com"), HostKind::Name);
     }

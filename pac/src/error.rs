@@ -28,11 +28,7 @@ impl PacError {
         }
     }
 
-    pub(crate) fn with_value(
-        field: impl Into<String>,
-        value: &str,
-        reason: impl Into<String>,
-    ) -> Self {
+    pub(crate) fn with_value(field: impl Into<String>, value: &str, reason: impl Into<String>) -> Self {
         PacError {
             field: field.into(),
             value: Some(value.to_owned()),
@@ -110,10 +106,7 @@ mod tests {
     #[test]
     fn display_names_field_value_and_reason() {
         let e = PacError::with_value("bypass[3]", "10.0.0.0/33", "prefix length 33 exceeds 32");
-        assert_eq!(
-            e.to_string(),
-            "bypass[3] '10.0.0.0/33': prefix length 33 exceeds 32"
-        );
+        assert_eq!(e.to_string(), "bypass[3] '10.0.0.0/33': prefix length 33 exceeds 32");
         let e = PacError::new("slots", "at least one slot is required");
         assert_eq!(e.to_string(), "slots: at least one slot is required");
     }

@@ -125,8 +125,7 @@ impl Pac {
         let mut bypass = Vec::with_capacity(spec.bypass.len());
         let mut seen = HashSet::with_capacity(spec.bypass.len());
         for (i, entry) in spec.bypass.iter().enumerate() {
-            let rule = parse_bypass(entry)
-                .map_err(|r| PacError::with_value(format!("bypass[{i}]"), entry, r))?;
+            let rule = parse_bypass(entry).map_err(|r| PacError::with_value(format!("bypass[{i}]"), entry, r))?;
             if seen.insert(rule.clone()) {
                 bypass.push(rule);
             }
@@ -141,10 +140,7 @@ impl Pac {
         for (i, s) in spec.slots.iter().enumerate() {
             for (field, port) in [("http_port", s.http_port), ("https_port", s.https_port)] {
                 if port == 0 {
-                    return Err(PacError::new(
-                        format!("slots[{i}].{field}"),
-                        "port 0 is not allowed",
-                    ));
+                    return Err(PacError::new(format!("slots[{i}].{field}"), "port 0 is not allowed"));
                 }
             }
             slots.push(Slot {
@@ -181,17 +177,15 @@ impl Pac {
 
 fn validate_on_premise(op: &OnPremiseSpec, fail_open: bool) -> Result<OnPremise, PacError> {
     const IND: &str = "on_premise.indicator_host";
-    if op.indicator_host.parse::<IpAddr>().is_ok()
-        || net::strip_brackets(&op.indicator_host) != op.indicator_host
-    {
+    if op.indicator_host.parse::<IpAddr>().is_ok() || net::strip_brackets(&op.indicator_host) != op.indicator_host {
         return Err(PacError::with_value(
             IND,
             &op.indicator_host,
             "must be a host name: an IP address resolves to itself everywhere",
         ));
     }
-    let indicator = name::canonical_host_name(&op.indicator_host)
-        .map_err(|r| PacError::with_value(IND, &op.indicator_host, r))?;
+    let indicator =
+        name::canonical_host_name(&op.indicator_host).map_err(|r| PacError::with_value(IND, &op.indicator_host, r))?;
 
     if op.expected_addresses.is_empty() {
         return Err(PacError::new(
@@ -227,9 +221,10 @@ fn validate_on_premise(op: &OnPremiseSpec, fail_open: bool) -> Result<OnPremise,
             }
             let mut canon = Vec::with_capacity(list.len());
             for (i, p) in list.iter().enumerate() {
-                canon.push(name::canonical_host_port(p).map_err(|r| {
-                    PacError::with_value(format!("on_premise.mode.proxies[{i}]"), p, r)
-                })?);
+                canon.push(
+                    name::canonical_host_port(p)
+                        .map_err(|r| PacError::with_value(format!("on_premise.mode.proxies[{i}]"), p, r))?,
+                );
             }
             render::proxy_list(canon.iter().map(String::as_str), fail_open)
         }

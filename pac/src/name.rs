@@ -25,10 +25,7 @@ pub(crate) fn canonical_host_name(s: &str) -> Result<String, String> {
         .chars()
         .find(|&c| !(c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'))
     {
-        return Err(format!(
-            "{} is not allowed in a host name",
-            describe_char(c)
-        ));
+        return Err(format!("{} is not allowed in a host name", describe_char(c)));
     }
     let lower = s.to_ascii_lowercase();
     let name = lower.strip_suffix('.').unwrap_or(&lower);
@@ -98,17 +95,13 @@ pub(crate) fn canonical_host_port(s: &str) -> Result<String, String> {
         return Err("empty entry; expected host:port".to_owned());
     }
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-        let (h, after) = rest
-            .split_once(']')
-            .ok_or("missing ']' after the IPv6 address")?;
+        let (h, after) = rest.split_once(']').ok_or("missing ']' after the IPv6 address")?;
         let port = after
             .strip_prefix(':')
             .ok_or("missing ':port' after the IPv6 address")?;
         (&s[..h.len() + 2], port)
     } else {
-        let (h, p) = s
-            .rsplit_once(':')
-            .ok_or("missing ':port'; expected host:port")?;
+        let (h, p) = s.rsplit_once(':').ok_or("missing ':port'; expected host:port")?;
         if h.contains(':') {
             return Err("IPv6 addresses need brackets, e.g. [2001:db8::1]:8080".to_owned());
         }
@@ -177,11 +170,7 @@ mod tests {
         assert_eq!(canonical_proxy_host("[::1]").unwrap(), "[::1]");
         assert_eq!(canonical_proxy_host("Proxy.Corp").unwrap(), "proxy.corp");
         assert!(canonical_proxy_host("").is_err());
-        assert!(
-            canonical_proxy_host("[1.2.3.4]")
-                .unwrap_err()
-                .contains("only for IPv6")
-        );
+        assert!(canonical_proxy_host("[1.2.3.4]").unwrap_err().contains("only for IPv6"));
         assert!(
             canonical_proxy_host("1::2::3")
                 .unwrap_err()
@@ -192,18 +181,9 @@ mod tests {
 
     #[test]
     fn host_port_parses_and_canonicalises() {
-        assert_eq!(
-            canonical_host_port("Proxy1.corp:8080").unwrap(),
-            "proxy1.corp:8080"
-        );
-        assert_eq!(
-            canonical_host_port("10.0.0.1:3128").unwrap(),
-            "10.0.0.1:3128"
-        );
-        assert_eq!(
-            canonical_host_port("[2001:DB8::1]:443").unwrap(),
-            "[2001:db8::1]:443"
-        );
+        assert_eq!(canonical_host_port("Proxy1.corp:8080").unwrap(), "proxy1.corp:8080");
+        assert_eq!(canonical_host_port("10.0.0.1:3128").unwrap(), "10.0.0.1:3128");
+        assert_eq!(canonical_host_port("[2001:DB8::1]:443").unwrap(), "[2001:db8::1]:443");
         assert_eq!(canonical_host_port("p:65535").unwrap(), "p:65535");
     }
 

@@ -31,9 +31,9 @@ pub(crate) const NON_ROUTABLE_V4: &[(Ipv4Addr, u8)] = &[
 /// IPv6 ranges that never leave the site. IPv4-mapped addresses
 /// (`::ffff:a.b.c.d`) are judged by their IPv4 address instead.
 pub(crate) const NON_ROUTABLE_V6: &[(Ipv6Addr, u8)] = &[
-    (Ipv6Addr::UNSPECIFIED, 128), // `::`, the IPv6 twin of 0.0.0.0/8
-    (Ipv6Addr::LOCALHOST, 128),   // `::1`
-    (Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0), 7), // unique local (RFC 4193)
+    (Ipv6Addr::UNSPECIFIED, 128),                     // `::`, the IPv6 twin of 0.0.0.0/8
+    (Ipv6Addr::LOCALHOST, 128),                       // `::1`
+    (Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0), 7),  // unique local (RFC 4193)
     (Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10), // link local
 ];
 
@@ -45,12 +45,8 @@ pub(crate) const NON_ROUTABLE_V6: &[(Ipv6Addr, u8)] = &[
 /// IPv4 address. This is the same table the generated PAC uses.
 pub fn is_non_routable(ip: IpAddr) -> bool {
     match unmap(ip) {
-        IpAddr::V4(v4) => NON_ROUTABLE_V4
-            .iter()
-            .any(|&(net, len)| prefix_eq_v4(v4, net, len)),
-        IpAddr::V6(v6) => NON_ROUTABLE_V6
-            .iter()
-            .any(|&(net, len)| prefix_eq_v6(v6, net, len)),
+        IpAddr::V4(v4) => NON_ROUTABLE_V4.iter().any(|&(net, len)| prefix_eq_v4(v4, net, len)),
+        IpAddr::V6(v6) => NON_ROUTABLE_V6.iter().any(|&(net, len)| prefix_eq_v6(v6, net, len)),
     }
 }
 
@@ -149,9 +145,7 @@ impl Cidr {
             None => max,
             Some(l) => {
                 if l.is_empty() || l.len() > 3 || !l.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(format!(
-                        "prefix length '{l}' is not a number from 0 to {max}"
-                    ));
+                    return Err(format!("prefix length '{l}' is not a number from 0 to {max}"));
                 }
                 let n: u16 = l.parse().map_err(|_| format!("bad prefix length '{l}'"))?;
                 if n > u16::from(max) {
@@ -184,9 +178,7 @@ impl fmt::Display for Cidr {
 
 /// `[x]` -> `x`; anything else unchanged.
 pub(crate) fn strip_brackets(s: &str) -> &str {
-    s.strip_prefix('[')
-        .and_then(|r| r.strip_suffix(']'))
-        .unwrap_or(s)
+    s.strip_prefix('[').and_then(|r| r.strip_suffix(']')).unwrap_or(s)
 }
 
 /// Non-routable IPv4 ranges as sorted, merged `(first, last)` integer pairs:
@@ -312,10 +304,7 @@ mod tests {
         assert!(!c.contains(ip("2001:db9::1")));
         assert!(!c.contains(ip("10.1.0.0")));
         assert_eq!(Cidr::parse("10.1.2.3").unwrap().to_string(), "10.1.2.3/32");
-        assert_eq!(
-            Cidr::parse("[2001:db8::1]").unwrap().to_string(),
-            "2001:db8::1/128"
-        );
+        assert_eq!(Cidr::parse("[2001:db8::1]").unwrap().to_string(), "2001:db8::1/128");
         assert_eq!(Cidr::parse("[2001:db8::]/48").unwrap().prefix(), 48);
         assert_eq!(Cidr::parse("0.0.0.0/0").unwrap().prefix(), 0);
         assert!(Cidr::parse("0.0.0.0/0").unwrap().contains(ip("8.8.8.8")));
@@ -359,14 +348,7 @@ mod tests {
     #[test]
     fn merge_handles_adjacent_overlapping_and_max() {
         assert_eq!(
-            merge_intervals(vec![
-                (5, 9),
-                (0, 3),
-                (4, 4),
-                (8, 20),
-                (30, u32::MAX),
-                (25, 31)
-            ]),
+            merge_intervals(vec![(5, 9), (0, 3), (4, 4), (8, 20), (30, u32::MAX), (25, 31)]),
             vec![(0, 20), (25, u32::MAX)]
         );
     }

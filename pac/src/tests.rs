@@ -47,10 +47,7 @@ fn default_spec_is_fail_open_on_loopback_without_slots() {
 #[test]
 fn bypass_errors_name_the_entry() {
     let s = with_bypass(&["a.example", "b.example", "c.example", "10.0.0.0/33"]);
-    assert_eq!(
-        err(&s),
-        "bypass[3] '10.0.0.0/33': prefix length 33 exceeds 32"
-    );
+    assert_eq!(err(&s), "bypass[3] '10.0.0.0/33': prefix length 33 exceeds 32");
     let e = Pac::new(&s).unwrap_err();
     assert_eq!(e.field(), "bypass[3]");
     assert_eq!(e.value(), Some("10.0.0.0/33"));
@@ -91,10 +88,7 @@ fn injection_attempts_are_rejected_in_every_field() {
         assert!(err(&s).starts_with("on_premise.indicator_host '"), "{a:?}");
 
         let s = on_prem("ind.corp", &[a], OnPremiseMode::Direct);
-        assert!(
-            err(&s).starts_with("on_premise.expected_addresses[0] '"),
-            "{a:?}"
-        );
+        assert!(err(&s).starts_with("on_premise.expected_addresses[0] '"), "{a:?}");
 
         let s = on_prem(
             "ind.corp",
@@ -168,28 +162,14 @@ fn on_premise_errors() {
     let e = err(&on_prem("*.corp", &["10.1.2.3"], OnPremiseMode::Direct));
     assert!(e.contains("not allowed in a host name"), "{e}");
     let e = err(&on_prem("ind.corp", &[], OnPremiseMode::Direct));
-    assert_eq!(
-        e,
-        "on_premise.expected_addresses: at least one address is required"
-    );
-    let e = err(&on_prem(
-        "ind.corp",
-        &["10.1.2.3", "10.1.2"],
-        OnPremiseMode::Direct,
-    ));
+    assert_eq!(e, "on_premise.expected_addresses: at least one address is required");
+    let e = err(&on_prem("ind.corp", &["10.1.2.3", "10.1.2"], OnPremiseMode::Direct));
     assert_eq!(
         e,
         "on_premise.expected_addresses[1] '10.1.2': not an IPv4 or IPv6 address"
     );
-    let e = err(&on_prem(
-        "ind.corp",
-        &["1.2.3.4"],
-        OnPremiseMode::Proxies(vec![]),
-    ));
-    assert!(
-        e.starts_with("on_premise.mode.proxies: at least one proxy"),
-        "{e}"
-    );
+    let e = err(&on_prem("ind.corp", &["1.2.3.4"], OnPremiseMode::Proxies(vec![])));
+    assert!(e.starts_with("on_premise.mode.proxies: at least one proxy"), "{e}");
     for (bad, why) in [
         ("proxy.corp", "missing ':port'"),
         ("proxy.corp:0", "port 0"),
@@ -221,10 +201,7 @@ fn duplicate_entries_are_dropped() {
     let p = Pac::new(&with_bypass(&["A.example", "a.example.", "*.b", ".b"])).unwrap();
     assert_eq!(
         p.bypass_rules(),
-        &[
-            BypassRule::Host("a.example".into()),
-            BypassRule::Domain("b".into())
-        ]
+        &[BypassRule::Host("a.example".into()), BypassRule::Domain("b".into())]
     );
 }
 
@@ -295,19 +272,13 @@ fn render_tables_and_proxy_strings() {
     let p = Pac::new(&s).unwrap().render();
     assert!(p.contains("\"intranet.example.com\": true"), "{p}");
     assert!(p.contains("\"corp.example\": true"));
-    assert!(
-        p.contains(r#"new RegExp("^(?:wiki[\\s\\S]*\\.example)$")"#),
-        "{p}"
-    );
+    assert!(p.contains(r#"new RegExp("^(?:wiki[\\s\\S]*\\.example)$")"#), "{p}");
     // 10.1/16, 10.2/16 and 10.3/16 are adjacent and merge; 10.5/16 is apart.
     assert!(
         p.contains("var mscB4 = [167837696, 168034303, 168099840, 168165375];"),
         "{p}"
     );
-    assert!(
-        p.contains("var mscB6 = [32, 8193, 3512, 0, 0, 0, 0, 0, 0];"),
-        "{p}"
-    );
+    assert!(p.contains("var mscB6 = [32, 8193, 3512, 0, 0, 0, 0, 0, 0];"), "{p}");
     assert!(p.contains(r#"var mscSlots = "PROXY [::1]:8080; PROXY [::1]:8081";"#));
     assert!(p.contains(r#"var mscSlotsTls = "PROXY [::1]:8443; PROXY [::1]:8444";"#));
     assert!(p.contains(r#"var mscIndicator = "onprem.corp";"#));
@@ -319,11 +290,7 @@ fn render_tables_and_proxy_strings() {
     let p = Pac::new(&direct).unwrap().render();
     assert!(p.contains(r#"var mscOnPremise = "DIRECT";"#));
 
-    let open = on_prem(
-        "ind.corp",
-        &["10.9.9.9"],
-        OnPremiseMode::Proxies(vec!["p:1".into()]),
-    );
+    let open = on_prem("ind.corp", &["10.9.9.9"], OnPremiseMode::Proxies(vec!["p:1".into()]));
     let p = Pac::new(&open).unwrap().render();
     assert!(p.contains(r#"var mscOnPremise = "PROXY p:1; DIRECT";"#));
 }
@@ -368,9 +335,7 @@ fn assert_well_formed(p: &str) {
 #[test]
 fn every_character_is_rejected_or_inert() {
     let chars = (0u32..0x80)
-        .chain([
-            0x85, 0xa0, 0x2028, 0x2029, 0x200b, 0x202e, 0xfeff, 0xff0e, 0x1f600,
-        ])
+        .chain([0x85, 0xa0, 0x2028, 0x2029, 0x200b, 0x202e, 0xfeff, 0xff0e, 0x1f600])
         .filter_map(char::from_u32);
     let mut accepted = 0;
     for c in chars {

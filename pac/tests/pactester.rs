@@ -158,10 +158,7 @@ fn eval_with_host(pac: &str, url: &str, host: &str) -> String {
 /// retries) and it counts lookups per call exactly. Only the engine's DNS is
 /// replaced; the generated code runs unchanged.
 fn with_fake_dns(pac: &str, answers: &[(&str, &str)]) -> String {
-    let table: Vec<String> = answers
-        .iter()
-        .map(|(n, a)| format!("\"{n}\": \"{a}\""))
-        .collect();
+    let table: Vec<String> = answers.iter().map(|(n, a)| format!("\"{n}\": \"{a}\"")).collect();
     format!(
         "{pac}\n// --- test harness ---\n\
          var mscTestDns = {{{}}};\n\
@@ -184,11 +181,7 @@ fn with_fake_dns(pac: &str, answers: &[(&str, &str)]) -> String {
 /// Splits a harness result into the PAC's answer and the names it resolved.
 fn split_logged(s: &str) -> (String, Vec<String>) {
     let (r, names) = s.split_once(" | ").expect("harness output");
-    let names = names
-        .split(',')
-        .filter(|n| !n.is_empty())
-        .map(str::to_owned)
-        .collect();
+    let names = names.split(',').filter(|n| !n.is_empty()).map(str::to_owned).collect();
     (r.to_owned(), names)
 }
 
@@ -198,14 +191,8 @@ type Case = (&'static str, Option<&'static str>, &'static str);
 /// Evaluates all cases (batched where possible) and reports every mismatch
 /// at once, so one run shows the whole picture.
 fn check(name: &str, spec: &PacSpec, cases: &[Case]) -> usize {
-    let pac = Pac::new(spec)
-        .unwrap_or_else(|e| panic!("{name}: {e}"))
-        .render();
-    let batch: Vec<&str> = cases
-        .iter()
-        .filter(|c| c.1.is_none())
-        .map(|c| c.0)
-        .collect();
+    let pac = Pac::new(spec).unwrap_or_else(|e| panic!("{name}: {e}")).render();
+    let batch: Vec<&str> = cases.iter().filter(|c| c.1.is_none()).map(|c| c.0).collect();
     let mut batch_results = eval_urls(&pac, &batch).into_iter();
     let mut failures = Vec::new();
     for &(url, host, want) in cases {
@@ -214,9 +201,7 @@ fn check(name: &str, spec: &PacSpec, cases: &[Case]) -> usize {
             Some(h) => eval_with_host(&pac, url, h),
         };
         if got != want {
-            failures.push(format!(
-                "  {url} (host {host:?}): got '{got}', want '{want}'"
-            ));
+            failures.push(format!("  {url} (host {host:?}): got '{got}', want '{want}'"));
         }
     }
     assert!(
@@ -385,11 +370,7 @@ fn fail_closed_single_slot_and_ipv6_proxy_host() {
         &closed,
         &[
             ("http://unknown-host.invalid/", None, "PROXY 127.0.0.1:3128"),
-            (
-                "https://unknown-host.invalid/",
-                None,
-                "PROXY 127.0.0.1:3128",
-            ),
+            ("https://unknown-host.invalid/", None, "PROXY 127.0.0.1:3128"),
             ("http://10.0.0.1/", None, "DIRECT"),
             ("http://intranet.example.com/", None, "DIRECT"),
         ],
@@ -444,8 +425,7 @@ fn with_on_premise(indicator: &str, expected: &[&str], mode: OnPremiseMode, open
 
 #[test]
 fn on_and_off_premise() {
-    let corp =
-        || OnPremiseMode::Proxies(vec!["proxy1.corp:8080".into(), "proxy2.corp:8080".into()]);
+    let corp = || OnPremiseMode::Proxies(vec!["proxy1.corp:8080".into(), "proxy2.corp:8080".into()]);
     // `localhost` resolves to 127.0.0.1 here, so it simulates an indicator.
     let on_direct = with_on_premise("localhost", &["127.0.0.1"], OnPremiseMode::Direct, true);
     check(
@@ -499,12 +479,7 @@ fn on_and_off_premise() {
         ],
     );
     // Does not resolve at all: off premise.
-    let gone = with_on_premise(
-        "onprem-indicator.invalid",
-        &["10.9.9.9"],
-        OnPremiseMode::Direct,
-        true,
-    );
+    let gone = with_on_premise("onprem-indicator.invalid", &["10.9.9.9"], OnPremiseMode::Direct, true);
     check(
         "off-premise (indicator unresolvable)",
         &gone,
@@ -625,16 +600,8 @@ fn awkward_valid_entries_parse_and_match() {
         "awkward",
         &spec,
         &[
-            (
-                "http://odd.example/a+b(c)$[d];e&f=%20,~!@/tail",
-                None,
-                "DIRECT",
-            ),
-            (
-                "http://odd.example/aab(c)$[d];e&f=%20,~!@/tail",
-                None,
-                HTTP2,
-            ),
+            ("http://odd.example/a+b(c)$[d];e&f=%20,~!@/tail", None, "DIRECT"),
+            ("http://odd.example/aab(c)$[d];e&f=%20,~!@/tail", None, HTTP2),
             ("https://w.odd.example/?xyz", None, "DIRECT"),
             ("https://w.odd.example/x", None, TLS2),
             ("http://_srv._tcp.example/", None, "DIRECT"),
@@ -718,17 +685,11 @@ fn dns_lookups_are_minimal_and_resolved_ranges_apply() {
     assert_eq!(got[0], (onp.to_owned(), vec![IND.to_owned()]));
     assert_eq!(
         got[1],
-        (
-            onp.to_owned(),
-            vec!["www.public.example".to_owned(), IND.to_owned()]
-        )
+        (onp.to_owned(), vec!["www.public.example".to_owned(), IND.to_owned()])
     );
     assert_eq!(
         got[2],
-        (
-            "DIRECT".to_owned(),
-            vec!["printer.corp.example.net".to_owned()]
-        )
+        ("DIRECT".to_owned(), vec!["printer.corp.example.net".to_owned()])
     );
 }
 
