@@ -20,5 +20,6 @@ pub mod gateway;
 pub mod http;
 pub mod origin;
 pub mod pki;
+pub mod proxy;
 pub mod upstream;
 pub mod worker;

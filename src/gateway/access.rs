@@ -28,6 +28,8 @@ pub struct Record {
     pub up: u64,
     pub down: u64,
     pub duration: Duration,
+    /// How the request was routed, when the log distinguishes routes (client).
+    pub route: Option<Arc<str>>,
 }
 
 /// A cheap, cloneable handle to the access log.
@@ -126,6 +128,11 @@ pub fn format_record(r: &Record, line: &mut String) {
         r.down,
         r.duration.as_secs_f64() * 1000.0,
     );
+    if let Some(route) = &r.route {
+        line.push(' ');
+        line.push_str(route);
+    }
+    line.push('\n');
 }
 
 #[cfg(test)]
@@ -143,6 +150,7 @@ mod tests {
             up: 0,
             down: 612,
             duration: Duration::from_micros(3210),
+            route: None,
         };
         let mut s = String::new();
         format_record(&r, &mut s);

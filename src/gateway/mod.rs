@@ -1,7 +1,7 @@
 //! The gateway (`msc gateway`): terminates mutual TLS, identifies the user
-//! from the client certificate, applies the deny policy and forwards to
-//! origins (CONNECT tunnels and absolute-form HTTP with keep-alive on both
-//! sides). Runs on the same thread-per-core engine as the client.
+//! from the client certificate, then serves the tunnel with the forward proxy
+//! loop in [`crate::proxy`] (policy, CONNECT, absolute-form with keep-alive on
+//! both sides). Runs on the same thread-per-core engine as the client.
 
 pub mod access;
 pub mod policy;
@@ -9,36 +9,25 @@ pub mod policy;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use monoio::net::TcpStream;
-use msc_io::framing::{BodyLen, BodyTracker, ResponseKind, request_body, response_kind};
-use msc_io::head::{Form, Method, RequestHead};
-use msc_io::resolve::{Resolver, connect_any};
-use msc_io::stream::{
-    BodyError, HeadReadError, PlainReader, PlainWriter, RelayState, Sink, Source, forward_body, read_request_head,
-    read_response_head, relay,
-};
-use msc_tls::{Identity, TlsReader, TlsStream, TlsWriter};
+use msc_io::stream::Sink;
+use msc_tls::{Identity, TlsStream};
 
-use crate::config::gateway::{GatewayConfig, GatewayTimeouts};
-use crate::http::{block_page, error_reply, is_hop_by_hop, origin_request};
+use crate::config::gateway::GatewayConfig;
+use crate::proxy::{Peer, Proxy, ProxySettings, ProxyTimeouts};
 use crate::worker::Service;
-use access::{AccessLog, Record};
-use policy::{DenyList, normalize_host};
+use access::AccessLog;
 
-const WHO: &str = "msc-gateway";
-
-/// Path of the probe endpoint the client's control plane measures.
-pub const PROBE_PATH: &str = "/.well-known/msc/probe";
+pub use crate::proxy::PROBE_PATH;
 
 /// Settings every gateway worker shares (immutable).
 #[derive(Debug)]
 pub struct GatewayShared {
     pub tls: Arc<rustls::ServerConfig>,
-    pub deny: DenyList,
-    pub timeouts: GatewayTimeouts,
-    pub log: AccessLog,
+    pub handshake: Duration,
+    pub proxy: Arc<ProxySettings>,
 }
 
 impl GatewayShared {
@@ -48,11 +37,22 @@ impl GatewayShared {
             key: &cfg.tls.key,
             client_ca: &cfg.tls.client_ca,
         })?;
+        let t = cfg.timeouts;
         Ok(GatewayShared {
             tls,
-            deny: cfg.deny.clone(),
-            timeouts: cfg.timeouts,
-            log,
+            handshake: t.handshake,
+            proxy: Arc::new(ProxySettings {
+                who: "msc-gateway",
+                deny: cfg.deny.clone(),
+                timeouts: ProxyTimeouts {
+                    head: t.head,
+                    idle: t.idle,
+                    connect: t.connect,
+                },
+                log,
+                probe: true,
+                route: None,
+            }),
         })
     }
 }
@@ -61,56 +61,19 @@ impl GatewayShared {
 #[derive(Debug)]
 pub struct Gateway {
     shared: Arc<GatewayShared>,
-    resolver: Resolver,
+    proxy: Proxy,
 }
 
 impl Gateway {
     pub fn new(shared: Arc<GatewayShared>) -> Gateway {
-        Gateway {
-            shared,
-            resolver: Resolver::new(),
-        }
+        let proxy = Proxy::new(shared.proxy.clone());
+        Gateway { shared, proxy }
     }
-}
-
-/// An origin connection kept for the next request on the same tunnel.
-struct Origin {
-    host: String,
-    port: u16,
-    r: PlainReader,
-    w: PlainWriter,
-}
-
-/// How one request ended, for the log and for the connection's fate.
-struct Outcome {
-    status: u16,
-    up: u64,
-    down: u64,
-    keep_alive: bool,
-}
-
-impl Outcome {
-    fn reply(status: u16, bytes: usize, keep_alive: bool) -> Outcome {
-        Outcome {
-            status,
-            up: 0,
-            down: bytes as u64,
-            keep_alive,
-        }
-    }
-}
-
-/// The client side of one tunnel.
-struct Client {
-    r: TlsReader,
-    w: TlsWriter,
-    user: Arc<str>,
 }
 
 impl Service for Gateway {
     async fn serve(self: Rc<Self>, _listener: usize, stream: TcpStream, peer: SocketAddr) {
-        let t = self.shared.timeouts;
-        let tls = match TlsStream::accept(self.shared.tls.clone(), stream, t.handshake).await {
+        let tls = match TlsStream::accept(self.shared.tls.clone(), stream, self.shared.handshake).await {
             Ok(tls) => tls,
             Err(e) => {
                 tracing::info!("TLS handshake from {peer} refused: {e}");
@@ -125,457 +88,13 @@ impl Service for Gateway {
             .unwrap_or_default();
         tracing::debug!("tunnel from {peer}: {id} (resumed: {})", tls.info().resumed);
         let (r, w) = tls.split();
-        let mut c = Client {
+        let mut c = Peer {
             r,
             w,
             user: id.principal().into(),
         };
-        self.serve_tunnel(&mut c).await;
+        self.proxy.serve(&mut c, None).await;
         let _ = c.w.close_write().await;
     }
 }
 
-impl Gateway {
-    async fn serve_tunnel(&self, c: &mut Client) {
-        let t = self.shared.timeouts;
-        let mut origin: Option<Origin> = None;
-        loop {
-            let head = match read_request_head(&mut c.r, t.idle, t.head).await {
-                Ok(Some(h)) => h,
-                Ok(None) => return,
-                Err(HeadReadError::Head(e)) => {
-                    let r = error_reply(e.status(), WHO, e.reason(), true);
-                    let _ = c.w.write_bytes(&r).await;
-                    self.log(c, "-", "-", &Outcome::reply(e.status(), r.len(), false), Instant::now());
-                    return;
-                }
-                Err(HeadReadError::Timeout) => {
-                    let reason = format!(
-                        "request head not received within {}",
-                        humantime::format_duration(t.head)
-                    );
-                    let _ = c.w.write_bytes(&error_reply(408, WHO, &reason, true)).await;
-                    return;
-                }
-                Err(_) => return,
-            };
-            let start = Instant::now();
-            let data = c.r.data();
-            let method = head.method_span.str(data).to_owned();
-            let target = head.target.str(data).to_owned();
-            let outcome = match head.form {
-                Form::Origin | Form::Asterisk => self.own_endpoint(c, &head).await,
-                Form::Authority | Form::Absolute => {
-                    let host = normalize_host(head.host(data));
-                    if let Some(rule) = self.shared.deny.matches(&host) {
-                        self.blocked(c, &head, &host, rule).await
-                    } else if head.method == Method::Connect {
-                        self.tunnel(c, &head, host).await
-                    } else {
-                        self.forward(c, head, host, &mut origin).await
-                    }
-                }
-            };
-            self.log(c, &method, &target, &outcome, start);
-            if !outcome.keep_alive {
-                return;
-            }
-        }
-    }
-
-    fn log(&self, c: &Client, method: &str, target: &str, o: &Outcome, start: Instant) {
-        self.shared.log.log(Record {
-            at: SystemTime::now(),
-            user: c.user.clone(),
-            method: method.to_owned(),
-            target: target.to_owned(),
-            status: o.status,
-            up: o.up,
-            down: o.down,
-            duration: start.elapsed(),
-        });
-    }
-
-    /// Requests addressed to the gateway itself (origin-form): only the probe.
-    async fn own_endpoint(&self, c: &mut Client, head: &RequestHead) -> Outcome {
-        let data = c.r.data();
-        let has_body = !matches!(request_body(head, data), Ok(BodyLen::Empty));
-        let path = head.path.str(data);
-        let reply = if head.form == Form::Origin && path == PROBE_PATH && !has_body {
-            if head.method == Method::Get || head.method == Method::Head {
-                (204, None)
-            } else {
-                (405, Some("the probe endpoint answers GET and HEAD only"))
-            }
-        } else {
-            (
-                400,
-                Some("this is a proxy: send absolute-form requests (GET http://host/path) or CONNECT host:port"),
-            )
-        };
-        let keep = !has_body && !head.wants_close(data);
-        c.r.consume(head.len);
-        let bytes = match reply {
-            (204, _) => {
-                let b: &[u8] = if keep {
-                    b"HTTP/1.1 204 No Content\r\nCache-Control: no-store\r\n\r\n"
-                } else {
-                    b"HTTP/1.1 204 No Content\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n"
-                };
-                b.to_vec()
-            }
-            (s, reason) => error_reply(s, WHO, reason.unwrap_or(""), !keep),
-        };
-        let ok = c.w.write_bytes(&bytes).await.is_ok();
-        Outcome::reply(reply.0, bytes.len(), keep && ok)
-    }
-
-    async fn blocked(&self, c: &mut Client, head: &RequestHead, host: &str, rule: &str) -> Outcome {
-        let data = c.r.data();
-        // A request body we will not forward cannot be skipped reliably; close instead.
-        let keep = head.method != Method::Connect
-            && matches!(request_body(head, data), Ok(BodyLen::Empty))
-            && !head.wants_close(data);
-        c.r.consume(head.len);
-        let page = block_page(host, rule, !keep);
-        let ok = c.w.write_bytes(&page).await.is_ok();
-        tracing::info!("blocked {host} for {} by rule {rule}", c.user);
-        Outcome::reply(403, page.len(), keep && ok)
-    }
-
-    async fn fail(&self, c: &mut Client, status: u16, reason: &str, keep: bool) -> Outcome {
-        let r = error_reply(status, WHO, reason, !keep);
-        let ok = c.w.write_bytes(&r).await.is_ok();
-        Outcome::reply(status, r.len(), keep && ok)
-    }
-
-    async fn dial(&self, host: &str, port: u16) -> Result<TcpStream, (u16, String)> {
-        let t = self.shared.timeouts;
-        let addrs = self
-            .resolver
-            .resolve(host, port)
-            .await
-            .map_err(|e| (502, format!("cannot resolve {host}: {e}")))?;
-        connect_any(&addrs, t.connect).await.map_err(|e| {
-            if e.kind() == std::io::ErrorKind::TimedOut {
-                (
-                    504,
-                    format!(
-                        "origin {host}:{port} did not accept within {}",
-                        humantime::format_duration(t.connect)
-                    ),
-                )
-            } else {
-                (502, format!("cannot connect to {host}:{port}: {e}"))
-            }
-        })
-    }
-
-    /// CONNECT: a TCP tunnel to the target.
-    async fn tunnel(&self, c: &mut Client, head: &RequestHead, host: String) -> Outcome {
-        let port = head.port;
-        c.r.consume(head.len);
-        let tcp = match self.dial(&host, port).await {
-            Ok(s) => s,
-            Err((status, reason)) => return self.fail(c, status, &reason, true).await,
-        };
-        if c.w
-            .write_bytes(b"HTTP/1.1 200 Connection Established\r\n\r\n")
-            .await
-            .is_err()
-        {
-            return Outcome::reply(200, 0, false);
-        }
-        let (mut or, mut ow) = msc_io::stream::split(tcp);
-        let (up, down) = relay(&mut c.r, &mut c.w, &mut or, &mut ow, self.shared.timeouts.idle).await;
-        if let Err(e) = up.result.as_ref().and(down.result.as_ref()) {
-            tracing::debug!("tunnel to {host}:{port} ended: {e}");
-        }
-        Outcome {
-            status: 200,
-            up: up.bytes,
-            down: down.bytes,
-            keep_alive: false,
-        }
-    }
-
-    /// Absolute-form request: forward in origin-form, keep both sides alive
-    /// when framing allows.
-    async fn forward(&self, c: &mut Client, head: RequestHead, host: String, origin: &mut Option<Origin>) -> Outcome {
-        let data = c.r.data();
-        let body = match request_body(&head, data) {
-            Ok(b) => b,
-            Err(e) => {
-                c.r.consume(head.len);
-                return self.fail(c, 400, e.reason(), false).await;
-            }
-        };
-        let client_close = head.wants_close(data) || head.minor_version == 0;
-        let upgrade = head.headers.has_token(data, "connection", "upgrade")
-            && head.headers.values(data, "upgrade").next().is_some();
-        let mut out = Vec::with_capacity(head.len + 64);
-        origin_request(&head, data, upgrade, &mut out);
-        let port = head.port;
-        let method = head.method;
-        c.r.consume(head.len);
-
-        // An idle origin connection is reused only for the same host and if
-        // the origin has not closed it meanwhile.
-        let mut reused = false;
-        let mut conn = match origin.take() {
-            Some(o) if o.host == host && o.port == port && !o.r.is_stale() => {
-                reused = true;
-                o
-            }
-            _ => match self.dial(&host, port).await {
-                Ok(s) => {
-                    let (r, w) = msc_io::stream::split(s);
-                    Origin { host, port, r, w }
-                }
-                Err((status, reason)) => {
-                    return self
-                        .fail(c, status, &reason, body == BodyLen::Empty && !client_close)
-                        .await;
-                }
-            },
-        };
-        if let Err(e) = conn.w.write_bytes(&out).await {
-            if !reused {
-                return self.fail(c, 502, &format!("cannot send to origin: {e}"), false).await;
-            }
-            // The kept connection died: one fresh attempt.
-            match self.dial(&conn.host, port).await {
-                Ok(s) => {
-                    let (r, w) = msc_io::stream::split(s);
-                    conn = Origin {
-                        host: conn.host,
-                        port,
-                        r,
-                        w,
-                    };
-                    reused = false;
-                    if let Err(e) = conn.w.write_bytes(&out).await {
-                        return self.fail(c, 502, &format!("cannot send to origin: {e}"), false).await;
-                    }
-                }
-                Err((status, reason)) => return self.fail(c, status, &reason, false).await,
-            }
-        }
-        let _ = reused;
-
-        let state = RelayState::new(self.shared.timeouts.idle);
-        let mut tracker = BodyTracker::new(body);
-        let (up, down) = monoio::join!(
-            forward_body(&mut c.r, &mut conn.w, &mut tracker, &state),
-            relay_response(
-                &mut conn.r,
-                &mut c.w,
-                method,
-                client_close,
-                self.shared.timeouts,
-                &state
-            )
-        );
-        let resp = match down {
-            Ok(r) => r,
-            Err(RespError::Before(status, reason)) => {
-                return self.fail(c, status, &reason, false).await;
-            }
-            Err(RespError::During(status, e)) => {
-                tracing::debug!("response from {}:{port} failed midway: {e}", conn.host);
-                return Outcome {
-                    status,
-                    up: 0,
-                    down: 0,
-                    keep_alive: false,
-                };
-            }
-        };
-        let (up_bytes, up_ok) = match up {
-            Ok(n) => (n, true),
-            Err(BodyError::Framing(e)) => {
-                tracing::debug!("request body from {} refused: {e}", c.user);
-                (0, false)
-            }
-            Err(BodyError::Io(_)) => (0, false),
-        };
-        if resp.upgraded && up_ok {
-            let (u, d) = relay(&mut c.r, &mut c.w, &mut conn.r, &mut conn.w, self.shared.timeouts.idle).await;
-            return Outcome {
-                status: resp.status,
-                up: up_bytes + u.bytes,
-                down: resp.bytes + d.bytes,
-                keep_alive: false,
-            };
-        }
-        let keep = resp.client_keep_alive && up_ok;
-        if resp.origin_reusable && up_ok {
-            *origin = Some(conn);
-        }
-        Outcome {
-            status: resp.status,
-            up: up_bytes,
-            down: resp.bytes,
-            keep_alive: keep,
-        }
-    }
-}
-
-enum RespError {
-    /// Nothing was sent to the client yet: answer with this status and reason.
-    Before(u16, String),
-    /// Part of the response went out; the client connection must close.
-    During(u16, String),
-}
-
-struct Response {
-    status: u16,
-    bytes: u64,
-    client_keep_alive: bool,
-    origin_reusable: bool,
-    upgraded: bool,
-}
-
-/// Reads the origin's response (interim ones included) and relays it to the
-/// client with hop-by-hop fields replaced.
-async fn relay_response(
-    or: &mut PlainReader,
-    cw: &mut TlsWriter,
-    method: Method,
-    client_close: bool,
-    t: GatewayTimeouts,
-    state: &RelayState,
-) -> Result<Response, RespError> {
-    let mut sent = 0u64;
-    loop {
-        let head = match state.guard(read_head_io(or, t.idle)).await {
-            Ok(Some(h)) => h,
-            Ok(None) if sent == 0 => {
-                state.fail();
-                return Err(RespError::Before(
-                    502,
-                    "origin closed the connection without a response".into(),
-                ));
-            }
-            Ok(None) => return Err(RespError::During(502, "origin closed".into())),
-            Err(e) => {
-                state.fail();
-                let status = if e.kind() == std::io::ErrorKind::TimedOut {
-                    504
-                } else {
-                    502
-                };
-                let reason = match e.kind() {
-                    std::io::ErrorKind::TimedOut => {
-                        format!("origin did not answer within {}", humantime::format_duration(t.idle))
-                    }
-                    _ => format!("invalid response from origin: {e}"),
-                };
-                return Err(if sent == 0 {
-                    RespError::Before(status, reason)
-                } else {
-                    RespError::During(status, reason)
-                });
-            }
-        };
-        let data = or.data();
-        let kind = match response_kind(&head, data, method) {
-            Ok(k) => k,
-            Err(e) => {
-                state.fail();
-                return Err(RespError::Before(
-                    502,
-                    format!("invalid response from origin: {}", e.reason()),
-                ));
-            }
-        };
-        let mut out = Vec::with_capacity(head.len + 32);
-        // Status line with our version; keep the origin's code and phrase.
-        let line_end = data.iter().position(|&b| b == b'\n').unwrap_or(0);
-        let status_text = data.get(9..line_end).unwrap_or(b"").strip_suffix(b"\r").unwrap_or(b"");
-        out.extend_from_slice(b"HTTP/1.1 ");
-        out.extend_from_slice(status_text);
-        out.extend_from_slice(b"\r\n");
-        for h in head.headers.as_slice() {
-            let name = h.name.get(data);
-            if is_hop_by_hop(name, &head.headers, data) {
-                continue;
-            }
-            out.extend_from_slice(name);
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(h.value.get(data));
-            out.extend_from_slice(b"\r\n");
-        }
-        let origin_close = head.wants_close(data) || head.minor_version == 0;
-        let head_len = head.len;
-        match kind {
-            ResponseKind::Interim => {
-                out.extend_from_slice(b"\r\n");
-                or.consume(head_len);
-                state
-                    .guard(cw.write_bytes(&out))
-                    .await
-                    .map_err(|e| RespError::During(502, e.to_string()))?;
-                sent += out.len() as u64;
-            }
-            ResponseKind::Upgrade => {
-                if let Some(u) = head.headers.values(data, "upgrade").next() {
-                    out.extend_from_slice(b"Connection: upgrade\r\nUpgrade: ");
-                    out.extend_from_slice(u);
-                    out.extend_from_slice(b"\r\n");
-                }
-                out.extend_from_slice(b"\r\n");
-                or.consume(head_len);
-                state
-                    .guard(cw.write_bytes(&out))
-                    .await
-                    .map_err(|e| RespError::During(502, e.to_string()))?;
-                return Ok(Response {
-                    status: head.status,
-                    bytes: sent + out.len() as u64,
-                    client_keep_alive: false,
-                    origin_reusable: false,
-                    upgraded: true,
-                });
-            }
-            ResponseKind::Final(len) => {
-                let keep = !client_close && len != BodyLen::UntilClose;
-                if !keep {
-                    out.extend_from_slice(b"Connection: close\r\n");
-                }
-                out.extend_from_slice(b"\r\n");
-                or.consume(head_len);
-                state
-                    .guard(cw.write_bytes(&out))
-                    .await
-                    .map_err(|e| RespError::During(head.status, e.to_string()))?;
-                sent += out.len() as u64;
-                let mut tracker = BodyTracker::new(len);
-                let n = forward_body(or, cw, &mut tracker, state)
-                    .await
-                    .map_err(|e| RespError::During(head.status, e.to_string()))?;
-                return Ok(Response {
-                    status: head.status,
-                    bytes: sent + n,
-                    client_keep_alive: keep,
-                    origin_reusable: !origin_close && len != BodyLen::UntilClose,
-                    upgraded: false,
-                });
-            }
-        }
-    }
-}
-
-/// Reads a response head; malformed heads and timeouts become I/O errors.
-async fn read_head_io(or: &mut PlainReader, wait: Duration) -> std::io::Result<Option<msc_io::ResponseHead>> {
-    match read_response_head(or, wait).await {
-        Ok(h) => Ok(h),
-        Err(HeadReadError::Timeout) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "timeout")),
-        Err(HeadReadError::Head(e)) => Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e.reason())),
-        Err(HeadReadError::Truncated) => Err(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            "origin closed in the middle of the response head",
-        )),
-        Err(HeadReadError::Io(e)) => Err(e),
-    }
-}
