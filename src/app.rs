@@ -12,12 +12,16 @@ use anyhow::Context;
 use arc_swap::ArcSwap;
 use monoio::blocking::DefaultThreadPool;
 
-use crate::client::ClientService;
+use crate::client::{ClientService, ClientShared};
 use crate::config::client::ClientConfig;
 use crate::config::gateway::GatewayConfig;
+use crate::control::Control;
+use crate::control::feedback::{Feedback, Recorder};
 use crate::gateway::access::AccessLog;
+use crate::gateway::policy::DenyList;
 use crate::gateway::{Gateway, GatewayShared};
 use crate::origin::Origin;
+use crate::proxy::{ProxySettings, ProxyTimeouts};
 use crate::upstream::{GatewayRoute, Routing, RoutingHandle};
 use crate::worker::Workers;
 
@@ -78,18 +82,22 @@ pub fn start_gateway(cfg: &GatewayConfig, pool: &DefaultThreadPool) -> anyhow::R
     })
 }
 
-/// A running client.
+/// A running client: workers and their control plane.
 #[derive(Debug)]
 pub struct RunningClient {
     pub workers: Workers,
     /// Per slot: the bound (http, https) addresses.
     pub slots: Vec<(SocketAddr, SocketAddr)>,
     pub routing: RoutingHandle,
+    pub control: Control,
+    log: Option<JoinHandle<()>>,
 }
 
 impl RunningClient {
     pub fn stop(self) {
         self.workers.stop();
+        self.control.stop();
+        drop(self.log);
     }
 }
 
@@ -128,28 +136,82 @@ pub fn initial_routing(cfg: &ClientConfig) -> Routing {
     Routing {
         gateways,
         slots: (0..cfg.servers.len()).map(|i| vec![i]).collect(),
+        direct_on_premise: false,
+        none_available: false,
     }
 }
 
+/// How often a busy worker hands its traffic figures to the control plane.
+const FEEDBACK_PERIOD: Duration = Duration::from_secs(1);
+
 pub fn start_client(cfg: &ClientConfig, pool: &DefaultThreadPool) -> anyhow::Result<RunningClient> {
-    // Validate credentials once up front so errors surface before any thread starts.
     let creds = msc_tls::config::ClientCreds {
         ca: &cfg.tls.ca,
         cert: &cfg.tls.cert,
         key: &cfg.tls.key,
     };
+    // Validate credentials once up front so errors surface before any thread starts.
     msc_tls::config::client_config(&creds, 1)?;
-    let routing: RoutingHandle = Arc::new(ArcSwap::from_pointee(initial_routing(cfg)));
+    let user: Arc<str> = msc_tls::certs::load_certs(&cfg.tls.cert)?
+        .first()
+        .map(|c| msc_tls::Identity::from_der(c).principal().to_owned())
+        .unwrap_or_else(|| "-".into())
+        .into();
+    let initial = initial_routing(cfg);
+    let gateways = initial.gateways.clone();
+    let routing: RoutingHandle = Arc::new(ArcSwap::from_pointee(initial));
     let mut addrs = Vec::new();
     for s in &cfg.servers {
         addrs.push(SocketAddr::new(cfg.listen, s.http_port));
         addrs.push(SocketAddr::new(cfg.listen, s.https_port));
     }
     let (socks, bound) = listeners(&addrs, cfg.workers)?;
+    let slots: Vec<(SocketAddr, SocketAddr)> = bound.chunks(2).map(|p| (p[0], p[1])).collect();
+    let ports: Vec<(u16, u16)> = slots.iter().map(|(h, s)| (h.port(), s.port())).collect();
+    let pac = crate::control::render_pac(cfg, &ports)?;
+
+    let (log, log_thread) = AccessLog::start(&cfg.access_log).context("cannot open the access log")?;
+    let t = cfg.timeouts;
+    let relay = |route: &str| {
+        Arc::new(ProxySettings {
+            who: "msc-client",
+            deny: DenyList::default(),
+            timeouts: ProxyTimeouts {
+                head: t.head,
+                idle: t.idle,
+                connect: t.connect,
+            },
+            log: log.clone(),
+            probe: false,
+            route: Some(route.into()),
+        })
+    };
+    let shared = Arc::new(ClientShared {
+        routing: routing.clone(),
+        timeouts: t,
+        fail_open: cfg.fail_open,
+        on_premise: relay("direct:on-premise"),
+        fail_open_relay: relay("direct:fail-open"),
+        user,
+    });
+    let (fb_tx, fb_rx) = flume::unbounded::<Feedback>();
+    // The control plane first: its first on-premise evaluation happens before
+    // any browser connection is accepted.
+    let control = crate::control::start(
+        crate::control::Inputs {
+            cfg: cfg.clone(),
+            routing: routing.clone(),
+            gateways: gateways.clone(),
+            slots: slots.clone(),
+            feedback: fb_rx,
+            workers: cfg.workers,
+            pac,
+        },
+        pool.clone(),
+    )?;
     let tls = cfg.tls.clone();
-    let timeouts = cfg.timeouts;
-    let r2 = routing.clone();
-    let workers = Workers::start("client", socks, pool.clone(), GRACE, move |_, _| {
+    let n_gateways = gateways.len();
+    let workers = Workers::start("client", socks, pool.clone(), GRACE, move |i, _| {
         // Each worker has its own TLS configuration, hence its own ticket cache.
         let creds = msc_tls::config::ClientCreds {
             ca: &tls.ca,
@@ -157,13 +219,15 @@ pub fn start_client(cfg: &ClientConfig, pool: &DefaultThreadPool) -> anyhow::Res
             key: &tls.key,
         };
         let c = msc_tls::config::client_config(&creds, 64).map_err(|e| std::io::Error::other(e.to_string()))?;
-        Ok(Rc::new(ClientService::new(c, r2.clone(), timeouts)))
+        let recorder = Recorder::new(i, n_gateways, fb_tx.clone(), FEEDBACK_PERIOD);
+        Ok(Rc::new(ClientService::new(c, shared.clone(), recorder)))
     })?;
-    let slots = bound.chunks(2).map(|p| (p[0], p[1])).collect();
     Ok(RunningClient {
         workers,
         slots,
         routing,
+        control,
+        log: log_thread,
     })
 }
 

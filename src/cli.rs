@@ -52,6 +52,23 @@ enum Cmd {
     },
     /// Validate a client or gateway configuration file.
     CheckConfig { file: PathBuf },
+    /// Print the PAC file the client serves (for configured, non-zero ports).
+    Pac {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Show a running client's gateways, network state and routing.
+    Status {
+        /// Client configuration (its control.listen is queried).
+        #[arg(long, short, conflicts_with = "control")]
+        config: Option<PathBuf>,
+        /// Control API address, if no configuration is given.
+        #[arg(long, default_value = "127.0.0.1:27778")]
+        control: SocketAddr,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the built-in origin server (demo page and test endpoints).
     Origin {
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -149,6 +166,7 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 line.push_str(&format!("; slot {} http {http} https {https} -> gateway {gw}", i + 1));
             }
             drop(routing);
+            line.push_str(&format!("; control http://{}/proxy.pac", client.control.addr));
             ready(&line);
             let sig = app::wait_for_signal()?;
             tracing::info!("signal {sig}: stopping (open connections get {:?})", app::GRACE);
@@ -236,6 +254,38 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             }
             Err(e) => Ok(config_error(e)),
         },
+        Cmd::Pac { config } => {
+            let cfg = match ClientConfig::load(&config) {
+                Ok(c) => c,
+                Err(e) => return Ok(config_error(e)),
+            };
+            let ports: Vec<(u16, u16)> = cfg.servers.iter().map(|s| (s.http_port, s.https_port)).collect();
+            if ports.iter().any(|&(a, b)| a == 0 || b == 0) {
+                return Ok(config_error(format!(
+                    "{}: servers: a port is 0 (chosen at start-up): fetch the PAC from the running client's control API instead",
+                    config.display()
+                )));
+            }
+            let pac = crate::control::render_pac(&cfg, &ports)?;
+            print!("{}", pac.text);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Status { config, control, json } => {
+            let addr = match config {
+                Some(f) => match ClientConfig::load(&f) {
+                    Ok(c) => c.control,
+                    Err(e) => return Ok(config_error(e)),
+                },
+                None => control,
+            };
+            let body = crate::status::fetch(addr)?;
+            if json {
+                println!("{body}");
+            } else {
+                print!("{}", crate::status::render(&body)?);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Origin { listen, workers } => {
             let pool = app::blocking_pool();
             let (w, addr) = app::start_origin(listen, workers, &pool)?;

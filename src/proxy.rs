@@ -130,7 +130,9 @@ impl Proxy {
                         "request head not received within {}",
                         humantime::format_duration(t.head)
                     );
-                    let _ = c.w.write_bytes(&error_reply(408, self.settings.who, &reason, true)).await;
+                    let _ =
+                        c.w.write_bytes(&error_reply(408, self.settings.who, &reason, true))
+                            .await;
                     return;
                 }
                 Err(_) => return,
@@ -207,7 +209,13 @@ impl Proxy {
         Outcome::reply(reply.0, bytes.len(), keep && ok)
     }
 
-    async fn blocked<R: Source, W: Sink>(&self, c: &mut Peer<R, W>, head: &RequestHead, host: &str, rule: &str) -> Outcome {
+    async fn blocked<R: Source, W: Sink>(
+        &self,
+        c: &mut Peer<R, W>,
+        head: &RequestHead,
+        host: &str,
+        rule: &str,
+    ) -> Outcome {
         let data = c.r.data();
         // A request body we will not forward cannot be skipped reliably; close instead.
         let keep = head.method != Method::Connect
@@ -278,7 +286,13 @@ impl Proxy {
 
     /// Absolute-form request: forward in origin-form, keep both sides alive
     /// when framing allows.
-    async fn forward<R: Source, W: Sink>(&self, c: &mut Peer<R, W>, head: RequestHead, host: String, origin: &mut Option<Origin>) -> Outcome {
+    async fn forward<R: Source, W: Sink>(
+        &self,
+        c: &mut Peer<R, W>,
+        head: RequestHead,
+        host: String,
+        origin: &mut Option<Origin>,
+    ) -> Outcome {
         let data = c.r.data();
         let body = match request_body(&head, data) {
             Ok(b) => b,
@@ -377,7 +391,14 @@ impl Proxy {
             Err(BodyError::Io(_)) => (0, false),
         };
         if resp.upgraded && up_ok {
-            let (u, d) = relay(&mut c.r, &mut c.w, &mut conn.r, &mut conn.w, self.settings.timeouts.idle).await;
+            let (u, d) = relay(
+                &mut c.r,
+                &mut c.w,
+                &mut conn.r,
+                &mut conn.w,
+                self.settings.timeouts.idle,
+            )
+            .await;
             return Outcome {
                 status: resp.status,
                 up: up_bytes + u.bytes,

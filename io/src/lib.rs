@@ -5,13 +5,16 @@
 //! runtimes and non-blocking name resolution.
 //!
 //! This crate must never know about configuration files, TLS policy, or
-//! gateway ranking; it moves and frames bytes. Its little `unsafe` is confined
-//! to [`stream::wait_readable`], with a `// SAFETY:` comment and a test.
+//! gateway ranking; it moves and frames bytes. Its little `unsafe` is
+//! confined to fd-level helpers in [`stream`] (readiness wait and peek on a
+//! split stream) and the netlink address in [`netwatch`], each with a
+//! `// SAFETY:` comment and a test.
 
 pub mod buf;
 pub mod framing;
 pub mod head;
 pub mod listen;
+pub mod netwatch;
 pub mod resolve;
 pub mod runtime;
 pub mod stream;

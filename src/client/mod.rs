@@ -9,33 +9,72 @@
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Instant;
 
 use monoio::net::TcpStream;
-use msc_io::head::Form;
+use msc_io::head::{Form, RequestHead};
 use msc_io::resolve::connect_any;
-use msc_io::stream::{HeadReadError, PlainWriter, Sink, Source, read_request_head, relay};
+use msc_io::stream::{HeadReadError, PlainReader, PlainWriter, Sink, Source, read_request_head, relay};
 use msc_tls::{TlsError, TlsStream};
 
 use crate::config::client::ClientTimeouts;
+use crate::control::feedback::Recorder;
 use crate::http::{error_reply, with_via};
+use crate::proxy::{Peer, Proxy, ProxySettings};
 use crate::upstream::{GatewayRoute, RoutingHandle};
 use crate::worker::Service;
 
 const WHO: &str = "msc-client";
 const VIA: &str = "1.1 msc-client";
 
+/// What every client worker shares (immutable).
+#[derive(Debug)]
+pub struct ClientShared {
+    pub routing: RoutingHandle,
+    pub timeouts: ClientTimeouts,
+    /// When no gateway can be used: relay directly (true) or answer 503.
+    pub fail_open: bool,
+    /// The direct relay used on premise.
+    pub on_premise: Arc<ProxySettings>,
+    /// The direct relay used when failing open.
+    pub fail_open_relay: Arc<ProxySettings>,
+    /// This client's identity (certificate principal), for the access log.
+    pub user: Arc<str>,
+}
+
 /// One worker's client service.
 #[derive(Debug)]
 pub struct ClientService {
     /// This worker's TLS configuration (its own session-ticket cache).
     tls: Arc<rustls::ClientConfig>,
-    routing: RoutingHandle,
+    shared: Arc<ClientShared>,
     t: ClientTimeouts,
+    recorder: Rc<Recorder>,
+    on_premise: Proxy,
+    fail_open: Proxy,
 }
 
 impl ClientService {
-    pub fn new(tls: Arc<rustls::ClientConfig>, routing: RoutingHandle, t: ClientTimeouts) -> ClientService {
-        ClientService { tls, routing, t }
+    pub fn new(tls: Arc<rustls::ClientConfig>, shared: Arc<ClientShared>, recorder: Rc<Recorder>) -> ClientService {
+        ClientService {
+            tls,
+            t: shared.timeouts,
+            on_premise: Proxy::new(shared.on_premise.clone()),
+            fail_open: Proxy::new(shared.fail_open_relay.clone()),
+            shared,
+            recorder,
+        }
+    }
+
+    /// Serves the connection without a gateway, starting with `head`.
+    async fn direct(&self, proxy: &Proxy, r: PlainReader, w: PlainWriter, head: RequestHead) {
+        let mut peer = Peer {
+            r,
+            w,
+            user: self.shared.user.clone(),
+        };
+        proxy.serve(&mut peer, Some(head)).await;
+        let _ = peer.w.close_write().await;
     }
 }
 
@@ -122,16 +161,51 @@ impl Service for ClientService {
             )
             .await;
         }
-        let routing = self.routing.load_full();
-        let Some(gw) = routing.for_slot(slot).next() else {
-            return answer(&mut bw, 502, "no gateway is configured for this port").await;
-        };
-        let tls = match self.open(gw).await {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::warn!("{peer}: {}", e.reason);
-                return answer(&mut bw, e.status, &e.reason).await;
+        let routing = self.shared.routing.load_full();
+        if routing.direct_on_premise {
+            self.recorder.direct(|d| d.on_premise += 1);
+            return self.direct(&self.on_premise, br, bw, head).await;
+        }
+        // The slot's gateway first, then the others (connect-time fail-over):
+        // nothing has been sent to the browser yet.
+        let mut opened = None;
+        let mut last: Option<OpenError> = None;
+        if !routing.none_available {
+            for gw in routing.for_slot(slot) {
+                let t0 = Instant::now();
+                match self.open(gw).await {
+                    Ok(tls) => {
+                        self.recorder.tunnel_ok(gw.index, t0.elapsed());
+                        opened = Some((gw.clone(), tls));
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!("{peer}: {}", e.reason);
+                        self.recorder.tunnel_failed(gw.index, &e.reason);
+                        last = Some(e);
+                    }
+                }
             }
+        }
+        let Some((gw, tls)) = opened else {
+            if routing.none_available {
+                if self.shared.fail_open {
+                    self.recorder.direct(|d| d.fail_open += 1);
+                    return self.direct(&self.fail_open, br, bw, head).await;
+                }
+                self.recorder.direct(|d| d.fail_closed += 1);
+                return answer(
+                    &mut bw,
+                    503,
+                    "no gateway is available and the policy is fail-closed: direct access is not allowed",
+                )
+                .await;
+            }
+            let e = last.unwrap_or(OpenError {
+                status: 502,
+                reason: "no gateway is configured for this port".into(),
+            });
+            return answer(&mut bw, e.status, &e.reason).await;
         };
         let (mut gr, mut gwr) = tls.split();
         let mut up = Vec::with_capacity(head.len + VIA.len() + 8);
@@ -151,6 +225,7 @@ impl Service for ClientService {
                 gw.label()
             );
             tracing::warn!("{peer}: {reason}");
+            self.recorder.tunnel_failed(gw.index, &reason);
             answer(&mut bw, 502, &reason).await;
         }
         tracing::trace!("{peer}: done, {} bytes up, {} down", sent.bytes, got.bytes);

@@ -22,6 +22,37 @@ struct Raw {
     servers: Vec<RawServer>,
     #[serde(default)]
     control: RawControl,
+    #[serde(default)]
+    pac: RawPac,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPac {
+    #[serde(default)]
+    bypass: Vec<String>,
+    fail_open: Option<bool>,
+    max_age: Option<String>,
+    on_premise: Option<RawOnPremise>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOnPremise {
+    indicator: String,
+    expected: Vec<String>,
+    mode: Option<String>,
+    #[serde(default)]
+    proxies: Vec<String>,
+    check_interval: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    access: Option<String>,
 }
 
 fn default_listen() -> String {
@@ -95,6 +126,27 @@ pub struct Server {
     pub https_port: u16,
 }
 
+/// The on/off-premise indicator the client evaluates (the same one the PAC uses).
+#[derive(Clone, Debug)]
+pub struct OnPremise {
+    /// A host name that resolves to one of `expected` only on the company network.
+    pub indicator: String,
+    pub expected: Vec<IpAddr>,
+    /// On premise, relay directly (true) or keep tunnelling (on-premise proxies mode).
+    pub direct: bool,
+    /// How often the client re-evaluates it (also on network changes).
+    pub check_interval: Duration,
+}
+
+/// PAC settings; the PAC itself is rendered once the slot ports are bound.
+#[derive(Clone, Debug)]
+pub struct PacSettings {
+    /// The rules without slots (filled in from the bound listeners).
+    pub spec: msc_pac::PacSpec,
+    /// `Cache-Control: max-age` of the served PAC.
+    pub max_age: Duration,
+}
+
 /// A validated client configuration.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
@@ -105,6 +157,43 @@ pub struct ClientConfig {
     pub timeouts: ClientTimeouts,
     pub servers: Vec<Server>,
     pub control: SocketAddr,
+    pub pac: PacSettings,
+    pub on_premise: Option<OnPremise>,
+    /// When no gateway can be used: relay directly (true) or answer 503.
+    pub fail_open: bool,
+    pub access_log: super::AccessLogTarget,
+}
+
+impl ClientConfig {
+    /// The PAC spec with these slot ports (bound listeners, in slot order).
+    pub fn pac_spec(&self, ports: &[(u16, u16)]) -> msc_pac::PacSpec {
+        let mut spec = self.pac.spec.clone();
+        spec.slots = ports
+            .iter()
+            .map(|&(http_port, https_port)| msc_pac::SlotPorts { http_port, https_port })
+            .collect();
+        spec
+    }
+}
+
+/// Maps a PAC spec field path to the client.toml key it came from.
+fn pac_key(field: &str) -> String {
+    if let Some(rest) = field.strip_prefix("on_premise.indicator_host") {
+        return format!("pac.on_premise.indicator{rest}");
+    }
+    if let Some(rest) = field.strip_prefix("on_premise.expected_addresses") {
+        return format!("pac.on_premise.expected{rest}");
+    }
+    if let Some(rest) = field.strip_prefix("on_premise.mode.proxies") {
+        return format!("pac.on_premise.proxies{rest}");
+    }
+    if let Some(rest) = field.strip_prefix("slots") {
+        return format!("servers{rest}");
+    }
+    if field == "proxy_host" {
+        return "listen".into();
+    }
+    format!("pac.{field}")
 }
 
 pub const DEFAULT_CONTROL_PORT: u16 = 27778;
@@ -236,6 +325,75 @@ fn validate(file: &Path, raw: Raw) -> Result<ClientConfig, ConfigError> {
             format!("port {} is already used by {other}", control.port()),
         ));
     }
+    let fail_open = raw.pac.fail_open.unwrap_or(true);
+    let max_age = match &raw.pac.max_age {
+        Some(v) => c.duration("pac.max_age", v)?,
+        None => Duration::from_secs(300),
+    };
+    let mut on_premise = None;
+    let mut pac_premise = None;
+    if let Some(op) = raw.pac.on_premise {
+        let direct = match op.mode.as_deref().map(str::trim) {
+            None | Some("direct") => true,
+            Some("proxies") => false,
+            Some(m) => return Err(c.err("pac.on_premise.mode", format!("'{m}' is not \"direct\" or \"proxies\""))),
+        };
+        if direct && !op.proxies.is_empty() {
+            return Err(c.err("pac.on_premise.proxies", "only used with mode = \"proxies\""));
+        }
+        let check_interval = match &op.check_interval {
+            Some(v) => c.duration("pac.on_premise.check_interval", v)?,
+            None => Duration::from_secs(60),
+        };
+        let mut expected = Vec::new();
+        for (i, a) in op.expected.iter().enumerate() {
+            expected.push(a.trim().parse::<IpAddr>().map_err(|_| {
+                c.err(
+                    format!("pac.on_premise.expected[{i}]"),
+                    format!("'{a}' is not an IP address"),
+                )
+            })?);
+        }
+        pac_premise = Some(msc_pac::OnPremiseSpec {
+            indicator_host: op.indicator.clone(),
+            expected_addresses: op.expected.clone(),
+            mode: if direct {
+                msc_pac::OnPremiseMode::Direct
+            } else {
+                msc_pac::OnPremiseMode::Proxies(op.proxies.clone())
+            },
+        });
+        on_premise = Some(OnPremise {
+            indicator: op.indicator.trim().trim_end_matches('.').to_ascii_lowercase(),
+            expected,
+            direct,
+            check_interval,
+        });
+    }
+    let spec = msc_pac::PacSpec {
+        bypass: raw.pac.bypass,
+        slots: Vec::new(),
+        proxy_host: listen.to_string(),
+        on_premise: pac_premise,
+        fail_open,
+    };
+    // Validate the PAC rules now, with stand-in ports where the OS picks them.
+    let mut probe = spec.clone();
+    probe.slots = servers
+        .iter()
+        .map(|s| msc_pac::SlotPorts {
+            http_port: s.http_port.max(1),
+            https_port: s.https_port.max(1),
+        })
+        .collect();
+    msc_pac::Pac::new(&probe).map_err(|e| {
+        let reason = match e.value() {
+            Some(v) => format!("'{v}': {}", e.reason()),
+            None => e.reason().to_string(),
+        };
+        c.err(pac_key(e.field()), reason)
+    })?;
+    let access_log = c.access_log("log.access", raw.log.access.as_deref())?;
     Ok(ClientConfig {
         file: file.to_path_buf(),
         workers,
@@ -244,5 +402,9 @@ fn validate(file: &Path, raw: Raw) -> Result<ClientConfig, ConfigError> {
         timeouts,
         servers,
         control,
+        pac: PacSettings { spec, max_age },
+        on_premise,
+        fail_open,
+        access_log,
     })
 }

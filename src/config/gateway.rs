@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use super::AccessLogTarget;
 use super::{Check, ConfigError, load_toml, parse_toml};
 use crate::gateway::policy::DenyList;
 
@@ -52,14 +53,6 @@ struct RawTimeouts {
 #[serde(deny_unknown_fields)]
 struct RawLog {
     access: Option<String>,
-}
-
-/// Where access log lines go.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AccessLogTarget {
-    Stderr,
-    File(PathBuf),
-    Off,
 }
 
 /// Paths of the gateway's TLS credentials.
@@ -126,26 +119,7 @@ fn validate(file: &Path, raw: Raw) -> Result<GatewayConfig, ConfigError> {
         idle: d("timeouts.idle", &t.idle, Duration::from_secs(300))?,
         connect: d("timeouts.connect", &t.connect, Duration::from_secs(10))?,
     };
-    let access_log = match raw.log.access.as_deref().map(str::trim) {
-        None | Some("-") | Some("stderr") => AccessLogTarget::Stderr,
-        Some("off") => AccessLogTarget::Off,
-        Some("") => return Err(c.err("log.access", "must not be empty (use \"-\" for stderr or \"off\")")),
-        Some(p) => {
-            let path = Path::new(p);
-            let path = if path.is_absolute() {
-                path.to_path_buf()
-            } else {
-                file.parent().unwrap_or(Path::new(".")).join(path)
-            };
-            match path.parent() {
-                Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => {
-                    return Err(c.err("log.access", format!("directory not found: {}", dir.display())));
-                }
-                _ => {}
-            }
-            AccessLogTarget::File(path)
-        }
-    };
+    let access_log = c.access_log("log.access", raw.log.access.as_deref())?;
     Ok(GatewayConfig {
         file: file.to_path_buf(),
         workers,

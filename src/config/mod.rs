@@ -12,6 +12,14 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
+/// Where access log lines go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    Stderr,
+    File(PathBuf),
+    Off,
+}
+
 /// A configuration problem: which file, which key, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -80,6 +88,31 @@ impl Check<'_> {
                 key,
                 format!("invalid address '{v}': expected IP:PORT, e.g. 127.0.0.1:8443"),
             )
+        })
+    }
+
+    /// Parses an access-log target: "-"/"stderr", "off", or a file path
+    /// (relative to the config file) in an existing directory.
+    pub(crate) fn access_log(&self, key: &str, v: Option<&str>) -> Result<AccessLogTarget, ConfigError> {
+        Ok(match v.map(str::trim) {
+            None | Some("-") | Some("stderr") => AccessLogTarget::Stderr,
+            Some("off") => AccessLogTarget::Off,
+            Some("") => return Err(self.err(key, "must not be empty (use \"-\" for stderr or \"off\")")),
+            Some(p) => {
+                let path = Path::new(p);
+                let path = if path.is_absolute() {
+                    path.to_path_buf()
+                } else {
+                    self.file.parent().unwrap_or(Path::new(".")).join(path)
+                };
+                if let Some(dir) = path.parent()
+                    && !dir.as_os_str().is_empty()
+                    && !dir.is_dir()
+                {
+                    return Err(self.err(key, format!("directory not found: {}", dir.display())));
+                }
+                AccessLogTarget::File(path)
+            }
         })
     }
 

@@ -97,4 +97,3 @@ impl Service for Gateway {
         let _ = c.w.close_write().await;
     }
 }
-

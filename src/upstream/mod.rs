@@ -33,6 +33,10 @@ impl GatewayRoute {
 pub struct Routing {
     pub gateways: Vec<Arc<GatewayRoute>>,
     pub slots: Vec<Vec<usize>>,
+    /// On premise in "direct" mode: relay requests directly, no tunnel.
+    pub direct_on_premise: bool,
+    /// The control plane judges no gateway usable: apply the fail-open/closed policy.
+    pub none_available: bool,
 }
 
 impl Routing {

@@ -1,0 +1,200 @@
+//! The local control API (loopback only): the PAC file and the status.
+//!
+//! `GET /proxy.pac` (also `/wpad.dat`): the PAC, with `ETag`,
+//! `Cache-Control` and `If-None-Match` support.
+//! `GET /status`: JSON for `msc status` and scripts.
+//! Every request must carry a `Host` naming a loopback address (`localhost`,
+//! `127.x.y.z`, `[::1]`, with or without a port): this defeats DNS
+//! rebinding, where a web page's own host name is pointed at 127.0.0.1.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use monoio::net::TcpStream;
+use msc_io::head::{Method, RequestHead};
+use msc_io::stream::{HeadReadError, Sink, Source, read_request_head};
+
+use super::State;
+use crate::http::error_reply;
+
+const WHO: &str = "msc-control";
+
+/// Whether a `Host` header value names this machine's loopback.
+pub fn loopback_host(h: &str) -> bool {
+    let h = h.trim();
+    let host = if let Some(rest) = h.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((inner, port)) if port.is_empty() || valid_port(port) => inner,
+            _ => return false,
+        }
+    } else {
+        match h.rsplit_once(':') {
+            Some((host, port)) if valid_port(&format!(":{port}")) => host,
+            Some(_) => return false,
+            None => h,
+        }
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => false,
+    }
+}
+
+fn valid_port(p: &str) -> bool {
+    p.strip_prefix(':').is_some_and(|d| {
+        !d.is_empty() && d.len() <= 5 && d.bytes().all(|b| b.is_ascii_digit()) && d.parse::<u16>().is_ok()
+    })
+}
+
+/// Whether an `If-None-Match` value matches `etag`.
+pub fn etag_matches(inm: &str, etag: &str) -> bool {
+    inm.split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t == etag || t.strip_prefix("W/") == Some(etag))
+}
+
+pub async fn serve(state: Rc<RefCell<State>>, stream: TcpStream) {
+    let (mut r, mut w) = msc_io::stream::split(stream);
+    loop {
+        let head = match read_request_head(&mut r, Duration::from_secs(30), Duration::from_secs(10)).await {
+            Ok(Some(h)) => h,
+            Ok(None) => return,
+            Err(HeadReadError::Head(e)) => {
+                let _ = w.write_bytes(&error_reply(e.status(), WHO, e.reason(), true)).await;
+                return;
+            }
+            Err(_) => return,
+        };
+        let (reply, keep) = respond(&state, &head, r.data());
+        r.consume(head.len);
+        // The control API takes no request bodies.
+        let has_body = head.headers.values(r.data(), "content-length").next().is_some()
+            || head.headers.values(r.data(), "transfer-encoding").next().is_some();
+        if w.write_bytes(&reply).await.is_err() || !keep || has_body {
+            return;
+        }
+    }
+}
+
+fn respond(state: &Rc<RefCell<State>>, head: &RequestHead, buf: &[u8]) -> (Vec<u8>, bool) {
+    let close = head.wants_close(buf);
+    let host = head
+        .headers
+        .values(buf, "host")
+        .next()
+        .map(|v| String::from_utf8_lossy(v).into_owned());
+    match host.as_deref() {
+        Some(h) if loopback_host(h) => {}
+        _ => {
+            return (
+                error_reply(
+                    403,
+                    WHO,
+                    "the Host header must name a loopback address (localhost, 127.0.0.1, [::1])",
+                    true,
+                ),
+                false,
+            );
+        }
+    }
+    if !matches!(head.method, Method::Get | Method::Head) {
+        return (error_reply(405, WHO, "only GET and HEAD are supported", close), !close);
+    }
+    let head_only = head.method == Method::Head;
+    let path = head.path.str(buf);
+    let path = path.split('?').next().unwrap_or("");
+    let st = state.borrow();
+    let conn = if close { "Connection: close\r\n" } else { "" };
+    let mut out = match path {
+        "/proxy.pac" | "/wpad.dat" => {
+            let pac = &st.pac;
+            let inm = head
+                .headers
+                .values(buf, "if-none-match")
+                .next()
+                .map(|v| String::from_utf8_lossy(v).into_owned());
+            let cache = format!("Cache-Control: max-age={}\r\n", st.pac_max_age.as_secs());
+            if inm.is_some_and(|v| etag_matches(&v, &pac.etag)) {
+                format!("HTTP/1.1 304 Not Modified\r\nETag: {}\r\n{cache}{conn}\r\n", pac.etag).into_bytes()
+            } else {
+                let mut o = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/x-ns-proxy-autoconfig\r\nContent-Length: {}\r\nETag: {}\r\n{cache}{conn}\r\n",
+                    pac.text.len(),
+                    pac.etag
+                )
+                .into_bytes();
+                if !head_only {
+                    o.extend_from_slice(pac.text.as_bytes());
+                }
+                o
+            }
+        }
+        "/status" => {
+            let body = serde_json::to_vec_pretty(&st.status()).unwrap_or_default();
+            let mut o = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nCache-Control: no-store\r\n{conn}\r\n",
+                body.len() + 1
+            )
+            .into_bytes();
+            if !head_only {
+                o.extend_from_slice(&body);
+                o.push(b'\n');
+            }
+            o
+        }
+        _ => error_reply(404, WHO, "unknown path (try /proxy.pac or /status)", close),
+    };
+    if head_only && out.is_empty() {
+        out = Vec::new();
+    }
+    (out, !close)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts() {
+        for ok in [
+            "localhost",
+            "LOCALHOST:27778",
+            "localhost.",
+            "127.0.0.1",
+            "127.1.2.3:80",
+            "[::1]",
+            "[::1]:27778",
+        ] {
+            assert!(loopback_host(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:27778",
+            "127.0.0.1.evil.example",
+            "localhost.evil.example",
+            "10.0.0.1",
+            "[::2]",
+            "[::1]x",
+            "127.0.0.1:notaport",
+            "127.0.0.1:99999",
+            "",
+            "[fe80::1]:80",
+        ] {
+            assert!(!loopback_host(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn if_none_match() {
+        assert!(etag_matches("\"abc\"", "\"abc\""));
+        assert!(etag_matches("\"x\", \"abc\"", "\"abc\""));
+        assert!(etag_matches("W/\"abc\"", "\"abc\""));
+        assert!(etag_matches("*", "\"abc\""));
+        assert!(!etag_matches("\"abd\"", "\"abc\""));
+    }
+}

@@ -1,0 +1,153 @@
+//! What workers tell the control plane about real traffic.
+//!
+//! Each worker records into its own [`Recorder`] (no locks, no allocation on
+//! the hot path) and hands the accumulated figures over at most once per
+//! period, and only when it has something to report: an idle laptop causes
+//! no wake-ups. A tunnel that fails is also reported at once, so the control
+//! plane can fail over immediately.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+/// Tunnel set-up latency and outcomes for one gateway.
+#[derive(Debug, Clone)]
+pub struct GatewayTraffic {
+    /// TCP connect + TLS handshake, microseconds.
+    pub setup_us: Histogram<u64>,
+    pub ok: u64,
+    pub failed: u64,
+}
+
+impl GatewayTraffic {
+    fn new() -> GatewayTraffic {
+        GatewayTraffic {
+            // 1 µs .. 60 s at 2 significant figures: a few KiB.
+            setup_us: Histogram::new_with_bounds(1, 60_000_000, 2).expect("static histogram bounds"),
+            ok: 0,
+            failed: 0,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ok == 0 && self.failed == 0
+    }
+}
+
+/// How requests were routed without a gateway.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DirectCounts {
+    /// Relayed directly because the laptop is on premise (direct mode).
+    pub on_premise: u64,
+    /// Relayed directly because no gateway could be used (fail-open).
+    pub fail_open: u64,
+    /// Refused with 503 because no gateway could be used (fail-closed).
+    pub fail_closed: u64,
+}
+
+/// A message from a worker.
+#[derive(Debug)]
+pub enum Feedback {
+    /// Accumulated figures since the worker's previous report.
+    Report {
+        worker: usize,
+        gateways: Vec<GatewayTraffic>,
+        direct: DirectCounts,
+    },
+    /// A tunnel to this gateway just failed before any byte was relayed.
+    Failed { gateway: usize, reason: String },
+}
+
+#[derive(Debug)]
+struct Pending {
+    gateways: Vec<GatewayTraffic>,
+    direct: DirectCounts,
+}
+
+/// A worker's recorder. `!Send`: one per worker thread.
+#[derive(Debug)]
+pub struct Recorder {
+    worker: usize,
+    tx: flume::Sender<Feedback>,
+    pending: RefCell<Pending>,
+    scheduled: Cell<bool>,
+    period: Duration,
+}
+
+impl Recorder {
+    pub fn new(worker: usize, gateways: usize, tx: flume::Sender<Feedback>, period: Duration) -> Rc<Recorder> {
+        Rc::new(Recorder {
+            worker,
+            tx,
+            pending: RefCell::new(Pending {
+                gateways: (0..gateways).map(|_| GatewayTraffic::new()).collect(),
+                direct: DirectCounts::default(),
+            }),
+            scheduled: Cell::new(false),
+            period,
+        })
+    }
+
+    /// A tunnel to `gw` was set up in `setup`.
+    pub fn tunnel_ok(self: &Rc<Self>, gw: usize, setup: Duration) {
+        if let Some(g) = self.pending.borrow_mut().gateways.get_mut(gw) {
+            let us = u64::try_from(setup.as_micros())
+                .unwrap_or(u64::MAX)
+                .clamp(1, 60_000_000);
+            g.setup_us.saturating_record(us);
+            g.ok += 1;
+        }
+        self.schedule();
+    }
+
+    /// A tunnel to `gw` could not be set up; reported at once as well.
+    pub fn tunnel_failed(self: &Rc<Self>, gw: usize, reason: &str) {
+        if let Some(g) = self.pending.borrow_mut().gateways.get_mut(gw) {
+            g.failed += 1;
+        }
+        let _ = self.tx.try_send(Feedback::Failed {
+            gateway: gw,
+            reason: reason.to_owned(),
+        });
+        self.schedule();
+    }
+
+    /// A request was handled without a gateway.
+    pub fn direct(self: &Rc<Self>, f: impl FnOnce(&mut DirectCounts)) {
+        f(&mut self.pending.borrow_mut().direct);
+        self.schedule();
+    }
+
+    fn schedule(self: &Rc<Self>) {
+        if self.scheduled.replace(true) {
+            return;
+        }
+        let me = self.clone();
+        monoio::spawn(async move {
+            monoio::time::sleep(me.period).await;
+            me.flush();
+        });
+    }
+
+    /// Sends what accumulated (if anything) and starts a new period.
+    pub fn flush(&self) {
+        self.scheduled.set(false);
+        let mut p = self.pending.borrow_mut();
+        if p.gateways.iter().all(GatewayTraffic::is_empty) && p.direct == DirectCounts::default() {
+            return;
+        }
+        let gateways = p
+            .gateways
+            .iter_mut()
+            .map(|g| std::mem::replace(g, GatewayTraffic::new()))
+            .collect();
+        let direct = std::mem::take(&mut p.direct);
+        let _ = self.tx.try_send(Feedback::Report {
+            worker: self.worker,
+            gateways,
+            direct,
+        });
+    }
+}

@@ -1,0 +1,123 @@
+//! `msc status`: asks a running client's control API and prints the answer.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+/// Fetches `GET /status` (blocking; the CLI is not a worker).
+pub fn fetch(addr: SocketAddr) -> anyhow::Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
+        .with_context(|| format!("no msc client answers on {addr} (is it running? see control.listen)"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET /status HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        bail!("malformed answer from {addr}");
+    };
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!("{addr} answered: {}", head.lines().next().unwrap_or(""));
+    }
+    Ok(body.trim_end().to_string())
+}
+
+fn ms(v: &Value) -> String {
+    v.as_f64().map_or("-".into(), |x| format!("{x:.1}ms"))
+}
+
+fn ago(secs: f64) -> String {
+    humantime::format_duration(Duration::from_secs(secs.max(0.0) as u64)).to_string()
+}
+
+/// Renders the status JSON as a human-readable report.
+pub fn render(json: &str) -> anyhow::Result<String> {
+    use std::fmt::Write as _;
+    let v: Value = serde_json::from_str(json).context("status is not JSON")?;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "msc client {}, up {}, {} workers, {}",
+        v["version"].as_str().unwrap_or("?"),
+        ago(v["uptime_seconds"].as_f64().unwrap_or(0.0)),
+        v["workers"],
+        if v["fail_open"].as_bool() == Some(true) {
+            "fail-open"
+        } else {
+            "fail-closed"
+        }
+    );
+    let p = &v["premise"];
+    if p["configured"].as_bool() == Some(true) {
+        let _ = writeln!(
+            o,
+            "network: {} (indicator {} -> {}; mode {}; checked {} ago)",
+            if p["on_premise"].as_bool() == Some(true) {
+                "ON premise"
+            } else {
+                "off premise"
+            },
+            p["indicator"].as_str().unwrap_or("?"),
+            p["answer"].as_str().unwrap_or("not checked yet"),
+            p["mode"].as_str().unwrap_or("?"),
+            ago(p["checked_seconds_ago"].as_f64().unwrap_or(0.0)),
+        );
+    } else {
+        let _ = writeln!(o, "network: no on-premise indicator configured");
+    }
+    for s in v["slots"].as_array().into_iter().flatten() {
+        let gws: Vec<&str> = s["gateways"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let _ = writeln!(
+            o,
+            "slot {}: http {} https {} -> {}",
+            s["slot"],
+            s["http"].as_str().unwrap_or("?"),
+            s["https"].as_str().unwrap_or("?"),
+            gws.join(", ")
+        );
+    }
+    let _ = writeln!(
+        o,
+        "{:<14} {:<12} {:>9} {:>9} {:>9} {:>10} {:>8}  ADDRESS",
+        "GATEWAY", "STATE", "P50", "P90", "P99", "REPUTATION", "SAMPLES"
+    );
+    for g in v["gateways"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            o,
+            "{:<14} {:<12} {:>9} {:>9} {:>9} {:>10} {:>8}  {}",
+            g["name"].as_str().unwrap_or("?"),
+            g["state"].as_str().unwrap_or("-"),
+            ms(&g["p50_ms"]),
+            ms(&g["p90_ms"]),
+            ms(&g["p99_ms"]),
+            g["reputation"].as_f64().map_or("-".into(), |r| format!("{r:.3}")),
+            g["samples"].as_u64().map_or("-".into(), |n| n.to_string()),
+            g["address"].as_str().unwrap_or("?"),
+        );
+    }
+    if let Some(sw) = v.get("last_switch").filter(|s| !s.is_null()) {
+        let _ = writeln!(
+            o,
+            "last switch: {} -> {} ({}), {} ago",
+            sw["from"].as_str().unwrap_or("none"),
+            sw["to"].as_str().unwrap_or("none"),
+            sw["reason"].as_str().unwrap_or("?"),
+            ago(sw["seconds_ago"].as_f64().unwrap_or(0.0)),
+        );
+    }
+    let d = &v["direct"];
+    let _ = writeln!(
+        o,
+        "without a gateway: {} on premise, {} failed open, {} refused (fail-closed)",
+        d["on_premise"], d["fail_open"], d["fail_closed"]
+    );
+    Ok(o)
+}
