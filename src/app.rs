@@ -175,6 +175,7 @@ pub fn start_client(cfg: &ClientConfig, pool: &DefaultThreadPool) -> anyhow::Res
     let relay = |route: &str| {
         Arc::new(ProxySettings {
             who: "msc-client",
+            via: "1.1 msc-client",
             deny: DenyList::default(),
             timeouts: ProxyTimeouts {
                 head: t.head,

@@ -118,7 +118,7 @@ pub fn write_authority(out: &mut Vec<u8>, host: &str, port: u16, default_port: u
 /// Builds the origin-form request a gateway sends to an origin for an
 /// absolute-form proxy request: path-only target, `Host` from the URL,
 /// hop-by-hop fields removed (except an upgrade handshake), `Via` added.
-pub fn origin_request(head: &RequestHead, buf: &[u8], upgrade: bool, out: &mut Vec<u8>) {
+pub fn origin_request(head: &RequestHead, buf: &[u8], upgrade: bool, via: &str, out: &mut Vec<u8>) {
     out.extend_from_slice(head.method_span.get(buf));
     out.push(b' ');
     let path = head.path.get(buf);
@@ -144,7 +144,9 @@ pub fn origin_request(head: &RequestHead, buf: &[u8], upgrade: bool, out: &mut V
         out.extend_from_slice(u);
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(b"Via: 1.1 msc-gateway\r\n\r\n");
+    out.extend_from_slice(b"Via: ");
+    out.extend_from_slice(via.as_bytes());
+    out.extend_from_slice(b"\r\n\r\n");
 }
 
 /// Copies a request head for the next hop unchanged except for one added
@@ -171,7 +173,7 @@ mod tests {
         let s = "GET http://Example.com:8080/a?b HTTP/1.1\r\nHost: wrong\r\nProxy-Connection: keep-alive\r\nConnection: X-Secret, keep-alive\r\nX-Secret: 1\r\nAccept: */*\r\n\r\n";
         let h = RequestHead::parse(s.as_bytes()).unwrap().unwrap();
         let mut out = Vec::new();
-        origin_request(&h, s.as_bytes(), false, &mut out);
+        origin_request(&h, s.as_bytes(), false, "1.1 msc-gateway", &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "GET /a?b HTTP/1.1\r\nHost: Example.com:8080\r\nAccept: */*\r\nVia: 1.1 msc-gateway\r\n\r\n"
@@ -179,7 +181,7 @@ mod tests {
         let s = "GET http://[::1] HTTP/1.1\r\n\r\n";
         let h = RequestHead::parse(s.as_bytes()).unwrap().unwrap();
         let mut out = Vec::new();
-        origin_request(&h, s.as_bytes(), false, &mut out);
+        origin_request(&h, s.as_bytes(), false, "1.1 msc-gateway", &mut out);
         assert!(out.starts_with(b"GET / HTTP/1.1\r\nHost: [::1]\r\n"));
     }
 

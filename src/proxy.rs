@@ -39,6 +39,8 @@ pub struct ProxyTimeouts {
 pub struct ProxySettings {
     /// Names the answering component in error replies (`msc-gateway`).
     pub who: &'static str,
+    /// The `Via` value added to forwarded requests (`1.1 msc-gateway`).
+    pub via: &'static str,
     pub deny: DenyList,
     pub timeouts: ProxyTimeouts,
     pub log: AccessLog,
@@ -305,7 +307,7 @@ impl Proxy {
         let upgrade = head.headers.has_token(data, "connection", "upgrade")
             && head.headers.values(data, "upgrade").next().is_some();
         let mut out = Vec::with_capacity(head.len + 64);
-        origin_request(&head, data, upgrade, &mut out);
+        origin_request(&head, data, upgrade, self.settings.via, &mut out);
         let port = head.port;
         let method = head.method;
         c.r.consume(head.len);

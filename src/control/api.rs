@@ -71,10 +71,10 @@ pub async fn serve(state: Rc<RefCell<State>>, stream: TcpStream) {
             Err(_) => return,
         };
         let (reply, keep) = respond(&state, &head, r.data());
-        r.consume(head.len);
-        // The control API takes no request bodies.
+        // The control API takes no request bodies: close rather than parse one.
         let has_body = head.headers.values(r.data(), "content-length").next().is_some()
             || head.headers.values(r.data(), "transfer-encoding").next().is_some();
+        r.consume(head.len);
         if w.write_bytes(&reply).await.is_err() || !keep || has_body {
             return;
         }

@@ -313,8 +313,14 @@ async fn run(
                 _ = stop2.recv_async() => return,
             };
             match accepted {
-                Ok((s, _)) => {
-                    monoio::spawn(api::serve(st.clone(), s));
+                Ok((s, peer)) => {
+                    let fut = api::serve(st.clone(), s);
+                    monoio::spawn(async move {
+                        use futures_util::FutureExt;
+                        if std::panic::AssertUnwindSafe(fut).catch_unwind().await.is_err() {
+                            tracing::error!("control API handler for {peer} panicked");
+                        }
+                    });
                 }
                 Err(e) => {
                     tracing::warn!("control API accept failed: {e}");

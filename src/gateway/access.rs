@@ -110,7 +110,7 @@ fn writer(rx: flume::Receiver<Record>, mut out: Box<dyn Write + Send>, dropped: 
 pub fn format_record(r: &Record, line: &mut String) {
     use std::fmt::Write as _;
     let t = time::OffsetDateTime::from(r.at);
-    let _ = writeln!(
+    let _ = write!(
         line,
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z {} {} {} {} {} {} {:.1}",
         t.year(),

@@ -43,6 +43,7 @@ impl GatewayShared {
             handshake: t.handshake,
             proxy: Arc::new(ProxySettings {
                 who: "msc-gateway",
+                via: "1.1 msc-gateway",
                 deny: cfg.deny.clone(),
                 timeouts: ProxyTimeouts {
                     head: t.head,
