@@ -12,6 +12,7 @@ use anyhow::Context;
 use arc_swap::ArcSwap;
 use monoio::blocking::DefaultThreadPool;
 
+use crate::client::pool::TunnelPool;
 use crate::client::{ClientService, ClientShared};
 use crate::config::client::ClientConfig;
 use crate::config::gateway::GatewayConfig;
@@ -194,6 +195,7 @@ pub fn start_client(cfg: &ClientConfig, pool: &DefaultThreadPool) -> anyhow::Res
         on_premise: relay("direct:on-premise"),
         fail_open_relay: relay("direct:fail-open"),
         user,
+        log: log.clone(),
     });
     let (fb_tx, fb_rx) = flume::unbounded::<Feedback>();
     // The control plane first: its first on-premise evaluation happens before
@@ -212,6 +214,7 @@ pub fn start_client(cfg: &ClientConfig, pool: &DefaultThreadPool) -> anyhow::Res
     )?;
     let tls = cfg.tls.clone();
     let n_gateways = gateways.len();
+    let pool_cfg = cfg.pool;
     let workers = Workers::start("client", socks, pool.clone(), GRACE, move |i, _| {
         // Each worker has its own TLS configuration, hence its own ticket cache.
         let creds = msc_tls::config::ClientCreds {
@@ -221,7 +224,8 @@ pub fn start_client(cfg: &ClientConfig, pool: &DefaultThreadPool) -> anyhow::Res
         };
         let c = msc_tls::config::client_config(&creds, 64).map_err(|e| std::io::Error::other(e.to_string()))?;
         let recorder = Recorder::new(i, n_gateways, fb_tx.clone(), FEEDBACK_PERIOD);
-        Ok(Rc::new(ClientService::new(c, shared.clone(), recorder)))
+        let pool = TunnelPool::new(pool_cfg, c, t, recorder.clone(), n_gateways);
+        Ok(Rc::new(ClientService::new(shared.clone(), recorder, pool)))
     })?;
     Ok(RunningClient {
         workers,

@@ -61,8 +61,13 @@ impl Service for Origin {
 
 async fn serve_conn(r: &mut PlainReader, w: &mut PlainWriter) -> io::Result<()> {
     let idle = Duration::from_secs(120);
+    let stop = crate::worker::stopping();
     loop {
-        let head = match read_request_head(r, idle, Duration::from_secs(30)).await {
+        let next = monoio::select! {
+            h = read_request_head(r, idle, Duration::from_secs(30)) => h,
+            _ = stop.wait() => return Ok(()),
+        };
+        let head = match next {
             Ok(Some(h)) => h,
             Ok(None) => return Ok(()),
             Err(HeadReadError::Head(e)) => {

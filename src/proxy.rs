@@ -116,7 +116,13 @@ impl Proxy {
         loop {
             let next = match first.take() {
                 Some(h) => Ok(Some(h)),
-                None => read_request_head(&mut c.r, t.idle, t.head).await,
+                None => {
+                    let stop = crate::worker::stopping();
+                    monoio::select! {
+                        h = read_request_head(&mut c.r, t.idle, t.head) => h,
+                        _ = stop.wait() => return,
+                    }
+                }
             };
             let head = match next {
                 Ok(Some(h)) => h,
@@ -143,22 +149,33 @@ impl Proxy {
             let data = c.r.data();
             let method = head.method_span.str(data).to_owned();
             let target = head.target.str(data).to_owned();
-            let outcome = match head.form {
-                Form::Origin | Form::Asterisk => self.own_endpoint(c, &head).await,
-                Form::Authority | Form::Absolute => {
-                    let host = normalize_host(head.host(data));
-                    if let Some(rule) = self.settings.deny.matches(&host) {
-                        self.blocked(c, &head, &host, rule).await
-                    } else if head.method == Method::Connect {
-                        self.tunnel(c, &head, host).await
-                    } else {
-                        self.forward(c, head, host, &mut origin).await
-                    }
-                }
-            };
+            // The per-request state machine is large; boxing it keeps
+            // connections that sit idle between requests small.
+            let outcome = Box::pin(self.handle(c, head, &mut origin)).await;
             self.log(c, &method, &target, &outcome, start);
             if !outcome.keep_alive {
                 return;
+            }
+        }
+    }
+
+    async fn handle<R: Source, W: Sink>(
+        &self,
+        c: &mut Peer<R, W>,
+        head: RequestHead,
+        origin: &mut Option<Origin>,
+    ) -> Outcome {
+        match head.form {
+            Form::Origin | Form::Asterisk => self.own_endpoint(c, &head).await,
+            Form::Authority | Form::Absolute => {
+                let host = normalize_host(head.host(c.r.data()));
+                if let Some(rule) = self.settings.deny.matches(&host) {
+                    self.blocked(c, &head, &host, rule).await
+                } else if head.method == Method::Connect {
+                    self.tunnel(c, &head, host).await
+                } else {
+                    self.forward(c, head, host, origin).await
+                }
             }
         }
     }
@@ -366,12 +383,17 @@ impl Proxy {
                 method,
                 client_close,
                 self.settings.timeouts,
-                &state
+                &state,
+                "origin"
             )
         );
         let resp = match down {
             Ok(r) => r,
             Err(RespError::Before(status, reason)) => {
+                // A broken request body is the requester's fault: say so.
+                if let Err(BodyError::Framing(e)) = &up {
+                    return self.fail(c, 400, e.reason(), false).await;
+                }
                 return self.fail(c, status, &reason, false).await;
             }
             Err(RespError::During(status, e)) => {
@@ -421,30 +443,35 @@ impl Proxy {
     }
 }
 
-enum RespError {
+pub(crate) enum RespError {
     /// Nothing was sent to the client yet: answer with this status and reason.
     Before(u16, String),
     /// Part of the response went out; the client connection must close.
     During(u16, String),
 }
 
-struct Response {
-    status: u16,
-    bytes: u64,
-    client_keep_alive: bool,
-    origin_reusable: bool,
-    upgraded: bool,
+pub(crate) struct Response {
+    pub status: u16,
+    /// Bytes sent to the requester (heads included).
+    pub bytes: u64,
+    /// The requester's connection may carry another request.
+    pub client_keep_alive: bool,
+    /// The upstream connection may carry another request.
+    pub origin_reusable: bool,
+    /// The connection became a tunnel (101, or 2xx to CONNECT).
+    pub upgraded: bool,
 }
 
 /// Reads the origin's response (interim ones included) and relays it to the
 /// client with hop-by-hop fields replaced.
-async fn relay_response<K: Sink>(
-    or: &mut PlainReader,
+pub(crate) async fn relay_response<U: Source, K: Sink>(
+    or: &mut U,
     cw: &mut K,
     method: Method,
     client_close: bool,
     t: ProxyTimeouts,
     state: &RelayState,
+    upstream: &str,
 ) -> Result<Response, RespError> {
     let mut sent = 0u64;
     loop {
@@ -454,10 +481,10 @@ async fn relay_response<K: Sink>(
                 state.fail();
                 return Err(RespError::Before(
                     502,
-                    "origin closed the connection without a response".into(),
+                    format!("{upstream} closed the connection without a response"),
                 ));
             }
-            Ok(None) => return Err(RespError::During(502, "origin closed".into())),
+            Ok(None) => return Err(RespError::During(502, format!("{upstream} closed"))),
             Err(e) => {
                 state.fail();
                 let status = if e.kind() == std::io::ErrorKind::TimedOut {
@@ -467,9 +494,12 @@ async fn relay_response<K: Sink>(
                 };
                 let reason = match e.kind() {
                     std::io::ErrorKind::TimedOut => {
-                        format!("origin did not answer within {}", humantime::format_duration(t.idle))
+                        format!(
+                            "{upstream} did not answer within {}",
+                            humantime::format_duration(t.idle)
+                        )
                     }
-                    _ => format!("invalid response from origin: {e}"),
+                    _ => format!("invalid response from {upstream}: {e}"),
                 };
                 return Err(if sent == 0 {
                     RespError::Before(status, reason)
@@ -485,7 +515,7 @@ async fn relay_response<K: Sink>(
                 state.fail();
                 return Err(RespError::Before(
                     502,
-                    format!("invalid response from origin: {}", e.reason()),
+                    format!("invalid response from {upstream}: {}", e.reason()),
                 ));
             }
         };
@@ -567,14 +597,14 @@ async fn relay_response<K: Sink>(
 }
 
 /// Reads a response head; malformed heads and timeouts become I/O errors.
-async fn read_head_io(or: &mut PlainReader, wait: Duration) -> std::io::Result<Option<msc_io::ResponseHead>> {
+async fn read_head_io<U: Source>(or: &mut U, wait: Duration) -> std::io::Result<Option<msc_io::ResponseHead>> {
     match read_response_head(or, wait).await {
         Ok(h) => Ok(h),
         Err(HeadReadError::Timeout) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "timeout")),
         Err(HeadReadError::Head(e)) => Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e.reason())),
         Err(HeadReadError::Truncated) => Err(std::io::Error::new(
             std::io::ErrorKind::UnexpectedEof,
-            "origin closed in the middle of the response head",
+            "closed in the middle of the response head",
         )),
         Err(HeadReadError::Io(e)) => Err(e),
     }

@@ -30,7 +30,7 @@ fn ms(v: &Value) -> String {
 }
 
 fn ago(secs: f64) -> String {
-    humantime::format_duration(Duration::from_secs(secs.max(0.0) as u64)).to_string()
+    humantime::format_duration(Duration::from_secs_f64(secs.clamp(0.0, 1e9).floor())).to_string()
 }
 
 /// Renders the status JSON as a human-readable report.

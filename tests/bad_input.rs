@@ -123,11 +123,8 @@ fn a_slow_head_gets_408_without_disturbing_others() {
     }
 }
 
-#[test]
-fn request_smuggling_shapes_are_refused_by_the_gateway() {
-    let c = Chain::start();
-    let o = c.origin_addr;
-    for (raw, reason) in [
+fn smuggling_cases(o: SocketAddr) -> Vec<(String, &'static str)> {
+    vec![
         (
             format!(
                 "POST http://{o}/sha256 HTTP/1.1\r\nHost: {o}\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
@@ -144,30 +141,68 @@ fn request_smuggling_shapes_are_refused_by_the_gateway() {
             format!("POST http://{o}/sha256 HTTP/1.1\r\nHost: {o}\r\nTransfer-Encoding: chunked, identity\r\n\r\n"),
             "Transfer-Encoding",
         ),
-    ] {
+        (
+            format!(
+                "POST http://{o}/sha256 HTTP/1.1\r\nHost: {o}\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"
+            ),
+            "invalid chunk size",
+        ),
+    ]
+}
+
+#[test]
+fn request_smuggling_shapes_get_400_from_the_client() {
+    let c = Chain::start();
+    for (raw, reason) in smuggling_cases(c.origin_addr) {
         let (status, head, body) = exchange(c.proxy, raw.as_bytes());
         assert_eq!(status, 400, "{raw:?} -> {head}");
         let line = one_line(&body);
-        assert!(line.starts_with("msc-gateway: ") && line.contains(reason), "{line}");
+        assert!(line.starts_with("msc-client: ") && line.contains(reason), "{line}");
     }
-    // An invalid chunk size: the gateway stops forwarding; the origin never
-    // sees a complete request.
-    let mut s = tcp(c.proxy);
-    s.write_all(
-        format!(
-            "POST http://{o}/sha256 HTTP/1.1\r\nHost: {o}\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"
-        )
-        .as_bytes(),
-    )
-    .unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    assert!(
-        !String::from_utf8_lossy(&out).contains("sha256="),
-        "{}",
-        String::from_utf8_lossy(&out)
-    );
+    // Nothing reached the origin.
+    assert!(!c.gateway.stderr().contains("/sha256"), "{}", c.gateway.stderr());
     assert_still_serving(c.proxy, c.origin_addr);
+}
+
+/// The gateway refuses them as well, for clients that talk to it directly
+/// (openssl s_client as a real mutual-TLS client).
+#[test]
+fn request_smuggling_shapes_get_400_from_the_gateway() {
+    let c = Chain::start();
+    for (raw, reason) in smuggling_cases(c.origin_addr) {
+        let mut child = std::process::Command::new("openssl")
+            .args([
+                "s_client",
+                "-quiet",
+                "-ign_eof",
+                "-connect",
+                &c.gateway_addr.to_string(),
+            ])
+            .args([
+                "-cert",
+                &c.env.p("client.pem"),
+                "-key",
+                &c.env.p("client-key.pem"),
+                "-CAfile",
+                &c.env.p("ca.pem"),
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(raw.as_bytes()).unwrap();
+        let mut out = Vec::new();
+        child.stdout.take().unwrap().read_to_end(&mut out).unwrap();
+        let _ = child.wait();
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("HTTP/1.1 400"), "{raw:?} -> {text}");
+        assert!(
+            text.contains("msc-gateway: ") && text.contains(reason),
+            "{text}"
+        );
+    }
+    assert!(!c.gateway.stderr().contains("/sha256 200"));
 }
 
 #[test]

@@ -17,6 +17,7 @@ pub mod listen;
 pub mod netwatch;
 pub mod resolve;
 pub mod runtime;
+pub mod signal;
 pub mod stream;
 
 pub use framing::{BodyLen, BodyTracker, FramingError, ResponseKind};

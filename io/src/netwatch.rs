@@ -22,15 +22,17 @@ fn netlink_socket() -> io::Result<Socket> {
         | libc::RTMGRP_IPV6_IFADDR
         | libc::RTMGRP_IPV4_ROUTE
         | libc::RTMGRP_IPV6_ROUTE) as u32;
+    let family = libc::sa_family_t::try_from(libc::AF_NETLINK).map_err(io::Error::other)?;
+    let nl_len = libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_nl>()).map_err(io::Error::other)?;
     // SAFETY: `try_init` hands us zeroed storage of `sockaddr_storage` size;
     // we write a `sockaddr_nl`, which is smaller, and report its exact length.
     let ((), addr) = unsafe {
         SockAddr::try_init(|storage, len| {
             let nl = storage.cast::<libc::sockaddr_nl>();
-            (*nl).nl_family = libc::AF_NETLINK as libc::sa_family_t;
+            (*nl).nl_family = family;
             (*nl).nl_pid = 0;
             (*nl).nl_groups = groups;
-            *len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+            *len = nl_len;
             Ok(())
         })
     }?;

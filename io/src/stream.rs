@@ -6,13 +6,13 @@
 //! is waiting for its peer holds no buffer at all (it waits for readability
 //! first), which keeps idle connections cheap.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::future::Future;
 use std::io;
 use std::ops::Range;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use monoio::buf::IoBufMut;
@@ -22,6 +22,7 @@ use monoio::net::TcpStream;
 use crate::buf;
 use crate::framing::{BodyTracker, FramingError};
 use crate::head::{HeadError, MAX_HEAD_LEN, RequestHead, ResponseHead, find_head_end};
+use crate::signal::Signal;
 
 /// Something that reads bytes into its own buffer.
 #[allow(
@@ -277,8 +278,7 @@ impl Sink for PlainWriter {
 /// is stopped, and idleness is judged on both directions together.
 #[derive(Debug)]
 pub struct RelayState {
-    failed: Cell<bool>,
-    wakers: RefCell<Vec<Option<Waker>>>,
+    failed: Signal,
     last_activity: Cell<Instant>,
     idle: Duration,
 }
@@ -286,8 +286,7 @@ pub struct RelayState {
 impl RelayState {
     pub fn new(idle: Duration) -> Rc<RelayState> {
         Rc::new(RelayState {
-            failed: Cell::new(false),
-            wakers: RefCell::new(Vec::new()),
+            failed: Signal::new(),
             last_activity: Cell::new(Instant::now()),
             idle,
         })
@@ -295,12 +294,7 @@ impl RelayState {
 
     /// Marks the relay failed and wakes the other direction.
     pub fn fail(&self) {
-        self.failed.set(true);
-        for w in self.wakers.borrow_mut().iter_mut() {
-            if let Some(w) = w.take() {
-                w.wake();
-            }
-        }
+        self.failed.fire();
     }
 
     /// Records activity (restarts the idle clock).
@@ -315,16 +309,12 @@ impl RelayState {
         loop {
             let since = self.last_activity.get().elapsed();
             let wait = self.idle.saturating_sub(since).max(Duration::from_millis(1));
-            match monoio::time::timeout(
-                wait,
-                Aborted {
-                    state: self,
-                    fut: fut.as_mut(),
-                    slot: None,
-                },
-            )
-            .await
-            {
+            let guarded = Aborted {
+                state: self,
+                fut: fut.as_mut(),
+                slot: None,
+            };
+            match monoio::time::timeout(wait, guarded).await {
                 Ok(r) => return r,
                 Err(_) if self.last_activity.get().elapsed() >= self.idle => {
                     return Err(io::Error::new(io::ErrorKind::TimedOut, "connection idle"));
@@ -336,8 +326,8 @@ impl RelayState {
 }
 
 /// A guarded operation: fails as soon as the relay fails. While pending it
-/// occupies one waker slot in the shared state (at most one per concurrent
-/// operation), released when it completes or is dropped.
+/// holds one waiter slot of the failure signal, released when it completes
+/// or is dropped.
 struct Aborted<'a, F> {
     state: &'a RelayState,
     fut: Pin<&'a mut F>,
@@ -346,10 +336,8 @@ struct Aborted<'a, F> {
 
 impl<F> Drop for Aborted<'_, F> {
     fn drop(&mut self) {
-        if let Some(i) = self.slot.take()
-            && let Some(w) = self.state.wakers.borrow_mut().get_mut(i)
-        {
-            *w = None;
+        if let Some(i) = self.slot.take() {
+            self.state.failed.release(i);
         }
     }
 }
@@ -358,7 +346,7 @@ impl<T, F: Future<Output = io::Result<T>>> Future for Aborted<'_, F> {
     type Output = io::Result<T>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if self.state.failed.get() {
+        if self.state.failed.is_fired() {
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::ConnectionAborted,
                 "other direction failed",
@@ -367,23 +355,8 @@ impl<T, F: Future<Output = io::Result<T>>> Future for Aborted<'_, F> {
         match self.fut.as_mut().poll(cx) {
             Poll::Ready(r) => Poll::Ready(r),
             Poll::Pending => {
-                let this = &mut *self;
-                let mut w = this.state.wakers.borrow_mut();
-                let i = match this.slot {
-                    Some(i) => i,
-                    None => {
-                        let i = w.iter().position(Option::is_none).unwrap_or_else(|| {
-                            w.push(None);
-                            w.len() - 1
-                        });
-                        this.slot = Some(i);
-                        i
-                    }
-                };
-                match &mut w[i] {
-                    Some(old) if old.will_wake(cx.waker()) => {}
-                    slot => *slot = Some(cx.waker().clone()),
-                }
+                let slot = self.slot;
+                self.slot = Some(self.state.failed.register(slot, cx.waker()));
                 Poll::Pending
             }
         }

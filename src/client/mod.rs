@@ -1,28 +1,37 @@
-//! The client's data path (`msc run`): a loopback forward proxy whose every
-//! connection goes through a mutual-TLS tunnel to a gateway.
+//! The client's data path (`msc run`): a loopback forward proxy whose
+//! requests travel through mutual-TLS tunnels to a gateway.
 //!
-//! Per connection: read and check the first request head, open a tunnel to
-//! the slot's gateway, send the head on (with a `Via` field), then relay both
-//! directions until both ends are done. Further requests on a keep-alive
-//! browser connection ride the same tunnel; the gateway parses them.
+//! Per browser connection, per request: read and check the head, take a
+//! ready tunnel from the worker's pool (or open one, failing over across the
+//! slot's gateways), send the head on (hop-by-hop fields removed, `Via`
+//! added), then relay the body and the response with HTTP framing tracked
+//! both ways. When the response completes, the tunnel goes back to the pool
+//! for any browser connection's next request; `CONNECT` and upgrades turn the
+//! connection into a plain tunnel that is not reused.
+
+pub mod pool;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use monoio::net::TcpStream;
+use msc_io::framing::{BodyLen, BodyTracker, request_body};
 use msc_io::head::{Form, RequestHead};
-use msc_io::resolve::connect_any;
-use msc_io::stream::{HeadReadError, PlainReader, PlainWriter, Sink, Source, read_request_head, relay};
-use msc_tls::{TlsError, TlsStream};
+use msc_io::stream::{
+    BodyError, HeadReadError, PlainReader, PlainWriter, RelayState, Sink, Source, forward_body, read_request_head,
+    relay,
+};
 
 use crate::config::client::ClientTimeouts;
 use crate::control::feedback::Recorder;
-use crate::http::{error_reply, with_via};
-use crate::proxy::{Peer, Proxy, ProxySettings};
-use crate::upstream::{GatewayRoute, RoutingHandle};
+use crate::gateway::access::{AccessLog, Record};
+use crate::http::{error_reply, is_hop_by_hop};
+use crate::proxy::{Peer, Proxy, ProxySettings, ProxyTimeouts, RespError, relay_response};
+use crate::upstream::{GatewayRoute, Routing, RoutingHandle};
 use crate::worker::Service;
+use pool::{OpenError, Tunnel, TunnelPool, retire};
 
 const WHO: &str = "msc-client";
 const VIA: &str = "1.1 msc-client";
@@ -40,30 +49,45 @@ pub struct ClientShared {
     pub fail_open_relay: Arc<ProxySettings>,
     /// This client's identity (certificate principal), for the access log.
     pub user: Arc<str>,
+    pub log: AccessLog,
 }
 
 /// One worker's client service.
 #[derive(Debug)]
 pub struct ClientService {
-    /// This worker's TLS configuration (its own session-ticket cache).
-    tls: Arc<rustls::ClientConfig>,
     shared: Arc<ClientShared>,
     t: ClientTimeouts,
     recorder: Rc<Recorder>,
+    pool: Rc<TunnelPool>,
     on_premise: Proxy,
     fail_open: Proxy,
+    /// Access-log labels per gateway (`gw:NAME`), built once.
+    routes: Vec<Arc<str>>,
 }
 
 impl ClientService {
-    pub fn new(tls: Arc<rustls::ClientConfig>, shared: Arc<ClientShared>, recorder: Rc<Recorder>) -> ClientService {
+    pub fn new(shared: Arc<ClientShared>, recorder: Rc<Recorder>, pool: Rc<TunnelPool>) -> ClientService {
+        let routes = shared
+            .routing
+            .load()
+            .gateways
+            .iter()
+            .map(|g| Arc::from(format!("gw:{}", g.name)))
+            .collect();
         ClientService {
-            tls,
             t: shared.timeouts,
             on_premise: Proxy::new(shared.on_premise.clone()),
             fail_open: Proxy::new(shared.fail_open_relay.clone()),
             shared,
             recorder,
+            pool,
+            routes,
         }
+    }
+
+    /// The worker's tunnel pool.
+    pub fn pool(&self) -> &Rc<TunnelPool> {
+        &self.pool
     }
 
     /// Serves the connection without a gateway, starting with `head`.
@@ -73,59 +97,46 @@ impl ClientService {
             w,
             user: self.shared.user.clone(),
         };
-        proxy.serve(&mut peer, Some(head)).await;
+        Box::pin(proxy.serve(&mut peer, Some(head))).await;
         let _ = peer.w.close_write().await;
     }
-}
 
-/// Why no tunnel could be opened: the status and the one-line reason.
-struct OpenError {
-    status: u16,
-    reason: String,
-}
-
-impl ClientService {
-    async fn open(&self, gw: &GatewayRoute) -> Result<TlsStream, OpenError> {
-        let t = self.t;
-        if gw.addrs.is_empty() {
-            return Err(OpenError {
-                status: 502,
-                reason: format!("gateway {}: address could not be resolved", gw.label()),
-            });
+    /// A tunnel for `slot`: a pooled one to the first gateway that has one,
+    /// else a new one, failing over across the slot's gateways in order.
+    async fn tunnel_for(&self, routing: &Routing, slot: usize, peer: SocketAddr) -> Result<(Tunnel, bool), OpenError> {
+        for gw in routing.for_slot(slot).take(1) {
+            if let Some(t) = self.pool.take(gw).await {
+                return Ok((t, true));
+            }
         }
-        let tcp = connect_any(&gw.addrs, t.connect).await.map_err(|e| {
-            if e.kind() == std::io::ErrorKind::TimedOut {
-                OpenError {
-                    status: 504,
-                    reason: format!(
-                        "gateway {} did not accept a connection within {}",
-                        gw.label(),
-                        humantime::format_duration(t.connect)
-                    ),
-                }
-            } else {
-                OpenError {
-                    status: 502,
-                    reason: format!("gateway {} unreachable: {e}", gw.label()),
+        let mut last = None;
+        for gw in routing.for_slot(slot) {
+            match self.pool.open(gw).await {
+                Ok(t) => return Ok((t, false)),
+                Err(e) => {
+                    tracing::warn!("{peer}: {}", e.reason);
+                    last = Some(e);
                 }
             }
-        })?;
-        TlsStream::connect(self.tls.clone(), gw.server_name.clone(), tcp, t.handshake)
-            .await
-            .map_err(|e| match e {
-                TlsError::Timeout => OpenError {
-                    status: 504,
-                    reason: format!(
-                        "TLS handshake with gateway {} timed out after {}",
-                        gw.label(),
-                        humantime::format_duration(t.handshake)
-                    ),
-                },
-                e => OpenError {
-                    status: 502,
-                    reason: format!("TLS handshake with gateway {} failed: {e}", gw.label()),
-                },
-            })
+        }
+        Err(last.unwrap_or(OpenError {
+            status: 502,
+            reason: "no gateway is configured for this port".into(),
+        }))
+    }
+
+    fn log(&self, req: &ReqLog, status: u16, up: u64, down: u64, gw: usize) {
+        self.shared.log.log(Record {
+            at: SystemTime::now(),
+            user: self.shared.user.clone(),
+            method: req.method.clone(),
+            target: req.target.clone(),
+            status,
+            up,
+            down,
+            duration: req.start.elapsed(),
+            route: self.routes.get(gw).cloned(),
+        });
     }
 }
 
@@ -134,64 +145,90 @@ async fn answer(w: &mut PlainWriter, status: u16, reason: &str) {
     let _ = w.close_write().await;
 }
 
+/// The head as sent to the gateway: the browser's request line and fields,
+/// minus what is hop-by-hop for the browser's connection (`Connection`,
+/// `Proxy-Connection`, `Keep-Alive`, the fields they name), plus `Via`. An
+/// upgrade handshake keeps `Connection: upgrade` and `Upgrade`.
+fn tunnel_head(head: &RequestHead, buf: &[u8], upgrade: bool, out: &mut Vec<u8>) {
+    let line_end = buf.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1);
+    out.extend_from_slice(&buf[..line_end]);
+    for h in head.headers.as_slice() {
+        let name = h.name.get(buf);
+        if is_hop_by_hop(name, &head.headers, buf) && !name.eq_ignore_ascii_case(b"proxy-authorization") {
+            continue;
+        }
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(h.value.get(buf));
+        out.extend_from_slice(b"\r\n");
+    }
+    if upgrade && let Some(u) = head.headers.values(buf, "upgrade").next() {
+        out.extend_from_slice(b"Connection: upgrade\r\nUpgrade: ");
+        out.extend_from_slice(u);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"Via: ");
+    out.extend_from_slice(VIA.as_bytes());
+    out.extend_from_slice(b"\r\n\r\n");
+}
+
+/// The request-line facts the access log needs.
+struct ReqLog {
+    method: String,
+    target: String,
+    start: Instant,
+}
+
+/// What became of one request.
+enum Next {
+    /// The browser connection may carry another request.
+    KeepAlive,
+    /// Close the browser connection.
+    Close,
+}
+
 impl Service for ClientService {
     async fn serve(self: Rc<Self>, listener: usize, stream: TcpStream, peer: SocketAddr) {
         // Listeners come in pairs per slot: http_port, https_port.
         let slot = listener / 2;
         let t = self.t;
         let (mut br, mut bw) = msc_io::stream::split(stream);
-        let head = match read_request_head(&mut br, t.idle, t.head).await {
-            Ok(Some(h)) => h,
-            Ok(None) => return,
-            Err(HeadReadError::Head(e)) => return answer(&mut bw, e.status(), e.reason()).await,
-            Err(HeadReadError::Timeout) => {
-                let reason = format!(
-                    "request head not received within {}",
-                    humantime::format_duration(t.head)
-                );
-                return answer(&mut bw, 408, &reason).await;
-            }
-            Err(_) => return,
-        };
-        if matches!(head.form, Form::Origin | Form::Asterisk) {
-            return answer(
-                &mut bw,
-                400,
-                "this is a proxy: send absolute-form requests (GET http://host/path) or CONNECT host:port",
-            )
-            .await;
-        }
-        let routing = self.shared.routing.load_full();
-        if routing.direct_on_premise {
-            self.recorder.direct(|d| d.on_premise += 1);
-            return self.direct(&self.on_premise, br, bw, head).await;
-        }
-        // The slot's gateway first, then the others (connect-time fail-over):
-        // nothing has been sent to the browser yet.
-        let mut opened = None;
-        let mut last: Option<OpenError> = None;
-        if !routing.none_available {
-            for gw in routing.for_slot(slot) {
-                let t0 = Instant::now();
-                match self.open(gw).await {
-                    Ok(tls) => {
-                        self.recorder.tunnel_ok(gw.index, t0.elapsed());
-                        opened = Some((gw.clone(), tls));
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::warn!("{peer}: {}", e.reason);
-                        self.recorder.tunnel_failed(gw.index, &e.reason);
-                        last = Some(e);
-                    }
+        let stop = crate::worker::stopping();
+        loop {
+            let next = monoio::select! {
+                h = read_request_head(&mut br, t.idle, t.head) => h,
+                _ = stop.wait() => return,
+            };
+            let head = match next {
+                Ok(Some(h)) => h,
+                Ok(None) => return,
+                Err(HeadReadError::Head(e)) => return answer(&mut bw, e.status(), e.reason()).await,
+                Err(HeadReadError::Timeout) => {
+                    let reason = format!(
+                        "request head not received within {}",
+                        humantime::format_duration(t.head)
+                    );
+                    return answer(&mut bw, 408, &reason).await;
                 }
+                Err(_) => return,
+            };
+            if matches!(head.form, Form::Origin | Form::Asterisk) {
+                return answer(
+                    &mut bw,
+                    400,
+                    "this is a proxy: send absolute-form requests (GET http://host/path) or CONNECT host:port",
+                )
+                .await;
             }
-        }
-        let Some((gw, tls)) = opened else {
+            let routing = self.shared.routing.load_full();
+            if routing.direct_on_premise {
+                self.recorder.direct(|d| d.on_premise += 1);
+                return Box::pin(self.direct(&self.on_premise, br, bw, head)).await;
+            }
             if routing.none_available {
                 if self.shared.fail_open {
                     self.recorder.direct(|d| d.fail_open += 1);
-                    return self.direct(&self.fail_open, br, bw, head).await;
+                    return Box::pin(self.direct(&self.fail_open, br, bw, head)).await;
                 }
                 self.recorder.direct(|d| d.fail_closed += 1);
                 return answer(
@@ -201,33 +238,180 @@ impl Service for ClientService {
                 )
                 .await;
             }
-            let e = last.unwrap_or(OpenError {
-                status: 502,
-                reason: "no gateway is configured for this port".into(),
-            });
-            return answer(&mut bw, e.status, &e.reason).await;
+            // Boxed: the per-request state is large; idle connections stay small.
+            match Box::pin(self.exchange(&mut br, &mut bw, head, slot, &routing, peer)).await {
+                Next::KeepAlive => {}
+                Next::Close => {
+                    let _ = bw.close_write().await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl ClientService {
+    /// One request through a tunnel; the response relayed with its framing.
+    async fn exchange(
+        &self,
+        br: &mut PlainReader,
+        bw: &mut PlainWriter,
+        head: RequestHead,
+        slot: usize,
+        routing: &Routing,
+        peer: SocketAddr,
+    ) -> Next {
+        let start = Instant::now();
+        let data = br.data();
+        let body = match request_body(&head, data) {
+            Ok(b) => b,
+            Err(e) => {
+                answer(bw, 400, e.reason()).await;
+                return Next::Close;
+            }
         };
-        let (mut gr, mut gwr) = tls.split();
-        let mut up = Vec::with_capacity(head.len + VIA.len() + 8);
-        with_via(&br.data()[..head.len], VIA, &mut up);
+        let browser_close = head.wants_close(data) || head.minor_version == 0;
+        let upgrade = head.headers.has_token(data, "connection", "upgrade")
+            && head.headers.values(data, "upgrade").next().is_some();
+        let method = head.method;
+        let req = ReqLog {
+            method: head.method_span.str(data).to_owned(),
+            target: head.target.str(data).to_owned(),
+            start,
+        };
+        let mut up = Vec::with_capacity(head.len + VIA.len() + 16);
+        tunnel_head(&head, &data[..head.len], upgrade, &mut up);
         br.consume(head.len);
-        if let Err(e) = gwr.write_bytes(&up).await {
-            let reason = format!("gateway {} closed the tunnel: {e}", gw.label());
-            return answer(&mut bw, 502, &reason).await;
-        }
-        let (sent, got) = relay(&mut br, &mut bw, &mut gr, &mut gwr, t.idle).await;
-        if got.bytes == 0
-            && let Err(e) = &got.result
-        {
-            // Nothing reached the browser yet, so it can still get a clear answer.
-            let reason = format!(
-                "gateway {} closed the tunnel before answering (is this client's certificate accepted?): {e}",
-                gw.label()
+
+        let (mut tun, mut pooled) = match self.tunnel_for(routing, slot, peer).await {
+            Ok(t) => t,
+            Err(e) => {
+                answer(bw, e.status, &e.reason).await;
+                return Next::Close;
+            }
+        };
+        let timeouts = ProxyTimeouts {
+            head: self.t.head,
+            idle: self.t.idle,
+            connect: self.t.connect,
+        };
+        // One retry on a fresh tunnel if a pooled one fails before anything
+        // came back and no body byte was consumed from the browser.
+        let (up_res, resp) = loop {
+            let gw_index = tun.gw;
+            if let Err(e) = tun.w.write_bytes(&up).await {
+                retire(tun);
+                match self.retry(routing, gw_index, pooled, body, peer, &e.to_string()).await {
+                    Some(t) => {
+                        tun = t;
+                        pooled = false;
+                        continue;
+                    }
+                    None => {
+                        answer(bw, 502, &format!("tunnel to the gateway failed: {e}")).await;
+                        return Next::Close;
+                    }
+                }
+            }
+            let state = RelayState::new(self.t.idle);
+            let mut tracker = BodyTracker::new(body);
+            let (up_res, resp) = monoio::join!(
+                forward_body(br, &mut tun.w, &mut tracker, &state),
+                relay_response(&mut tun.r, bw, method, browser_close, timeouts, &state, "gateway")
             );
-            tracing::warn!("{peer}: {reason}");
-            self.recorder.tunnel_failed(gw.index, &reason);
-            answer(&mut bw, 502, &reason).await;
+            if let Err(RespError::Before(_, reason)) = &resp
+                && pooled
+                && body == BodyLen::Empty
+                && !matches!(up_res, Err(BodyError::Framing(_)))
+            {
+                let reason = reason.clone();
+                retire(tun);
+                if let Some(t) = self.retry(routing, gw_index, pooled, body, peer, &reason).await {
+                    tun = t;
+                    pooled = false;
+                    continue;
+                }
+                let label = routing.gateways.get(gw_index).map(|g| g.label()).unwrap_or_default();
+                answer(
+                    bw,
+                    502,
+                    &format!("gateway {label} closed the tunnel before answering: {reason}"),
+                )
+                .await;
+                return Next::Close;
+            }
+            break (up_res, resp);
+        };
+        let gw = tun.gw;
+        let up_bytes = match &up_res {
+            Ok(n) => *n,
+            Err(_) => 0,
+        };
+        let resp = match resp {
+            Ok(r) => r,
+            Err(RespError::Before(status, reason)) => {
+                // Nothing reached the browser: it gets a clear answer.
+                retire(tun);
+                let (status, reason) = match up_res {
+                    Err(BodyError::Framing(e)) => (400, e.reason().to_string()),
+                    _ => {
+                        self.recorder.tunnel_failed(gw, &reason);
+                        let label = routing.gateways.get(gw).map(|g| g.label()).unwrap_or_default();
+                        (
+                            status,
+                            format!(
+                                "gateway {label} closed the tunnel before answering (is this client's certificate accepted?): {reason}"
+                            ),
+                        )
+                    }
+                };
+                tracing::warn!("{peer}: {reason}");
+                answer(bw, status, &reason).await;
+                self.log(&req, status, up_bytes, 0, gw);
+                return Next::Close;
+            }
+            Err(RespError::During(status, e)) => {
+                tracing::debug!("{peer}: response relay failed midway: {e}");
+                retire(tun);
+                self.log(&req, status, up_bytes, 0, gw);
+                return Next::Close;
+            }
+        };
+        if resp.upgraded && up_res.is_ok() {
+            // CONNECT or an upgrade: a plain tunnel from now on, not reused.
+            let (u, d) = relay(br, bw, &mut tun.r, &mut tun.w, self.t.idle).await;
+            self.log(&req, resp.status, up_bytes + u.bytes, resp.bytes + d.bytes, gw);
+            return Next::Close;
         }
-        tracing::trace!("{peer}: done, {} bytes up, {} down", sent.bytes, got.bytes);
+        self.log(&req, resp.status, up_bytes, resp.bytes, gw);
+        if resp.origin_reusable && up_res.is_ok() {
+            self.pool.put(tun);
+        } else {
+            retire(tun);
+        }
+        if resp.client_keep_alive && up_res.is_ok() {
+            Next::KeepAlive
+        } else {
+            Next::Close
+        }
+    }
+
+    /// A fresh tunnel for a retry, if one is allowed: only after a pooled
+    /// tunnel failed, and only if the request body was not streamed.
+    async fn retry(
+        &self,
+        routing: &Routing,
+        gw: usize,
+        pooled: bool,
+        body: BodyLen,
+        peer: SocketAddr,
+        why: &str,
+    ) -> Option<Tunnel> {
+        if !pooled || body != BodyLen::Empty {
+            return None;
+        }
+        tracing::debug!("{peer}: pooled tunnel failed ({why}); retrying on a fresh one");
+        let g: &Arc<GatewayRoute> = routing.gateways.get(gw)?;
+        self.pool.open(g).await.ok()
     }
 }

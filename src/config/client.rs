@@ -26,6 +26,17 @@ struct Raw {
     pac: RawPac,
     #[serde(default)]
     log: RawLog,
+    #[serde(default)]
+    pool: RawPool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPool {
+    idle: Option<usize>,
+    max_idle: Option<usize>,
+    idle_lifetime: Option<String>,
+    warm_for: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -126,6 +137,19 @@ pub struct Server {
     pub https_port: u16,
 }
 
+/// Each worker's pool of ready tunnels, per gateway.
+#[derive(Clone, Copy, Debug)]
+pub struct PoolConfig {
+    /// Idle tunnels kept ready while there is demand.
+    pub idle_target: usize,
+    /// Idle tunnels kept at most (returned tunnels beyond this are closed).
+    pub max_idle: usize,
+    /// An idle tunnel older than this is closed, not used.
+    pub idle_lifetime: Duration,
+    /// After this long without a request, the pool stops refilling.
+    pub warm_for: Duration,
+}
+
 /// The on/off-premise indicator the client evaluates (the same one the PAC uses).
 #[derive(Clone, Debug)]
 pub struct OnPremise {
@@ -162,6 +186,7 @@ pub struct ClientConfig {
     /// When no gateway can be used: relay directly (true) or answer 503.
     pub fail_open: bool,
     pub access_log: super::AccessLogTarget,
+    pub pool: PoolConfig,
 }
 
 impl ClientConfig {
@@ -394,6 +419,28 @@ fn validate(file: &Path, raw: Raw) -> Result<ClientConfig, ConfigError> {
         c.err(pac_key(e.field()), reason)
     })?;
     let access_log = c.access_log("log.access", raw.log.access.as_deref())?;
+    let rp = &raw.pool;
+    let pool = PoolConfig {
+        idle_target: rp.idle.unwrap_or(2),
+        max_idle: rp.max_idle.unwrap_or(16),
+        idle_lifetime: match &rp.idle_lifetime {
+            Some(v) => c.duration("pool.idle_lifetime", v)?,
+            None => Duration::from_secs(60),
+        },
+        warm_for: match &rp.warm_for {
+            Some(v) => c.duration("pool.warm_for", v)?,
+            None => Duration::from_secs(300),
+        },
+    };
+    if pool.idle_target > 64 {
+        return Err(c.err("pool.idle", format!("{} is too many (at most 64)", pool.idle_target)));
+    }
+    if pool.max_idle < pool.idle_target {
+        return Err(c.err(
+            "pool.max_idle",
+            format!("must be at least pool.idle ({})", pool.idle_target),
+        ));
+    }
     Ok(ClientConfig {
         file: file.to_path_buf(),
         workers,
@@ -406,5 +453,6 @@ fn validate(file: &Path, raw: Raw) -> Result<ClientConfig, ConfigError> {
         on_premise,
         fail_open,
         access_log,
+        pool,
     })
 }

@@ -175,8 +175,8 @@ fn line_of(text: &str, offset: usize) -> usize {
 /// `msc check-config`.
 #[derive(Debug)]
 pub enum AnyConfig {
-    Client(client::ClientConfig),
-    Gateway(gateway::GatewayConfig),
+    Client(Box<client::ClientConfig>),
+    Gateway(Box<gateway::GatewayConfig>),
 }
 
 /// Loads a file as a client configuration if it has `[[servers]]`, else as a
@@ -189,9 +189,9 @@ pub fn load_any(file: &Path) -> Result<AnyConfig, ConfigError> {
     })?;
     let table: toml::Table = text.parse().map_err(|e| syntax_error(file, &text, &e))?;
     if table.contains_key("servers") {
-        client::ClientConfig::from_text(file, &text).map(AnyConfig::Client)
+        client::ClientConfig::from_text(file, &text).map(|c| AnyConfig::Client(Box::new(c)))
     } else if table.contains_key("listen") || table.contains_key("policy") {
-        gateway::GatewayConfig::from_text(file, &text).map(AnyConfig::Gateway)
+        gateway::GatewayConfig::from_text(file, &text).map(|g| AnyConfig::Gateway(Box::new(g)))
     } else {
         Err(ConfigError {
             file: file.to_path_buf(),

@@ -47,6 +47,13 @@ pub struct DirectCounts {
     pub fail_closed: u64,
 }
 
+/// Tunnel handshakes and how many resumed a TLS 1.3 session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TlsCounts {
+    pub handshakes: u64,
+    pub resumed: u64,
+}
+
 /// A message from a worker.
 #[derive(Debug)]
 pub enum Feedback {
@@ -55,6 +62,7 @@ pub enum Feedback {
         worker: usize,
         gateways: Vec<GatewayTraffic>,
         direct: DirectCounts,
+        tls: TlsCounts,
     },
     /// A tunnel to this gateway just failed before any byte was relayed.
     Failed { gateway: usize, reason: String },
@@ -64,6 +72,7 @@ pub enum Feedback {
 struct Pending {
     gateways: Vec<GatewayTraffic>,
     direct: DirectCounts,
+    tls: TlsCounts,
 }
 
 /// A worker's recorder. `!Send`: one per worker thread.
@@ -84,6 +93,7 @@ impl Recorder {
             pending: RefCell::new(Pending {
                 gateways: (0..gateways).map(|_| GatewayTraffic::new()).collect(),
                 direct: DirectCounts::default(),
+                tls: TlsCounts::default(),
             }),
             scheduled: Cell::new(false),
             period,
@@ -114,6 +124,16 @@ impl Recorder {
         self.schedule();
     }
 
+    /// A tunnel handshake completed (resumed or full).
+    pub fn handshake(self: &Rc<Self>, resumed: bool) {
+        {
+            let mut p = self.pending.borrow_mut();
+            p.tls.handshakes += 1;
+            p.tls.resumed += u64::from(resumed);
+        }
+        self.schedule();
+    }
+
     /// A request was handled without a gateway.
     pub fn direct(self: &Rc<Self>, f: impl FnOnce(&mut DirectCounts)) {
         f(&mut self.pending.borrow_mut().direct);
@@ -135,7 +155,10 @@ impl Recorder {
     pub fn flush(&self) {
         self.scheduled.set(false);
         let mut p = self.pending.borrow_mut();
-        if p.gateways.iter().all(GatewayTraffic::is_empty) && p.direct == DirectCounts::default() {
+        if p.gateways.iter().all(GatewayTraffic::is_empty)
+            && p.direct == DirectCounts::default()
+            && p.tls == TlsCounts::default()
+        {
             return;
         }
         let gateways = p
@@ -144,10 +167,12 @@ impl Recorder {
             .map(|g| std::mem::replace(g, GatewayTraffic::new()))
             .collect();
         let direct = std::mem::take(&mut p.direct);
+        let tls = std::mem::take(&mut p.tls);
         let _ = self.tx.try_send(Feedback::Report {
             worker: self.worker,
             gateways,
             direct,
+            tls,
         });
     }
 }

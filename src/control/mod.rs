@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use crate::config::client::ClientConfig;
 use crate::upstream::{GatewayRoute, Routing, RoutingHandle};
-use feedback::{DirectCounts, Feedback};
+use feedback::{DirectCounts, Feedback, TlsCounts};
 use premise::PremiseCheck;
 
 /// The PAC as served.
@@ -64,6 +64,7 @@ pub struct State {
     slots: Vec<(SocketAddr, SocketAddr)>,
     premise: Premise,
     direct: DirectCounts,
+    tls: TlsCounts,
     workers: usize,
     started: Instant,
 }
@@ -107,6 +108,8 @@ pub struct Status {
     pub gateways: Vec<GatewayInfo>,
     /// Requests handled without a gateway since start.
     pub direct: DirectCounts,
+    /// Tunnel handshakes since start, and how many resumed a session.
+    pub tls: TlsCounts,
 }
 
 impl State {
@@ -162,6 +165,7 @@ impl State {
                 })
                 .collect(),
             direct: self.direct,
+            tls: self.tls,
         }
     }
 
@@ -192,7 +196,9 @@ impl State {
 
     fn apply(&mut self, fb: Feedback) {
         match fb {
-            Feedback::Report { direct, .. } => {
+            Feedback::Report { direct, tls, .. } => {
+                self.tls.handshakes += tls.handshakes;
+                self.tls.resumed += tls.resumed;
                 self.direct.on_premise += direct.on_premise;
                 self.direct.fail_open += direct.fail_open;
                 self.direct.fail_closed += direct.fail_closed;
@@ -299,6 +305,7 @@ async fn run(
         slots: inputs.slots,
         premise: Premise::default(),
         direct: DirectCounts::default(),
+        tls: TlsCounts::default(),
         workers: inputs.workers,
         started: Instant::now(),
     }));

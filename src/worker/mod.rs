@@ -23,6 +23,17 @@ use futures_util::FutureExt;
 use monoio::blocking::DefaultThreadPool;
 use monoio::net::{TcpListener, TcpStream};
 use msc_io::Driver;
+use msc_io::signal::Signal;
+
+thread_local! {
+    static STOPPING: Rc<Signal> = Rc::new(Signal::new());
+}
+
+/// Fires when this worker stops accepting: connections idle between
+/// requests close at once, busy ones finish within the grace period.
+pub fn stopping() -> Rc<Signal> {
+    STOPPING.with(Rc::clone)
+}
 
 /// What a worker does with each accepted connection.
 pub trait Service: 'static {
@@ -156,6 +167,7 @@ async fn run_worker<S: Service>(
     for l in loops {
         l.await;
     }
+    stopping().fire();
     // Drain: bounded by the grace period.
     let deadline = Instant::now() + grace;
     while active.get() > 0 && Instant::now() < deadline {

@@ -13,7 +13,7 @@ use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
 use monoio::net::TcpStream;
 use msc_io::buf;
-use msc_io::stream::{Sink, Source, wait_readable};
+use msc_io::stream::{Sink, Source, peer_spoke, wait_readable};
 use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
 use rustls::kernel::KernelConnection;
 use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
@@ -102,6 +102,8 @@ pub struct TlsStream {
     pending: Vec<u8>,
     /// Plaintext that arrived during the handshake (server: client data sent with Finished).
     early: Vec<u8>,
+    /// The peer's close_notify arrived with the handshake.
+    peer_closed: bool,
     shared: Rc<Shared>,
     info: SessionInfo,
 }
@@ -112,6 +114,16 @@ impl std::fmt::Debug for TlsStream {
             .field("info", &self.info)
             .finish_non_exhaustive()
     }
+}
+
+/// What the handshake left behind for the record layer.
+struct Leftover {
+    /// Ciphertext received after the handshake.
+    pending: Vec<u8>,
+    /// Plaintext rustls already decrypted.
+    early: Vec<u8>,
+    /// The peer's close_notify came with the handshake.
+    peer_closed: bool,
 }
 
 trait Unbuffered {
@@ -146,6 +158,7 @@ async fn drive<C: Unbuffered>(
     tcp: &mut TcpStream,
     incoming: &mut Vec<u8>,
     early: &mut Vec<u8>,
+    peer_closed: &mut bool,
 ) -> Result<(), TlsError> {
     let mut outgoing: Vec<u8> = Vec::with_capacity(4096);
     loop {
@@ -185,7 +198,13 @@ async fn drive<C: Unbuffered>(
                 }
                 Step::Again
             }
-            ConnectionState::PeerClosed | ConnectionState::Closed => return Err(TlsError::Eof),
+            // The peer sent its data and close_notify right behind its
+            // Finished (a half-close): the handshake still completes.
+            ConnectionState::PeerClosed => {
+                *peer_closed = true;
+                Step::Again
+            }
+            ConnectionState::Closed => return Err(TlsError::Eof),
             _ => {
                 return Err(TlsError::Tls(rustls::Error::General(
                     "unexpected TLS state during handshake".into(),
@@ -233,7 +252,13 @@ impl TlsStream {
         let mut conn = UnbufferedClientConnection::new(config, server_name)?;
         let mut incoming = Vec::with_capacity(16 * 1024);
         let mut early = Vec::new();
-        match monoio::time::timeout(timeout, drive(&mut conn, &mut tcp, &mut incoming, &mut early)).await {
+        let mut peer_closed = false;
+        match monoio::time::timeout(
+            timeout,
+            drive(&mut conn, &mut tcp, &mut incoming, &mut early, &mut peer_closed),
+        )
+        .await
+        {
             Ok(r) => r?,
             Err(_) => return Err(TlsError::Timeout),
         }
@@ -244,7 +269,12 @@ impl TlsStream {
         };
         let (secrets, kernel) = conn.dangerous_into_kernel_connection()?;
         let limit = confidentiality_limit(kernel.negotiated_cipher_suite());
-        TlsStream::assemble(tcp, secrets, Kernel::Client(kernel), limit, incoming, early, info)
+        let rest = Leftover {
+            pending: incoming,
+            early,
+            peer_closed,
+        };
+        TlsStream::assemble(tcp, secrets, Kernel::Client(kernel), limit, rest, info)
     }
 
     /// Accepts a client over `tcp` (the configuration decides whether a client
@@ -257,7 +287,13 @@ impl TlsStream {
         let mut conn = UnbufferedServerConnection::new(config)?;
         let mut incoming = Vec::with_capacity(16 * 1024);
         let mut early = Vec::new();
-        match monoio::time::timeout(timeout, drive(&mut conn, &mut tcp, &mut incoming, &mut early)).await {
+        let mut peer_closed = false;
+        match monoio::time::timeout(
+            timeout,
+            drive(&mut conn, &mut tcp, &mut incoming, &mut early, &mut peer_closed),
+        )
+        .await
+        {
             Ok(r) => r?,
             Err(_) => return Err(TlsError::Timeout),
         }
@@ -268,7 +304,12 @@ impl TlsStream {
         };
         let (secrets, kernel) = conn.dangerous_into_kernel_connection()?;
         let limit = confidentiality_limit(kernel.negotiated_cipher_suite());
-        TlsStream::assemble(tcp, secrets, Kernel::Server(kernel), limit, incoming, early, info)
+        let rest = Leftover {
+            pending: incoming,
+            early,
+            peer_closed,
+        };
+        TlsStream::assemble(tcp, secrets, Kernel::Server(kernel), limit, rest, info)
     }
 
     fn assemble(
@@ -276,10 +317,14 @@ impl TlsStream {
         secrets: rustls::ExtractedSecrets,
         kernel: Kernel,
         rotate_after: u64,
-        pending: Vec<u8>,
-        early: Vec<u8>,
+        rest: Leftover,
         info: SessionInfo,
     ) -> Result<TlsStream, TlsError> {
+        let Leftover {
+            pending,
+            early,
+            peer_closed,
+        } = rest;
         let (tx_seq, tx) = secrets.tx;
         let (rx_seq, rx) = secrets.rx;
         Ok(TlsStream {
@@ -288,6 +333,7 @@ impl TlsStream {
             tx: RecordKey::new(&tx, tx_seq)?,
             pending,
             early,
+            peer_closed,
             shared: Rc::new(Shared {
                 kernel: RefCell::new(kernel),
                 key_update_requested: Cell::new(false),
@@ -327,7 +373,7 @@ impl TlsStream {
                 cipher_start,
                 key: self.rx,
                 hs: Vec::new(),
-                eof: false,
+                eof: self.peer_closed,
                 shared: self.shared.clone(),
             },
             TlsWriter {
@@ -369,6 +415,56 @@ fn invalid(e: impl std::fmt::Display) -> io::Error {
 }
 
 impl TlsReader {
+    /// Processes what the peer sent while this connection sat idle (session
+    /// tickets, key updates), without waiting for anything. Returns whether
+    /// the connection is still usable: no application data arrived, and the
+    /// peer has not closed it.
+    pub async fn refresh_idle(&mut self) -> io::Result<bool> {
+        loop {
+            while !self.buf.is_empty() {
+                match self.open_one()? {
+                    Some(0) if self.eof => return Ok(false),
+                    Some(0) => {}
+                    // Application data on an idle tunnel: it is out of step.
+                    Some(_) => return Ok(false),
+                    None => break,
+                }
+            }
+            if self.eof {
+                return Ok(false);
+            }
+            if !peer_spoke(&self.half) {
+                self.release_if_idle();
+                return Ok(true);
+            }
+            // Bytes or an EOF are waiting: this read completes at once.
+            if self.buf.capacity() == 0 {
+                self.buf = buf::take();
+                self.plain = 0..0;
+                self.cipher_start = 0;
+            }
+            self.make_room();
+            let len = self.buf.len();
+            let cap = self.buf.capacity();
+            let (res, slice) = self.half.read(std::mem::take(&mut self.buf).slice_mut(len..cap)).await;
+            self.buf = slice.into_inner();
+            if res? == 0 {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Right after a handshake: waits up to `wait` for the server's first
+    /// post-handshake flight (its session tickets) and processes it, so the
+    /// next connection can resume. Holds no buffer while waiting.
+    pub async fn settle(&mut self, wait: Duration) -> io::Result<bool> {
+        match monoio::time::timeout(wait, wait_readable(&self.half)).await {
+            Ok(Ok(())) => self.refresh_idle().await,
+            Ok(Err(e)) => Err(e),
+            Err(_) => Ok(true),
+        }
+    }
+
     fn release_if_idle(&mut self) {
         if self.plain.is_empty() && self.cipher_start == self.buf.len() && self.buf.capacity() > 0 {
             buf::give(std::mem::take(&mut self.buf));

@@ -1,0 +1,294 @@
+//! Each worker's pool of ready mutual-TLS tunnels, per gateway.
+//!
+//! A browser connection takes an idle tunnel instead of waiting for TCP + TLS
+//! on its critical path. The pool refills in the background, on the worker,
+//! only while there is demand: after `warm_for` without a request nothing is
+//! opened, idle tunnels expire after `idle_lifetime`, and an idle laptop
+//! makes no handshakes and sets no timers. New tunnels resume the TLS 1.3
+//! session (the worker's ticket cache), so refills are cheap.
+//!
+//! A tunnel is checked before it is handed out: whatever the gateway sent
+//! while it sat idle (session tickets, a close) is processed without waiting,
+//! and a closed or out-of-step tunnel is discarded.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use msc_io::resolve::connect_any;
+use msc_io::stream::Sink;
+use msc_tls::{TlsError, TlsReader, TlsStream, TlsWriter};
+
+use crate::config::client::{ClientTimeouts, PoolConfig};
+use crate::control::feedback::Recorder;
+use crate::upstream::GatewayRoute;
+
+/// How long a fresh tunnel waits for the gateway's session tickets.
+const SETTLE: Duration = Duration::from_millis(250);
+
+/// One mutual-TLS connection to a gateway, split for relaying.
+#[derive(Debug)]
+pub struct Tunnel {
+    pub r: TlsReader,
+    pub w: TlsWriter,
+    pub gw: usize,
+    /// When it was opened or last returned to the pool.
+    pub since: Instant,
+}
+
+/// Why no tunnel could be opened: the status for the browser and a one-line reason.
+#[derive(Debug)]
+pub struct OpenError {
+    pub status: u16,
+    pub reason: String,
+}
+
+#[derive(Debug, Default)]
+struct GwPool {
+    idle: VecDeque<Tunnel>,
+    opening: usize,
+    last_demand: Option<Instant>,
+    reaper: bool,
+}
+
+/// A worker's tunnel pool. `!Send`: one per worker.
+#[derive(Debug)]
+pub struct TunnelPool {
+    cfg: PoolConfig,
+    tls: Arc<rustls::ClientConfig>,
+    t: ClientTimeouts,
+    recorder: Rc<Recorder>,
+    gws: RefCell<Vec<GwPool>>,
+    handshakes: Cell<u64>,
+    resumed: Cell<u64>,
+}
+
+impl TunnelPool {
+    pub fn new(
+        cfg: PoolConfig,
+        tls: Arc<rustls::ClientConfig>,
+        t: ClientTimeouts,
+        recorder: Rc<Recorder>,
+        gateways: usize,
+    ) -> Rc<TunnelPool> {
+        Rc::new(TunnelPool {
+            cfg,
+            tls,
+            t,
+            recorder,
+            gws: RefCell::new((0..gateways).map(|_| GwPool::default()).collect()),
+            handshakes: Cell::new(0),
+            resumed: Cell::new(0),
+        })
+    }
+
+    /// (handshakes, of which resumed) since start, on this worker.
+    pub fn handshake_counts(&self) -> (u64, u64) {
+        (self.handshakes.get(), self.resumed.get())
+    }
+
+    /// Idle tunnels per gateway (for tests and status).
+    pub fn idle_count(&self, gw: usize) -> usize {
+        self.gws.borrow().get(gw).map_or(0, |p| p.idle.len())
+    }
+
+    /// A ready tunnel to `gw` from the pool, if one is usable. Records demand
+    /// and refills the pool in the background.
+    pub async fn take(self: &Rc<Self>, gw: &Arc<GatewayRoute>) -> Option<Tunnel> {
+        if let Some(p) = self.gws.borrow_mut().get_mut(gw.index) {
+            p.last_demand = Some(Instant::now());
+        }
+        let mut found = None;
+        loop {
+            // Most recently used first: the oldest ones expire unused.
+            let Some(mut t) = self.gws.borrow_mut().get_mut(gw.index).and_then(|p| p.idle.pop_back()) else {
+                break;
+            };
+            if t.since.elapsed() >= self.cfg.idle_lifetime {
+                retire(t);
+                continue;
+            }
+            match t.r.refresh_idle().await {
+                Ok(true) => {
+                    found = Some(t);
+                    break;
+                }
+                _ => {
+                    tracing::debug!("discarding a stale tunnel to {}", gw.label());
+                    retire(t);
+                }
+            }
+        }
+        self.refill(gw);
+        found
+    }
+
+    /// Returns a tunnel whose last exchange completed cleanly.
+    pub fn put(self: &Rc<Self>, mut t: Tunnel) {
+        t.since = Instant::now();
+        let gw = t.gw;
+        let mut gws = self.gws.borrow_mut();
+        let Some(p) = gws.get_mut(gw) else { return };
+        if p.idle.len() >= self.cfg.max_idle {
+            drop(gws);
+            retire(t);
+            return;
+        }
+        p.idle.push_back(t);
+        let reap = !p.reaper;
+        p.reaper = true;
+        drop(gws);
+        if reap {
+            self.schedule_reaper(gw);
+        }
+    }
+
+    /// Opens a new tunnel now (on the caller's critical path).
+    pub async fn open(&self, gw: &GatewayRoute) -> Result<Tunnel, OpenError> {
+        let t0 = Instant::now();
+        let res = self.connect(gw).await;
+        match &res {
+            Ok(_) => self.recorder.tunnel_ok(gw.index, t0.elapsed()),
+            Err(e) => self.recorder.tunnel_failed(gw.index, &e.reason),
+        }
+        res
+    }
+
+    async fn connect(&self, gw: &GatewayRoute) -> Result<Tunnel, OpenError> {
+        let t = self.t;
+        if gw.addrs.is_empty() {
+            return Err(OpenError {
+                status: 502,
+                reason: format!("gateway {}: address could not be resolved", gw.label()),
+            });
+        }
+        let tcp = connect_any(&gw.addrs, t.connect).await.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::TimedOut {
+                OpenError {
+                    status: 504,
+                    reason: format!(
+                        "gateway {} did not accept a connection within {}",
+                        gw.label(),
+                        humantime::format_duration(t.connect)
+                    ),
+                }
+            } else {
+                OpenError {
+                    status: 502,
+                    reason: format!("gateway {} unreachable: {e}", gw.label()),
+                }
+            }
+        })?;
+        let tls = TlsStream::connect(self.tls.clone(), gw.server_name.clone(), tcp, t.handshake)
+            .await
+            .map_err(|e| match e {
+                TlsError::Timeout => OpenError {
+                    status: 504,
+                    reason: format!(
+                        "TLS handshake with gateway {} timed out after {}",
+                        gw.label(),
+                        humantime::format_duration(t.handshake)
+                    ),
+                },
+                e => OpenError {
+                    status: 502,
+                    reason: format!("TLS handshake with gateway {} failed: {e}", gw.label()),
+                },
+            })?;
+        self.handshakes.set(self.handshakes.get() + 1);
+        if tls.info().resumed {
+            self.resumed.set(self.resumed.get() + 1);
+        }
+        self.recorder.handshake(tls.info().resumed);
+        let (r, w) = tls.split();
+        Ok(Tunnel {
+            r,
+            w,
+            gw: gw.index,
+            since: Instant::now(),
+        })
+    }
+
+    /// Opens tunnels in the background until `idle_target` are idle or
+    /// opening, while the gateway has seen demand recently.
+    fn refill(self: &Rc<Self>, gw: &Arc<GatewayRoute>) {
+        let want = {
+            let gws = self.gws.borrow();
+            let Some(p) = gws.get(gw.index) else { return };
+            let warm = p.last_demand.is_some_and(|d| d.elapsed() < self.cfg.warm_for);
+            if !warm {
+                return;
+            }
+            self.cfg.idle_target.saturating_sub(p.idle.len() + p.opening)
+        };
+        for _ in 0..want {
+            if let Some(p) = self.gws.borrow_mut().get_mut(gw.index) {
+                p.opening += 1;
+            }
+            let me = self.clone();
+            let gw = gw.clone();
+            monoio::spawn(async move {
+                let res = me.open(&gw).await;
+                if let Some(p) = me.gws.borrow_mut().get_mut(gw.index) {
+                    p.opening -= 1;
+                }
+                match res {
+                    Ok(mut t) => {
+                        // Take the session tickets now so the next handshake resumes.
+                        if matches!(t.r.settle(SETTLE).await, Ok(true)) {
+                            me.put(t);
+                        } else {
+                            retire(t);
+                        }
+                    }
+                    Err(e) => tracing::debug!("background tunnel: {}", e.reason),
+                }
+            });
+        }
+    }
+
+    /// Closes expired idle tunnels; runs only while the pool holds some.
+    fn schedule_reaper(self: &Rc<Self>, gw: usize) {
+        let me = self.clone();
+        monoio::spawn(async move {
+            loop {
+                monoio::time::sleep(me.cfg.idle_lifetime).await;
+                let mut expired = Vec::new();
+                {
+                    let mut gws = me.gws.borrow_mut();
+                    let Some(p) = gws.get_mut(gw) else { return };
+                    while p
+                        .idle
+                        .front()
+                        .is_some_and(|t| t.since.elapsed() >= me.cfg.idle_lifetime)
+                    {
+                        if let Some(t) = p.idle.pop_front() {
+                            expired.push(t);
+                        }
+                    }
+                    if p.idle.is_empty() {
+                        p.reaper = false;
+                    }
+                }
+                for t in expired {
+                    retire(t);
+                }
+                let done = me.gws.borrow().get(gw).is_none_or(|p| !p.reaper);
+                if done {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// Closes a tunnel politely (close_notify) in the background.
+pub fn retire(t: Tunnel) {
+    let Tunnel { r, mut w, .. } = t;
+    monoio::spawn(async move {
+        let _ = monoio::time::timeout(Duration::from_secs(2), w.close_write()).await;
+        drop(r);
+    });
+}
