@@ -970,3 +970,879 @@ impl Ranker {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fake clock: all times are offsets from one base instant.
+    struct Clock(Instant);
+
+    impl Clock {
+        fn new() -> Clock {
+            Clock(Instant::now())
+        }
+        fn s(&self, secs: f64) -> Instant {
+            self.0 + Duration::from_secs_f64(secs)
+        }
+    }
+
+    /// splitmix64: a tiny seeded PRNG so noise is deterministic.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+        /// Uniform in `[lo, hi)`.
+        fn range(&mut self, lo: u64, hi: u64) -> u64 {
+            lo + self.next() % (hi - lo)
+        }
+    }
+
+    fn ms_d(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn ok(r: &mut Ranker, gw: usize, latency_ms: u64, at: Instant) -> Option<Switch> {
+        r.record(gw, SampleOutcome::Ok(ms_d(latency_ms)), Source::Probe, at)
+    }
+
+    fn fail(r: &mut Ranker, gw: usize, source: Source, at: Instant) -> Option<Switch> {
+        r.record(gw, SampleOutcome::Failed, source, at)
+    }
+
+    /// `n` probe samples of `latency_ms` for each `(gw, latency_ms)`.
+    fn feed(r: &mut Ranker, at: Instant, n: usize, lat: &[(usize, u64)]) {
+        for _ in 0..n {
+            for &(gw, l) in lat {
+                assert_eq!(ok(r, gw, l, at), None);
+            }
+        }
+    }
+
+    fn hist(values_us: &[(u64, u64)]) -> Histogram<u64> {
+        let mut h = Histogram::<u64>::new(3).expect("histogram");
+        for &(v, n) in values_us {
+            h.record_n(v, n).expect("record");
+        }
+        h
+    }
+
+    fn close(a: Option<f64>, b: f64) -> bool {
+        a.is_some_and(|a| (a - b).abs() <= b * 0.01)
+    }
+
+    /// One-second windows make "the latency of this round" easy to steer.
+    fn per_second() -> RankConfig {
+        RankConfig {
+            window: Duration::from_secs(1),
+            window_slices: 1,
+            ..RankConfig::default()
+        }
+    }
+
+    #[test]
+    fn startup_selects_gateway_zero_before_any_sample() {
+        let c = Clock::new();
+        let r = Ranker::new(3, RankConfig::default(), c.s(0.0));
+        assert_eq!(r.current(), Some(0));
+        let s = r.last_switch().expect("start-up switch");
+        assert_eq!((s.from, s.to, &s.reason, s.at), (None, Some(0), &SwitchReason::Startup, c.s(0.0)));
+        assert_eq!(r.order(c.s(0.0)), vec![0, 1, 2]);
+        let st = r.status(c.s(0.0));
+        assert_eq!(st[0].state, GatewayState::Selected);
+        assert_eq!(st[1].state, GatewayState::Available);
+        assert_eq!((st[1].p90_ms, st[1].samples, st[1].reputation), (None, 0, 1.0));
+    }
+
+    #[test]
+    fn zero_gateways_is_harmless() {
+        let c = Clock::new();
+        let mut r = Ranker::new(0, RankConfig::default(), c.s(0.0));
+        assert_eq!(r.current(), None);
+        assert_eq!(r.last_switch(), None);
+        assert_eq!(r.evaluate(c.s(1.0)), None);
+        assert_eq!(ok(&mut r, 0, 5, c.s(1.0)), None);
+        assert!(r.order(c.s(1.0)).is_empty());
+        assert_eq!(r.slots(2, false, c.s(1.0)), vec![Vec::<usize>::new(), Vec::new()]);
+        assert!(r.status(c.s(1.0)).is_empty());
+    }
+
+    #[test]
+    fn unknown_gateway_index_is_ignored() {
+        let c = Clock::new();
+        let mut r = Ranker::new(2, RankConfig::default(), c.s(0.0));
+        assert_eq!(fail(&mut r, 7, Source::KeepAlive, c.s(1.0)), None);
+        assert_eq!(r.merge_traffic(9, &hist(&[(1000, 1)]), 3, c.s(1.0)), None);
+        assert_eq!(r.current(), Some(0));
+    }
+
+    /// Runs `rounds` one-second rounds of noisy probes (uniform mean ± spread
+    /// ms, `fail_per_mille` probe failures) and counts switches.
+    fn noisy(means: &[u64], spread: u64, fail_per_mille: u64, rounds: u32, seed: u64) -> (usize, Ranker) {
+        let c = Clock::new();
+        let mut r = Ranker::new(means.len(), RankConfig::default(), c.s(0.0));
+        let mut rng = Rng(seed);
+        let mut switches = 0;
+        for round in 0..rounds {
+            let at = c.s(f64::from(round));
+            for (gw, &m) in means.iter().enumerate() {
+                let outcome = if rng.range(0, 1000) < fail_per_mille {
+                    SampleOutcome::Failed
+                } else {
+                    SampleOutcome::Ok(Duration::from_micros(rng.range((m - spread) * 1000, (m + spread) * 1000)))
+                };
+                switches += usize::from(r.record(gw, outcome, Source::Probe, at).is_some());
+            }
+            switches += usize::from(r.evaluate(at).is_some());
+        }
+        (switches, r)
+    }
+
+    #[test]
+    fn noise_around_equal_means_never_switches() {
+        let (switches, r) = noisy(&[20, 20], 5, 0, 1000, 1);
+        assert_eq!(switches, 0);
+        assert_eq!(r.current(), Some(0));
+        assert_eq!(r.last_switch().map(|s| &s.reason), Some(&SwitchReason::Startup));
+    }
+
+    #[test]
+    fn noise_with_three_gateways_and_sporadic_probe_failures_never_switches() {
+        for seed in 1..=5 {
+            let (switches, _) = noisy(&[20, 20, 21], 5, 10, 1000, seed);
+            assert_eq!(switches, 0, "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn clearly_better_gateway_wins_in_exactly_the_configured_rounds() {
+        for rounds in [1, 3, 5] {
+            let c = Clock::new();
+            let cfg = RankConfig {
+                switch_rounds: rounds,
+                ..RankConfig::default()
+            };
+            let mut r = Ranker::new(2, cfg, c.s(0.0));
+            feed(&mut r, c.s(0.0), 10, &[(0, 50), (1, 20)]);
+            for round in 1..rounds {
+                assert_eq!(r.evaluate(c.s(f64::from(round))), None, "round {round} of {rounds}");
+                assert_eq!(r.current(), Some(0));
+                assert_eq!(r.status(c.s(f64::from(round)))[1].wins, round);
+            }
+            let s = r.evaluate(c.s(f64::from(rounds))).expect("switch");
+            assert_eq!((s.from, s.to, s.at), (Some(0), Some(1), c.s(f64::from(rounds))));
+            match s.reason {
+                SwitchReason::Better {
+                    rounds: n,
+                    from_score_ms,
+                    to_score_ms,
+                } => {
+                    assert_eq!(n, rounds);
+                    assert!(close(from_score_ms, 50.0) && close(Some(to_score_ms), 20.0));
+                }
+                other => panic!("unexpected reason {other:?}"),
+            }
+            assert_eq!(r.current(), Some(1));
+            assert_eq!(r.last_switch(), Some(&s));
+            // The old gateway does not come straight back.
+            assert_eq!(r.evaluate(c.s(f64::from(rounds) + 1.0)), None);
+        }
+    }
+
+    #[test]
+    fn challenger_that_stops_winning_resets_its_count() {
+        let c = Clock::new();
+        let mut r = Ranker::new(2, per_second(), c.s(0.0));
+        // gateway 1's latency per round: wins, wins, loses, then wins again.
+        let series = [20, 20, 60, 20, 20, 20];
+        for (round, &l1) in series.iter().enumerate() {
+            let at = c.s(round as f64 + 0.5);
+            feed(&mut r, at, 10, &[(0, 50), (1, l1)]);
+            let s = r.evaluate(at);
+            let wins = r.status(at)[1].wins;
+            match round {
+                0 | 1 => assert_eq!((s.is_none(), wins), (true, round as u32 + 1)),
+                2 => assert_eq!((s.is_none(), wins), (true, 0)),
+                3 | 4 => assert_eq!((s.is_none(), wins), (true, round as u32 - 2)),
+                _ => assert_eq!(s.map(|s| s.to), Some(Some(1)), "third win in a row after the reset"),
+            }
+        }
+    }
+
+    #[test]
+    fn margins_are_both_required() {
+        let c = Clock::new();
+        // Relative gain 50 % but only 1 ms: the absolute margin holds it back.
+        let mut r = Ranker::new(2, RankConfig::default(), c.s(0.0));
+        feed(&mut r, c.s(0.0), 10, &[(0, 2), (1, 1)]);
+        for round in 1..20 {
+            assert_eq!(r.evaluate(c.s(f64::from(round))), None);
+        }
+        // 10 ms better but only 10 %: the relative margin holds it back.
+        let mut r = Ranker::new(2, RankConfig::default(), c.s(0.0));
+        feed(&mut r, c.s(0.0), 10, &[(0, 100), (1, 90)]);
+        for round in 1..20 {
+            assert_eq!(r.evaluate(c.s(f64::from(round))), None);
+        }
+        // Both margins met (100 -> 79).
+        let mut r = Ranker::new(2, RankConfig::default(), c.s(0.0));
+        feed(&mut r, c.s(0.0), 10, &[(0, 100), (1, 79)]);
+        let switched: Vec<_> = (1..5).map(|i| r.evaluate(c.s(f64::from(i))).is_some()).collect();
+        assert_eq!(switched, vec![false, false, true, false]);
+    }
+
+    #[test]
+    fn several_challengers_count_independently_and_the_best_wins() {
+        let c = Clock::new();
+        let mut r = Ranker::new(3, per_second(), c.s(0.0));
+        // Gateways 1 and 2 both beat 0 every round but take turns being the best.
+        for round in 0..3 {
+            let at = c.s(f64::from(round) + 0.5);
+            let (a, b) = if round % 2 == 0 { (20, 22) } else { (22, 20) };
+            feed(&mut r, at, 10, &[(0, 100), (1, a), (2, b)]);
+            let s = r.evaluate(at);
+            if round < 2 {
+                assert_eq!(s, None);
+            } else {
+                assert_eq!(s.map(|s| s.to), Some(Some(1)), "both have 3 wins; 1 scores best this round");
+            }
+        }
+    }
+
+    #[test]
+    fn unmeasured_current_is_beaten_by_a_measured_gateway_but_not_vice_versa() {
+        let c = Clock::new();
+        let mut r = Ranker::new(3, RankConfig::default(), c.s(0.0));
+        feed(&mut r, c.s(0.0), 5, &[(2, 30)]);
+        assert_eq!(r.order(c.s(0.0)), vec![0, 2, 1], "current, measured, unmeasured");
+        assert_eq!(r.evaluate(c.s(1.0)), None);
+        assert_eq!(r.evaluate(c.s(2.0)), None);
+        let s = r.evaluate(c.s(3.0)).expect("switch");
+        assert_eq!(s.to, Some(2));
+        assert!(matches!(s.reason, SwitchReason::Better { from_score_ms: None, .. }));
+        assert!(s.to_string().contains("no recent latency"), "{s}");
+        // Now 2 is current and measured; unmeasured 0 and 1 never win.
+        for round in 4..20 {
+            assert_eq!(r.evaluate(c.s(f64::from(round))), None);
+        }
+    }
+
+    #[test]
+    fn reputation_follows_the_documented_formula() {
+        let c = Clock::new();
+        let mut r = Ranker::new(1, RankConfig::default(), c.s(0.0));
+        // Prior: ratio 1, weight 4. One failure: (1 * 4 + 0) / (4 + 1) = 0.8.
+        fail(&mut r, 0, Source::Probe, c.s(0.0));
+        assert!((r.status(c.s(0.0))[0].reputation - 0.8).abs() < 1e-12);
+        // Weight 5 decays to 2.5 after one half-life, floored at 4: (0.8 * 4 + 1) / 5 = 0.84.
+        ok(&mut r, 0, 10, c.s(30.0));
+        assert!((r.status(c.s(30.0))[0].reputation - 0.84).abs() < 1e-12);
+        // Large batches: weight 5 at t=30; 100 successes and 100 failures 0 s later.
+        r.merge_traffic(0, &hist(&[(10_000, 100)]), 100, c.s(30.0));
+        let expect = (0.84 * 5.0 + 100.0) / 205.0;
+        assert!((r.status(c.s(30.0))[0].reputation - expect).abs() < 1e-12);
+        // Silence does not change the ratio, only the weight behind it.
+        assert_eq!(r.status(c.s(10_000.0))[0].reputation, r.status(c.s(30.0))[0].reputation);
+    }
+
+    #[test]
+    fn reputation_penalises_the_score() {
+        let c = Clock::new();
+        let mut r = Ranker::new(3, RankConfig::default(), c.s(0.0));
+        feed(&mut r, c.s(0.0), 20, &[(0, 40), (1, 20), (2, 20)]);
+        fail(&mut r, 1, Source::Probe, c.s(0.0));
+        fail(&mut r, 1, Source::Probe, c.s(0.0));
+        let st = r.status(c.s(0.0));
+        let rep = st[1].reputation;
+        let expect = 20.0 / rep + (1.0 - rep) / rep * 20.0;
+        assert!(close(st[1].score_ms, expect), "{:?} vs {expect}", st[1].score_ms);
+        assert!(close(st[2].score_ms, 20.0));
+        assert_eq!(r.order(c.s(0.0)), vec![0, 2, 1]);
+    }
+
+    #[test]
+    fn flapping_gateway_goes_unavailable_and_returns_only_after_sustained_health() {
+        let c = Clock::new();
+        let cfg = RankConfig::default();
+        let (down, up) = (cfg.down_threshold, cfg.up_threshold);
+        let mut r = Ranker::new(2, cfg, c.s(0.0));
+        let mut t = 0.0;
+        // Gateway 1 alternates success and failure on its probes every 5 s.
+        let mut went_down = None;
+        for i in 0..40 {
+            t += 5.0;
+            ok(&mut r, 0, 20, c.s(t));
+            if i % 2 == 0 {
+                ok(&mut r, 1, 15, c.s(t));
+            } else {
+                fail(&mut r, 1, Source::Probe, c.s(t));
+            }
+            assert_eq!(r.evaluate(c.s(t)), None, "a flapping gateway never takes over");
+            if went_down.is_none() && r.status(c.s(t))[1].state == GatewayState::Unavailable {
+                went_down = Some(i);
+            }
+        }
+        assert!(went_down.is_some_and(|i| i < 20), "down after {went_down:?} probes");
+        assert_eq!(r.status(c.s(t))[1].state, GatewayState::Unavailable);
+        assert_eq!(r.order(c.s(t)), vec![0, 1]);
+        // Now healthy: it must climb above the higher threshold, not merely above the lower one.
+        let mut seen_between = false;
+        let mut successes = 0;
+        loop {
+            t += 5.0;
+            ok(&mut r, 0, 20, c.s(t));
+            ok(&mut r, 1, 15, c.s(t));
+            successes += 1;
+            let st = r.status(c.s(t));
+            if st[1].state == GatewayState::Unavailable {
+                assert!(st[1].reputation <= up);
+                seen_between |= st[1].reputation > down;
+            } else {
+                assert!(st[1].reputation > up);
+                break;
+            }
+            assert!(successes < 100, "never recovered");
+        }
+        assert!(successes > 5, "came back after only {successes} successes");
+        assert!(seen_between, "hysteresis: stayed unavailable between the thresholds");
+    }
+
+    #[test]
+    fn current_gateway_whose_reputation_falls_is_left_at_once() {
+        let c = Clock::new();
+        let mut r = Ranker::new(2, RankConfig::default(), c.s(0.0));
+        feed(&mut r, c.s(0.0), 3, &[(0, 20), (1, 40)]);
+        // Probe failures do not fail over by themselves, but the reputation drop does.
+        let mut switch = None;
+        for i in 1..10 {
+            if let Some(s) = fail(&mut r, 0, Source::Probe, c.s(f64::from(i))) {
+                switch = Some(s);
+                break;
+            }
+            assert_eq!(r.current(), Some(0));
+        }
+        let s = switch.expect("switch");
+        assert_eq!((s.from, s.to), (Some(0), Some(1)));
+        assert!(matches!(s.reason, SwitchReason::Unavailable { threshold, .. } if threshold == 0.7));
+        assert!(s.to_string().contains("became unavailable"), "{s}");
+        assert_eq!(r.current(), Some(1));
+    }
+
+    #[test]
+    fn keepalive_or_traffic_failure_of_current_fails_over_in_the_same_call() {
+        for source in [Source::KeepAlive, Source::Traffic] {
+            let c = Clock::new();
+            let mut r = Ranker::new(3, RankConfig::default(), c.s(0.0));
+            feed(&mut r, c.s(0.0), 10, &[(0, 10), (1, 40), (2, 30)]);
+            let s = fail(&mut r, 0, source, c.s(1.0)).expect("immediate fail-over");
+            assert_eq!((s.from, s.to, &s.reason), (Some(0), Some(2), &SwitchReason::Failed { source }));
+            assert_eq!(r.current(), Some(2));
+            assert_eq!(r.last_switch(), Some(&s));
+            let st = r.status(c.s(1.0));
+            assert!(st[0].failed && st[0].state == GatewayState::Available);
+            assert_eq!(r.order(c.s(1.0)), vec![2, 1, 0], "the failed gateway ranks after the unfailed ones");
+        }
+    }
+
+    #[test]
+    fn probe_failure_or_failure_of_another_gateway_does_not_fail_over() {
+        let c = Clock::new();
+        let mut r = Ranker::new(2, RankConfig::default(), c.s(0.0));
+        feed(&mut r, c.s(0.0), 10, &[(0, 10), (1, 40)]);
+        assert_eq!(fail(&mut r, 0, Source::Probe, c.s(1.0)), None);
+        assert_eq!(fail(&mut r, 1, Source::KeepAlive, c.s(1.0)), None);
+        assert_eq!(r.current(), Some(0));
+        assert!(r.status(c.s(1.0))[1].failed);
+        assert_eq!(r.slots(2, false, c.s(1.0)), vec![vec![0, 1], vec![0, 1]], "failed 1 gets no slot");
+    }
+
+    #[test]
+    fn failed_gateway_needs_a_success_and_then_the_damping_to_return() {
+        let c = Clock::new();
+        let mut r = Ranker::new(2, RankConfig::default(), c.s(0.0));
+        feed(&mut r, c.s(0.0), 10, &[(0, 10), (1, 40)]);
+        assert!(fail(&mut r, 0, Source::KeepAlive, c.s(1.0)).is_some());
+        assert_eq!(r.current(), Some(1));
+        // Still failed: faster, but it does not accumulate wins.
+        for i in 2..6 {
+            assert_eq!(r.evaluate(c.s(f64::from(i))), None);
+            assert_eq!(r.status(c.s(f64::from(i)))[0].wins, 0);
+        }
+        // A success clears the mark; it must still win three rounds.
+        assert_eq!(ok(&mut r, 0, 10, c.s(6.0)), None);
+        assert!(!r.status(c.s(6.0))[0].failed);
+        assert_eq!(r.evaluate(c.s(7.0)), None);
+        assert_eq!(r.evaluate(c.s(8.0)), None);
+        let s = r.evaluate(c.s(9.0)).expect("back by damping");
+        assert_eq!(s.to, Some(0));
+        assert!(matches!(s.reason, SwitchReason::Better { rounds: 3, .. }));
+    }
+
+    #[test]
+    fn failure_of_the_only_usable_gateway_keeps_it_until_another_recovers() {
+        let c = Clock::new();
+        let mut r = Ranker::new(2, RankConfig::default(), c.s(0.0));
+        feed(&mut r, c.s(0.0), 10, &[(0, 10), (1, 40)]);
+        assert!(fail(&mut r, 0, Source::KeepAlive, c.s(1.0)).is_some());
+        // Both failed: stay where we are (still available), do not ping-pong.
+        assert_eq!(fail(&mut r, 1, Source::KeepAlive, c.s(2.0)), None);
+        assert_eq!(r.current(), Some(1));
+        assert_eq!(fail(&mut r, 1, Source::KeepAlive, c.s(2.5)), None);
+        // Gateway 0 succeeds: it is usable and the current one is not, so switch at once.
+        let s = ok(&mut r, 0, 10, c.s(3.0)).expect("switch");
+        assert_eq!((s.from, s.to, &s.reason), (Some(1), Some(0), &SwitchReason::Recovered));
+        assert!(s.to_string().contains("marked failed"), "{s}");
+        // A single gateway that fails its keep-alive stays current.
+        let mut r = Ranker::new(1, RankConfig::default(), c.s(0.0));
+        assert_eq!(fail(&mut r, 0, Source::KeepAlive, c.s(1.0)), None);
+        assert_eq!(r.current(), Some(0));
+    }
+
+    #[test]
+    fn no_gateway_available_then_recovery() {
+        let c = Clock::new();
+        let mut r = Ranker::new(2, RankConfig::default(), c.s(0.0));
+        feed(&mut r, c.s(0.0), 2, &[(0, 10), (1, 40)]);
+        let mut t = 0.0;
+        let mut to_none = None;
+        for _ in 0..20 {
+            t += 1.0;
+            fail(&mut r, 1, Source::Probe, c.s(t));
+            if let Some(s) = fail(&mut r, 0, Source::Probe, c.s(t))
+                && s.to.is_none()
+            {
+                to_none = Some(s);
+            }
+        }
+        let s = to_none.expect("switch to none");
+        assert!(matches!(s.reason, SwitchReason::Unavailable { .. }));
+        assert!(s.to_string().contains("no gateway"), "{s}");
+        assert_eq!(r.current(), None);
+        assert_eq!(r.evaluate(c.s(t)), None);
+        let mut order = r.order(c.s(t));
+        order.sort_unstable();
+        assert_eq!(order, vec![0, 1], "order still lists every gateway");
+        let slots = r.slots(3, false, c.s(t));
+        let first = r.order(c.s(t));
+        assert_eq!(slots.iter().map(|s| s[0]).collect::<Vec<_>>(), vec![first[0], first[1], first[0]]);
+        // Sustained successes on 1 bring it back; the first one that crosses the up threshold switches.
+        let mut back = None;
+        for _ in 0..100 {
+            t += 1.0;
+            if let Some(s) = ok(&mut r, 1, 40, c.s(t)) {
+                back = Some(s);
+                break;
+            }
+        }
+        let s = back.expect("recovered");
+        assert_eq!((s.from, s.to, &s.reason), (None, Some(1), &SwitchReason::Recovered));
+        assert_eq!(r.current(), Some(1));
+    }
+
+    #[test]
+    fn window_forgets_old_samples() {
+        let c = Clock::new();
+        let mut r = Ranker::new(1, RankConfig::default(), c.s(0.0));
+        feed(&mut r, c.s(0.0), 100, &[(0, 80)]);
+        fail(&mut r, 0, Source::Probe, c.s(0.0));
+        let st = r.status(c.s(59.9));
+        assert!(close(st[0].p90_ms, 80.0));
+        assert_eq!((st[0].samples, st[0].failures), (100, 1));
+        // Slice 0 (0-10 s) leaves the 6-slice window when slice 6 (60-70 s) starts.
+        let st = r.status(c.s(60.0));
+        assert_eq!((st[0].p90_ms, st[0].score_ms, st[0].samples, st[0].failures), (None, None, 0, 0));
+        feed(&mut r, c.s(61.0), 10, &[(0, 20)]);
+        let st = r.status(c.s(61.0));
+        assert!(close(st[0].p50_ms, 20.0) && close(st[0].p99_ms, 20.0));
+        assert_eq!(st[0].samples, 10);
+        // A slice is reused only after it expired, and then starts empty.
+        feed(&mut r, c.s(125.0), 1, &[(0, 5)]);
+        assert_eq!(r.status(c.s(125.0))[0].samples, 1);
+    }
+
+    #[test]
+    fn window_mixes_slices_and_drops_samples_older_than_the_window() {
+        let c = Clock::new();
+        let mut r = Ranker::new(1, RankConfig::default(), c.s(0.0));
+        feed(&mut r, c.s(5.0), 50, &[(0, 10)]);
+        feed(&mut r, c.s(25.0), 50, &[(0, 30)]);
+        let st = r.status(c.s(30.0));
+        assert_eq!(st[0].samples, 100);
+        assert!(close(st[0].p90_ms, 30.0) && close(st[0].p50_ms, 10.0));
+        // Time moves on to 100 s, then a late sample stamped 5 s arrives: dropped.
+        feed(&mut r, c.s(100.0), 1, &[(0, 50)]);
+        ok(&mut r, 0, 999, c.s(5.0));
+        let st = r.status(c.s(100.0));
+        assert_eq!(st[0].samples, 1);
+        assert!(close(st[0].p99_ms, 50.0));
+    }
+
+    #[test]
+    fn merged_traffic_moves_quantiles_and_reputation() {
+        let c = Clock::new();
+        let mut r = Ranker::new(2, RankConfig::default(), c.s(0.0));
+        feed(&mut r, c.s(0.0), 10, &[(0, 20), (1, 30)]);
+        assert!(close(r.status(c.s(0.0))[0].p90_ms, 20.0));
+        // Workers saw 1000 tunnel setups at 80 ms and 2 failures: no fail-over, quantiles move.
+        assert_eq!(r.merge_traffic(0, &hist(&[(80_000, 1000)]), 2, c.s(1.0)), None);
+        let st = r.status(c.s(1.0));
+        assert!(close(st[0].p50_ms, 80.0) && close(st[0].p90_ms, 80.0));
+        assert_eq!((st[0].samples, st[0].failures, st[0].failed), (1010, 2, false));
+        assert!(st[0].reputation < 1.0 && st[0].reputation > 0.99);
+        // Values beyond max_latency are clamped, not rejected.
+        let mut big = Histogram::<u64>::new(3).expect("histogram");
+        big.record_n(3_600_000_000, 5).expect("record");
+        assert_eq!(r.merge_traffic(1, &big, 0, c.s(1.0)), None);
+        assert!(r.status(c.s(1.0))[1].p99_ms.is_some_and(|p| (60_000.0..60_100.0).contains(&p)));
+        // An empty merge changes nothing.
+        assert_eq!(r.merge_traffic(1, &Histogram::new(3).expect("histogram"), 0, c.s(1.0)), None);
+        assert_eq!(r.status(c.s(1.0))[1].samples, 15);
+    }
+
+    #[test]
+    fn failing_traffic_merge_fails_over_and_a_healthy_one_clears_the_mark() {
+        let c = Clock::new();
+        let mut r = Ranker::new(2, RankConfig::default(), c.s(0.0));
+        feed(&mut r, c.s(0.0), 10, &[(0, 20), (1, 30)]);
+        // 6 failures out of 10 attempts >= 0.5: the data path reports it failing.
+        let s = r.merge_traffic(0, &hist(&[(20_000, 4)]), 6, c.s(1.0)).expect("fail-over");
+        assert_eq!((s.to, &s.reason), (Some(1), &SwitchReason::Failed { source: Source::Traffic }));
+        assert!(s.to_string().contains("data path"), "{s}");
+        assert!(r.status(c.s(1.0))[0].failed);
+        // A mostly healthy merge for gateway 0 clears it.
+        assert_eq!(r.merge_traffic(0, &hist(&[(20_000, 9)]), 1, c.s(2.0)), None);
+        assert!(!r.status(c.s(2.0))[0].failed);
+    }
+
+    #[test]
+    fn slots_by_rank_and_pinned() {
+        let c = Clock::new();
+        let mut r = Ranker::new(3, RankConfig::default(), c.s(0.0));
+        feed(&mut r, c.s(0.0), 10, &[(0, 30), (1, 10), (2, 20)]);
+        // Before any switch, current (0) still comes first.
+        assert_eq!(r.order(c.s(0.0)), vec![0, 1, 2]);
+        for i in 1..=3 {
+            r.evaluate(c.s(f64::from(i)));
+        }
+        let now = c.s(3.0);
+        assert_eq!(r.current(), Some(1));
+        assert_eq!(r.order(now), vec![1, 2, 0]);
+        assert_eq!(r.slots(3, false, now), vec![vec![1, 2, 0], vec![2, 1, 0], vec![0, 1, 2]]);
+        assert_eq!(r.slots(3, true, now), vec![vec![0, 1, 2], vec![1, 2, 0], vec![2, 1, 0]]);
+        // More slots than gateways: extra ones take the best in default mode and when pinned.
+        assert_eq!(r.slots(4, true, now)[3], vec![1, 2, 0]);
+        // Gateway 2 becomes unavailable: it keeps its pinned slot but loses its ranked one.
+        for i in 0..10 {
+            fail(&mut r, 2, Source::Probe, c.s(3.0 + f64::from(i) * 0.1));
+        }
+        let now = c.s(4.0);
+        assert_eq!(r.status(now)[2].state, GatewayState::Unavailable);
+        assert_eq!(r.order(now), vec![1, 0, 2]);
+        assert_eq!(r.slots(3, false, now), vec![vec![1, 0, 2], vec![0, 1, 2], vec![1, 0, 2]]);
+        assert_eq!(r.slots(3, true, now), vec![vec![0, 1, 2], vec![1, 0, 2], vec![2, 1, 0]]);
+        assert_eq!(r.slots(0, false, now), Vec::<Vec<usize>>::new());
+    }
+
+    #[test]
+    fn status_and_switch_serialise() {
+        let c = Clock::new();
+        let mut r = Ranker::new(2, RankConfig::default(), c.s(0.0));
+        feed(&mut r, c.s(0.0), 10, &[(0, 20), (1, 30)]);
+        fail(&mut r, 0, Source::KeepAlive, c.s(1.0));
+        let st = serde_json::to_value(r.status(c.s(2.0))).expect("json");
+        assert_eq!(st[0]["state"], "available");
+        assert_eq!(st[0]["failed"], true);
+        assert_eq!(st[1]["state"], "selected");
+        assert_eq!(st[1]["samples"], 10);
+        assert!(st[1]["p90_ms"].as_f64().is_some_and(|p| (p - 30.0).abs() < 0.1));
+        assert!(st[0]["reputation"].as_f64().is_some_and(|p| p < 1.0));
+        let v = r.last_switch().expect("switch").view(c.s(2.5));
+        let j = serde_json::to_value(&v).expect("json");
+        assert_eq!(j["from"], 0);
+        assert_eq!(j["to"], 1);
+        assert_eq!(j["reason"]["kind"], "failed");
+        assert_eq!(j["reason"]["source"], "keep_alive");
+        assert_eq!(j["text"], "gateway 0 failed its keep-alive probe: switched to gateway 1");
+        assert!((v.ago_ms - 1500.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn switch_texts() {
+        let c = Clock::new();
+        let s = |from, to, reason| Switch {
+            from,
+            to,
+            reason,
+            at: c.s(0.0),
+        };
+        let cases = [
+            (s(None, Some(0), SwitchReason::Startup), "start-up: gateway 0 is the default"),
+            (
+                s(
+                    Some(0),
+                    Some(2),
+                    SwitchReason::Better {
+                        rounds: 3,
+                        from_score_ms: Some(31.04),
+                        to_score_ms: 14.2,
+                    },
+                ),
+                "gateway 2 beat gateway 0 by the margins for 3 rounds (score 14.2 ms vs 31.0 ms)",
+            ),
+            (
+                s(Some(1), None, SwitchReason::Unavailable {
+                    reputation: 0.62,
+                    threshold: 0.7,
+                }),
+                "gateway 1 became unavailable (reputation 0.62 below 0.70): switched to no gateway",
+            ),
+            (
+                s(None, Some(1), SwitchReason::Recovered),
+                "gateway 1 became available while none was",
+            ),
+        ];
+        for (sw, text) in cases {
+            assert_eq!(sw.to_string(), text);
+        }
+    }
+
+    #[test]
+    fn invalid_config_is_reported_and_replaced_by_defaults() {
+        assert_eq!(RankConfig::default().validate(), Ok(()));
+        let bad = RankConfig {
+            window_slices: 0,
+            quantile: f64::NAN,
+            down_threshold: 0.9,
+            up_threshold: 0.8,
+            reputation_min_weight: f64::INFINITY,
+            significant_figures: 9,
+            ..RankConfig::default()
+        };
+        assert_eq!(bad.validate().map_err(|e| e.key), Err("window_slices"));
+        assert_eq!(
+            bad.validate().map_err(|e| e.to_string()),
+            Err("window_slices: must be at least 1".to_owned())
+        );
+        let keys: Vec<_> = bad.problems().into_iter().map(|p| p.key).collect();
+        assert!(keys.contains(&"quantile") && keys.contains(&"up_threshold") && keys.contains(&"significant_figures"));
+        let c = Clock::new();
+        let r = Ranker::new(2, bad, c.s(0.0));
+        assert_eq!(r.config(), &RankConfig::default());
+        assert_eq!(r.config().validate(), Ok(()));
+    }
+
+    mod prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Sample { gw: usize, latency_ms: Option<u32>, source: Source },
+            Merge { gw: usize, latencies_ms: Vec<u32>, failures: u8 },
+            Evaluate,
+            Advance(u32),
+            Rewind(u16),
+        }
+
+        fn source() -> impl Strategy<Value = Source> {
+            prop_oneof![Just(Source::Probe), Just(Source::KeepAlive), Just(Source::Traffic)]
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                4 => (0usize..6, proptest::option::weighted(0.7, 0u32..200_000), source())
+                    .prop_map(|(gw, latency_ms, source)| Op::Sample { gw, latency_ms, source }),
+                1 => (0usize..6, proptest::collection::vec(0u32..500, 0..20), any::<u8>())
+                    .prop_map(|(gw, latencies_ms, failures)| Op::Merge { gw, latencies_ms, failures }),
+                2 => Just(Op::Evaluate),
+                2 => (0u32..30_000).prop_map(Op::Advance),
+                1 => any::<u16>().prop_map(Op::Rewind),
+            ]
+        }
+
+        fn config() -> impl Strategy<Value = RankConfig> {
+            (1u32..4, 1u32..5, 0.0f64..0.5, 0u64..10, 0.5f64..0.95).prop_map(
+                |(window_s, switch_rounds, rel_margin, abs_ms, down)| RankConfig {
+                    window: Duration::from_secs(u64::from(window_s) * 10),
+                    window_slices: window_s,
+                    switch_rounds,
+                    rel_margin,
+                    abs_margin: Duration::from_millis(abs_ms),
+                    down_threshold: down,
+                    up_threshold: (down + 0.04).min(0.99),
+                    significant_figures: 2,
+                    ..RankConfig::default()
+                },
+            )
+        }
+
+        fn is_permutation(v: &[usize], n: usize) -> bool {
+            let mut s = v.to_vec();
+            s.sort_unstable();
+            s == (0..n).collect::<Vec<_>>()
+        }
+
+        fn check(r: &Ranker, now: Instant) -> Result<(), TestCaseError> {
+            let n = r.gateways.len();
+            let any_available = r.gateways.iter().any(|g| g.available);
+            prop_assert_eq!(r.current().is_some(), any_available, "current is None iff none available");
+            if let Some(c) = r.current() {
+                prop_assert!(r.gateways[c].available, "current {} is unavailable", c);
+                if r.gateways[c].failed {
+                    prop_assert!(!r.gateways.iter().any(Gateway::eligible), "failed current while another is usable");
+                }
+            }
+            let order = r.order(now);
+            prop_assert!(is_permutation(&order, n), "order {:?}", order);
+            if let Some(c) = r.current() {
+                prop_assert_eq!(order[0], c);
+            }
+            // Available gateways come before unavailable ones.
+            let first_down = order.iter().position(|&i| !r.gateways[i].available).unwrap_or(n);
+            prop_assert!(order[first_down..].iter().all(|&i| !r.gateways[i].available));
+            for pinned in [false, true] {
+                let slots = r.slots(n + 1, pinned, now);
+                prop_assert_eq!(slots.len(), n + 1);
+                for s in &slots {
+                    prop_assert!(is_permutation(s, n), "slot {:?}", s);
+                }
+                if !pinned && any_available {
+                    prop_assert!(slots.iter().all(|s| r.gateways[s[0]].available));
+                }
+            }
+            let st = r.status(now);
+            prop_assert_eq!(st.len(), n);
+            prop_assert!(serde_json::to_string(&st).is_ok());
+            prop_assert!(st.iter().all(|g| (0.0..=1.0).contains(&g.reputation)));
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+            #[test]
+            fn invariants_hold_for_any_sequence(
+                n in 0usize..5,
+                cfg in config(),
+                ops in proptest::collection::vec(op(), 0..120),
+            ) {
+                let base = Instant::now() + Duration::from_secs(1000);
+                let mut now = base;
+                let mut r = Ranker::new(n, cfg, now);
+                check(&r, now)?;
+                for op in ops {
+                    let before = r.current();
+                    let sw = match op {
+                        Op::Sample { gw, latency_ms, source } => {
+                            let outcome = latency_ms.map_or(SampleOutcome::Failed, |l| SampleOutcome::Ok(Duration::from_millis(u64::from(l))));
+                            r.record(gw, outcome, source, now)
+                        }
+                        Op::Merge { gw, latencies_ms, failures } => {
+                            let mut h = Histogram::<u64>::new(3).expect("histogram");
+                            for l in latencies_ms {
+                                h.record(u64::from(l) * 1000).expect("record");
+                            }
+                            r.merge_traffic(gw, &h, u64::from(failures), now)
+                        }
+                        Op::Evaluate => r.evaluate(now),
+                        Op::Advance(d) => { now += Duration::from_millis(u64::from(d)); None }
+                        Op::Rewind(d) => { now -= Duration::from_millis(u64::from(d)); None }
+                    };
+                    match &sw {
+                        Some(s) => {
+                            prop_assert_eq!(s.from, before);
+                            prop_assert_eq!(s.to, r.current());
+                            prop_assert_ne!(s.from, s.to);
+                            prop_assert_eq!(r.last_switch(), Some(s));
+                        }
+                        None => prop_assert_eq!(r.current(), before),
+                    }
+                    check(&r, now)?;
+                }
+            }
+
+            #[test]
+            fn damping_switches_at_most_once_to_a_gateway_nobody_beats(
+                lat in proptest::collection::vec(1u64..500, 2..5),
+            ) {
+                // Steady latencies, healthy gateways: the only possible switch is one
+                // damped improvement at the third round, to the best challenger.
+                let base = Instant::now();
+                let cfg = RankConfig::default();
+                let (rel, abs) = (cfg.rel_margin, ms(cfg.abs_margin));
+                let mut r = Ranker::new(lat.len(), cfg, base);
+                let beats = |s: f64, c: f64| s < c * (1.0 - rel) && s < c - abs;
+                let mut switches = Vec::new();
+                let mut first_scores = Vec::new();
+                for round in 0..10u64 {
+                    let now = base + Duration::from_secs(round);
+                    for (gw, &l) in lat.iter().enumerate() {
+                        r.record(gw, SampleOutcome::Ok(Duration::from_millis(l)), Source::Probe, now);
+                    }
+                    if round == 0 {
+                        first_scores = r.status(now).iter().map(|g| g.score_ms.expect("measured")).collect();
+                    }
+                    if let Some(s) = r.evaluate(now) {
+                        switches.push((round, s));
+                    }
+                }
+                let scores: Vec<f64> = r.status(base + Duration::from_secs(9)).iter().map(|g| g.score_ms.expect("measured")).collect();
+                prop_assert_eq!(&scores, &first_scores);
+                let c = r.current().expect("current");
+                prop_assert!(!scores.iter().any(|&s| beats(s, scores[c])), "current {} is beaten: {:?}", c, scores);
+                let zero_beaten = scores.iter().any(|&s| beats(s, scores[0]));
+                prop_assert_eq!(switches.len(), usize::from(zero_beaten));
+                if let Some((round, s)) = switches.first() {
+                    prop_assert_eq!(*round, 2);
+                    let damped = matches!(s.reason, SwitchReason::Better { rounds: 3, .. });
+                    prop_assert!(damped);
+                    let best = scores.iter().copied().fold(f64::INFINITY, f64::min);
+                    prop_assert_eq!(scores[c], best);
+                }
+            }
+
+            #[test]
+            fn any_config_is_sanitised_without_panic(
+                window_ms in any::<u32>(),
+                slices in any::<u32>(),
+                sigfig in any::<u8>(),
+                quantile in any::<f64>(),
+                rel in any::<f64>(),
+                down in any::<f64>(),
+                up in any::<f64>(),
+                weight in any::<f64>(),
+                ratio in any::<f64>(),
+                half_life_ms in any::<u32>(),
+                max_ms in any::<u32>(),
+            ) {
+                let cfg = RankConfig {
+                    window: Duration::from_millis(u64::from(window_ms)),
+                    window_slices: slices % 100_000,
+                    significant_figures: sigfig,
+                    quantile,
+                    rel_margin: rel,
+                    down_threshold: down,
+                    up_threshold: up,
+                    reputation_min_weight: weight,
+                    traffic_failover_ratio: ratio,
+                    reputation_half_life: Duration::from_millis(u64::from(half_life_ms)),
+                    max_latency: Duration::from_millis(u64::from(max_ms)),
+                    ..RankConfig::default()
+                };
+                let base = Instant::now();
+                let mut r = Ranker::new(2, cfg, base);
+                prop_assert_eq!(r.config().validate(), Ok(()));
+                r.record(0, SampleOutcome::Ok(Duration::MAX), Source::Probe, base);
+                r.record(1, SampleOutcome::Failed, Source::Traffic, base + Duration::from_secs(1));
+                r.evaluate(base + Duration::from_secs(2));
+                check(&r, base + Duration::from_secs(2))?;
+            }
+        }
+    }
+}
