@@ -123,11 +123,7 @@ impl RankConfig {
                 out.push(RankConfigError { key, reason });
             }
         };
-        bad(
-            self.window <= MAX_SPAN,
-            "window",
-            "must be at most one hour",
-        );
+        bad(self.window <= MAX_SPAN, "window", "must be at most one hour");
         bad(self.window_slices >= 1, "window_slices", "must be at least 1");
         bad(
             self.window_slices >= 1 && self.window / self.window_slices.max(1) >= Duration::from_millis(1),
@@ -324,7 +320,10 @@ impl fmt::Display for Switch {
                 from_score_ms,
                 to_score_ms,
             } => {
-                write!(f, "{to} beat {from} by the margins for {rounds} rounds (score {to_score_ms:.1} ms vs ")?;
+                write!(
+                    f,
+                    "{to} beat {from} by the margins for {rounds} rounds (score {to_score_ms:.1} ms vs "
+                )?;
                 match from_score_ms {
                     Some(s) => write!(f, "{s:.1} ms)"),
                     None => f.write_str("no recent latency)"),
@@ -1052,7 +1051,10 @@ mod tests {
         let r = Ranker::new(3, RankConfig::default(), c.s(0.0));
         assert_eq!(r.current(), Some(0));
         let s = r.last_switch().expect("start-up switch");
-        assert_eq!((s.from, s.to, &s.reason, s.at), (None, Some(0), &SwitchReason::Startup, c.s(0.0)));
+        assert_eq!(
+            (s.from, s.to, &s.reason, s.at),
+            (None, Some(0), &SwitchReason::Startup, c.s(0.0))
+        );
         assert_eq!(r.order(c.s(0.0)), vec![0, 1, 2]);
         let st = r.status(c.s(0.0));
         assert_eq!(st[0].state, GatewayState::Selected);
@@ -1095,7 +1097,9 @@ mod tests {
                 let outcome = if rng.range(0, 1000) < fail_per_mille {
                     SampleOutcome::Failed
                 } else {
-                    SampleOutcome::Ok(Duration::from_micros(rng.range((m - spread) * 1000, (m + spread) * 1000)))
+                    SampleOutcome::Ok(Duration::from_micros(
+                        rng.range((m - spread) * 1000, (m + spread) * 1000),
+                    ))
                 };
                 switches += usize::from(r.record(gw, outcome, Source::Probe, at).is_some());
             }
@@ -1161,15 +1165,15 @@ mod tests {
         let mut r = Ranker::new(2, per_second(), c.s(0.0));
         // gateway 1's latency per round: wins, wins, loses, then wins again.
         let series = [20, 20, 60, 20, 20, 20];
-        for (round, &l1) in series.iter().enumerate() {
-            let at = c.s(round as f64 + 0.5);
+        for (round, &l1) in (0u32..).zip(&series) {
+            let at = c.s(f64::from(round) + 0.5);
             feed(&mut r, at, 10, &[(0, 50), (1, l1)]);
             let s = r.evaluate(at);
             let wins = r.status(at)[1].wins;
             match round {
-                0 | 1 => assert_eq!((s.is_none(), wins), (true, round as u32 + 1)),
+                0 | 1 => assert_eq!((s.is_none(), wins), (true, round + 1)),
                 2 => assert_eq!((s.is_none(), wins), (true, 0)),
-                3 | 4 => assert_eq!((s.is_none(), wins), (true, round as u32 - 2)),
+                3 | 4 => assert_eq!((s.is_none(), wins), (true, round - 2)),
                 _ => assert_eq!(s.map(|s| s.to), Some(Some(1)), "third win in a row after the reset"),
             }
         }
@@ -1210,7 +1214,11 @@ mod tests {
             if round < 2 {
                 assert_eq!(s, None);
             } else {
-                assert_eq!(s.map(|s| s.to), Some(Some(1)), "both have 3 wins; 1 scores best this round");
+                assert_eq!(
+                    s.map(|s| s.to),
+                    Some(Some(1)),
+                    "both have 3 wins; 1 scores best this round"
+                );
             }
         }
     }
@@ -1225,7 +1233,13 @@ mod tests {
         assert_eq!(r.evaluate(c.s(2.0)), None);
         let s = r.evaluate(c.s(3.0)).expect("switch");
         assert_eq!(s.to, Some(2));
-        assert!(matches!(s.reason, SwitchReason::Better { from_score_ms: None, .. }));
+        assert!(matches!(
+            s.reason,
+            SwitchReason::Better {
+                from_score_ms: None,
+                ..
+            }
+        ));
         assert!(s.to_string().contains("no recent latency"), "{s}");
         // Now 2 is current and measured; unmeasured 0 and 1 never win.
         for round in 4..20 {
@@ -1341,12 +1355,19 @@ mod tests {
             let mut r = Ranker::new(3, RankConfig::default(), c.s(0.0));
             feed(&mut r, c.s(0.0), 10, &[(0, 10), (1, 40), (2, 30)]);
             let s = fail(&mut r, 0, source, c.s(1.0)).expect("immediate fail-over");
-            assert_eq!((s.from, s.to, &s.reason), (Some(0), Some(2), &SwitchReason::Failed { source }));
+            assert_eq!(
+                (s.from, s.to, &s.reason),
+                (Some(0), Some(2), &SwitchReason::Failed { source })
+            );
             assert_eq!(r.current(), Some(2));
             assert_eq!(r.last_switch(), Some(&s));
             let st = r.status(c.s(1.0));
             assert!(st[0].failed && st[0].state == GatewayState::Available);
-            assert_eq!(r.order(c.s(1.0)), vec![2, 1, 0], "the failed gateway ranks after the unfailed ones");
+            assert_eq!(
+                r.order(c.s(1.0)),
+                vec![2, 1, 0],
+                "the failed gateway ranks after the unfailed ones"
+            );
         }
     }
 
@@ -1359,7 +1380,11 @@ mod tests {
         assert_eq!(fail(&mut r, 1, Source::KeepAlive, c.s(1.0)), None);
         assert_eq!(r.current(), Some(0));
         assert!(r.status(c.s(1.0))[1].failed);
-        assert_eq!(r.slots(2, false, c.s(1.0)), vec![vec![0, 1], vec![0, 1]], "failed 1 gets no slot");
+        assert_eq!(
+            r.slots(2, false, c.s(1.0)),
+            vec![vec![0, 1], vec![0, 1]],
+            "failed 1 gets no slot"
+        );
     }
 
     #[test]
@@ -1430,7 +1455,10 @@ mod tests {
         assert_eq!(order, vec![0, 1], "order still lists every gateway");
         let slots = r.slots(3, false, c.s(t));
         let first = r.order(c.s(t));
-        assert_eq!(slots.iter().map(|s| s[0]).collect::<Vec<_>>(), vec![first[0], first[1], first[0]]);
+        assert_eq!(
+            slots.iter().map(|s| s[0]).collect::<Vec<_>>(),
+            vec![first[0], first[1], first[0]]
+        );
         // Sustained successes on 1 bring it back; the first one that crosses the up threshold switches.
         let mut back = None;
         for _ in 0..100 {
@@ -1456,7 +1484,10 @@ mod tests {
         assert_eq!((st[0].samples, st[0].failures), (100, 1));
         // Slice 0 (0-10 s) leaves the 6-slice window when slice 6 (60-70 s) starts.
         let st = r.status(c.s(60.0));
-        assert_eq!((st[0].p90_ms, st[0].score_ms, st[0].samples, st[0].failures), (None, None, 0, 0));
+        assert_eq!(
+            (st[0].p90_ms, st[0].score_ms, st[0].samples, st[0].failures),
+            (None, None, 0, 0)
+        );
         feed(&mut r, c.s(61.0), 10, &[(0, 20)]);
         let st = r.status(c.s(61.0));
         assert!(close(st[0].p50_ms, 20.0) && close(st[0].p99_ms, 20.0));
@@ -1499,9 +1530,16 @@ mod tests {
         let mut big = Histogram::<u64>::new(3).expect("histogram");
         big.record_n(3_600_000_000, 5).expect("record");
         assert_eq!(r.merge_traffic(1, &big, 0, c.s(1.0)), None);
-        assert!(r.status(c.s(1.0))[1].p99_ms.is_some_and(|p| (60_000.0..60_100.0).contains(&p)));
+        assert!(
+            r.status(c.s(1.0))[1]
+                .p99_ms
+                .is_some_and(|p| (60_000.0..60_100.0).contains(&p))
+        );
         // An empty merge changes nothing.
-        assert_eq!(r.merge_traffic(1, &Histogram::new(3).expect("histogram"), 0, c.s(1.0)), None);
+        assert_eq!(
+            r.merge_traffic(1, &Histogram::new(3).expect("histogram"), 0, c.s(1.0)),
+            None
+        );
         assert_eq!(r.status(c.s(1.0))[1].samples, 15);
     }
 
@@ -1511,8 +1549,18 @@ mod tests {
         let mut r = Ranker::new(2, RankConfig::default(), c.s(0.0));
         feed(&mut r, c.s(0.0), 10, &[(0, 20), (1, 30)]);
         // 6 failures out of 10 attempts >= 0.5: the data path reports it failing.
-        let s = r.merge_traffic(0, &hist(&[(20_000, 4)]), 6, c.s(1.0)).expect("fail-over");
-        assert_eq!((s.to, &s.reason), (Some(1), &SwitchReason::Failed { source: Source::Traffic }));
+        let s = r
+            .merge_traffic(0, &hist(&[(20_000, 4)]), 6, c.s(1.0))
+            .expect("fail-over");
+        assert_eq!(
+            (s.to, &s.reason),
+            (
+                Some(1),
+                &SwitchReason::Failed {
+                    source: Source::Traffic
+                }
+            )
+        );
         assert!(s.to_string().contains("data path"), "{s}");
         assert!(r.status(c.s(1.0))[0].failed);
         // A mostly healthy merge for gateway 0 clears it.
@@ -1533,7 +1581,10 @@ mod tests {
         let now = c.s(3.0);
         assert_eq!(r.current(), Some(1));
         assert_eq!(r.order(now), vec![1, 2, 0]);
-        assert_eq!(r.slots(3, false, now), vec![vec![1, 2, 0], vec![2, 1, 0], vec![0, 1, 2]]);
+        assert_eq!(
+            r.slots(3, false, now),
+            vec![vec![1, 2, 0], vec![2, 1, 0], vec![0, 1, 2]]
+        );
         assert_eq!(r.slots(3, true, now), vec![vec![0, 1, 2], vec![1, 2, 0], vec![2, 1, 0]]);
         // More slots than gateways: extra ones take the best in default mode and when pinned.
         assert_eq!(r.slots(4, true, now)[3], vec![1, 2, 0]);
@@ -1544,7 +1595,10 @@ mod tests {
         let now = c.s(4.0);
         assert_eq!(r.status(now)[2].state, GatewayState::Unavailable);
         assert_eq!(r.order(now), vec![1, 0, 2]);
-        assert_eq!(r.slots(3, false, now), vec![vec![1, 0, 2], vec![0, 1, 2], vec![1, 0, 2]]);
+        assert_eq!(
+            r.slots(3, false, now),
+            vec![vec![1, 0, 2], vec![0, 1, 2], vec![1, 0, 2]]
+        );
         assert_eq!(r.slots(3, true, now), vec![vec![0, 1, 2], vec![1, 0, 2], vec![2, 1, 0]]);
         assert_eq!(r.slots(0, false, now), Vec::<Vec<usize>>::new());
     }
@@ -1568,7 +1622,10 @@ mod tests {
         assert_eq!(j["to"], 1);
         assert_eq!(j["reason"]["kind"], "failed");
         assert_eq!(j["reason"]["source"], "keep_alive");
-        assert_eq!(j["text"], "gateway 0 failed its keep-alive probe: switched to gateway 1");
+        assert_eq!(
+            j["text"],
+            "gateway 0 failed its keep-alive probe: switched to gateway 1"
+        );
         assert!((v.ago_ms - 1500.0).abs() < 1e-6);
     }
 
@@ -1582,7 +1639,10 @@ mod tests {
             at: c.s(0.0),
         };
         let cases = [
-            (s(None, Some(0), SwitchReason::Startup), "start-up: gateway 0 is the default"),
+            (
+                s(None, Some(0), SwitchReason::Startup),
+                "start-up: gateway 0 is the default",
+            ),
             (
                 s(
                     Some(0),
@@ -1596,10 +1656,14 @@ mod tests {
                 "gateway 2 beat gateway 0 by the margins for 3 rounds (score 14.2 ms vs 31.0 ms)",
             ),
             (
-                s(Some(1), None, SwitchReason::Unavailable {
-                    reputation: 0.62,
-                    threshold: 0.7,
-                }),
+                s(
+                    Some(1),
+                    None,
+                    SwitchReason::Unavailable {
+                        reputation: 0.62,
+                        threshold: 0.7,
+                    },
+                ),
                 "gateway 1 became unavailable (reputation 0.62 below 0.70): switched to no gateway",
             ),
             (
@@ -1643,8 +1707,16 @@ mod tests {
 
         #[derive(Debug, Clone)]
         enum Op {
-            Sample { gw: usize, latency_ms: Option<u32>, source: Source },
-            Merge { gw: usize, latencies_ms: Vec<u32>, failures: u8 },
+            Sample {
+                gw: usize,
+                latency_ms: Option<u32>,
+                source: Source,
+            },
+            Merge {
+                gw: usize,
+                latencies_ms: Vec<u32>,
+                failures: u8,
+            },
             Evaluate,
             Advance(u32),
             Rewind(u16),
@@ -1691,11 +1763,18 @@ mod tests {
         fn check(r: &Ranker, now: Instant) -> Result<(), TestCaseError> {
             let n = r.gateways.len();
             let any_available = r.gateways.iter().any(|g| g.available);
-            prop_assert_eq!(r.current().is_some(), any_available, "current is None iff none available");
+            prop_assert_eq!(
+                r.current().is_some(),
+                any_available,
+                "current is None iff none available"
+            );
             if let Some(c) = r.current() {
                 prop_assert!(r.gateways[c].available, "current {} is unavailable", c);
                 if r.gateways[c].failed {
-                    prop_assert!(!r.gateways.iter().any(Gateway::eligible), "failed current while another is usable");
+                    prop_assert!(
+                        !r.gateways.iter().any(Gateway::eligible),
+                        "failed current while another is usable"
+                    );
                 }
             }
             let order = r.order(now);
