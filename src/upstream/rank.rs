@@ -60,7 +60,8 @@ pub struct RankConfig {
     /// Half-life of the evidence behind the reputation (default 30 s).
     pub reputation_half_life: Duration,
     /// Weight the current reputation keeps however long a gateway was silent,
-    /// so one sample after a pause cannot swing it (default 4 samples).
+    /// so one sample after a pause cannot swing it (default 10 samples: one
+    /// failure costs a healthy gateway at most ~9 %, within `rel_margin`).
     /// Also the weight of the prior (reputation 1.0) at start-up.
     pub reputation_min_weight: f64,
     /// An available gateway whose reputation falls below this becomes
@@ -89,7 +90,7 @@ impl Default for RankConfig {
             abs_margin: Duration::from_millis(5),
             switch_rounds: 3,
             reputation_half_life: Duration::from_secs(30),
-            reputation_min_weight: 4.0,
+            reputation_min_weight: 10.0,
             down_threshold: 0.7,
             up_threshold: 0.9,
             traffic_failover_ratio: 0.5,
@@ -1251,18 +1252,24 @@ mod tests {
     fn reputation_follows_the_documented_formula() {
         let c = Clock::new();
         let mut r = Ranker::new(1, RankConfig::default(), c.s(0.0));
-        // Prior: ratio 1, weight 4. One failure: (1 * 4 + 0) / (4 + 1) = 0.8.
+        // Prior: ratio 1, weight 10. One failure: (1 * 10 + 0) / (10 + 1) = 10/11.
         fail(&mut r, 0, Source::Probe, c.s(0.0));
-        assert!((r.status(c.s(0.0))[0].reputation - 0.8).abs() < 1e-12);
-        // Weight 5 decays to 2.5 after one half-life, floored at 4: (0.8 * 4 + 1) / 5 = 0.84.
+        let r1 = 10.0 / 11.0;
+        assert!((r.status(c.s(0.0))[0].reputation - r1).abs() < 1e-12);
+        // Weight 11 decays to 5.5 after one half-life, floored at 10: (r1 * 10 + 1) / 11.
         ok(&mut r, 0, 10, c.s(30.0));
-        assert!((r.status(c.s(30.0))[0].reputation - 0.84).abs() < 1e-12);
-        // Large batches: weight 5 at t=30; 100 successes and 100 failures 0 s later.
+        let r2 = (r1 * 10.0 + 1.0) / 11.0;
+        assert!((r.status(c.s(30.0))[0].reputation - r2).abs() < 1e-12);
+        // Weight 11 at once: a batch of 100 successes and 100 failures at the same instant.
         r.merge_traffic(0, &hist(&[(10_000, 100)]), 100, c.s(30.0));
-        let expect = (0.84 * 5.0 + 100.0) / 205.0;
-        assert!((r.status(c.s(30.0))[0].reputation - expect).abs() < 1e-12);
+        let r3 = (r2 * 11.0 + 100.0) / 211.0;
+        assert!((r.status(c.s(30.0))[0].reputation - r3).abs() < 1e-12);
+        // Above the floor the weight decays: 211 halves to 105.5 after 30 s.
+        ok(&mut r, 0, 10, c.s(60.0));
+        let r4 = (r3 * 105.5 + 1.0) / 106.5;
+        assert!((r.status(c.s(60.0))[0].reputation - r4).abs() < 1e-9);
         // Silence does not change the ratio, only the weight behind it.
-        assert_eq!(r.status(c.s(10_000.0))[0].reputation, r.status(c.s(30.0))[0].reputation);
+        assert_eq!(r.status(c.s(10_000.0))[0].reputation, r.status(c.s(60.0))[0].reputation);
     }
 
     #[test]
@@ -1325,6 +1332,24 @@ mod tests {
         }
         assert!(successes > 5, "came back after only {successes} successes");
         assert!(seen_between, "hysteresis: stayed unavailable between the thresholds");
+    }
+
+    #[test]
+    fn one_failed_probe_does_not_hand_over_to_an_equal_gateway() {
+        for interval in [1.0, 5.0, 10.0, 30.0] {
+            let c = Clock::new();
+            let mut r = Ranker::new(2, RankConfig::default(), c.s(0.0));
+            for i in 0..60 {
+                let at = c.s(f64::from(i) * interval);
+                if i == 20 {
+                    assert_eq!(fail(&mut r, 0, Source::Probe, at), None);
+                } else {
+                    ok(&mut r, 0, 20, at);
+                }
+                ok(&mut r, 1, 20, at);
+                assert_eq!(r.evaluate(at), None, "probe interval {interval} s, probe {i}");
+            }
+        }
     }
 
     #[test]
@@ -1589,8 +1614,8 @@ mod tests {
         // More slots than gateways: extra ones take the best in default mode and when pinned.
         assert_eq!(r.slots(4, true, now)[3], vec![1, 2, 0]);
         // Gateway 2 becomes unavailable: it keeps its pinned slot but loses its ranked one.
-        for i in 0..10 {
-            fail(&mut r, 2, Source::Probe, c.s(3.0 + f64::from(i) * 0.1));
+        for i in 0..20 {
+            fail(&mut r, 2, Source::Probe, c.s(3.0 + f64::from(i) * 0.05));
         }
         let now = c.s(4.0);
         assert_eq!(r.status(now)[2].state, GatewayState::Unavailable);
