@@ -3,6 +3,8 @@
 //! The control plane builds a [`Routing`] and publishes it atomically; data
 //! path workers `load()` it per connection (lock-free, no contention).
 
+pub mod rank;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
