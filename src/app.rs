@@ -185,6 +185,7 @@ pub fn start_client(cfg: &ClientConfig, pool: &DefaultThreadPool) -> anyhow::Res
             },
             log: log.clone(),
             probe: false,
+            probe_delay: None,
             route: Some(route.into()),
         })
     };

@@ -46,6 +46,8 @@ pub struct ProxySettings {
     pub log: AccessLog,
     /// Answer the probe endpoint (gateways only).
     pub probe: bool,
+    /// Wait this long before answering a probe (simulates distance).
+    pub probe_delay: Option<Duration>,
     /// Added to every access-log line (e.g. the client's `direct:on-premise`).
     pub route: Option<Arc<str>>,
 }
@@ -152,7 +154,10 @@ impl Proxy {
             // The per-request state machine is large; boxing it keeps
             // connections that sit idle between requests small.
             let outcome = Box::pin(self.handle(c, head, &mut origin)).await;
-            self.log(c, &method, &target, &outcome, start);
+            // Probes are frequent and uninteresting in the access log.
+            if !(outcome.status == 204 && target == PROBE_PATH) {
+                self.log(c, &method, &target, &outcome, start);
+            }
             if !outcome.keep_alive {
                 return;
             }
@@ -201,6 +206,9 @@ impl Proxy {
         let path = head.path.str(data);
         let reply = if self.settings.probe && head.form == Form::Origin && path == PROBE_PATH && !has_body {
             if head.method == Method::Get || head.method == Method::Head {
+                if let Some(d) = self.settings.probe_delay {
+                    monoio::time::sleep(d).await;
+                }
                 (204, None)
             } else {
                 (405, Some("the probe endpoint answers GET and HEAD only"))

@@ -18,7 +18,7 @@ use std::time::{Instant, SystemTime};
 
 use monoio::net::TcpStream;
 use msc_io::framing::{BodyLen, BodyTracker, request_body};
-use msc_io::head::{Form, RequestHead};
+use msc_io::head::{Form, Method, RequestHead};
 use msc_io::stream::{
     BodyError, HeadReadError, PlainReader, PlainWriter, RelayState, Sink, Source, forward_body, read_request_head,
     relay,
@@ -29,7 +29,7 @@ use crate::control::feedback::Recorder;
 use crate::gateway::access::{AccessLog, Record};
 use crate::http::{error_reply, is_hop_by_hop};
 use crate::proxy::{Peer, Proxy, ProxySettings, ProxyTimeouts, RespError, relay_response};
-use crate::upstream::{GatewayRoute, Routing, RoutingHandle};
+use crate::upstream::{Routing, RoutingHandle};
 use crate::worker::Service;
 use pool::{OpenError, Tunnel, TunnelPool, retire};
 
@@ -109,20 +109,7 @@ impl ClientService {
                 return Ok((t, true));
             }
         }
-        let mut last = None;
-        for gw in routing.for_slot(slot) {
-            match self.pool.open(gw).await {
-                Ok(t) => return Ok((t, false)),
-                Err(e) => {
-                    tracing::warn!("{peer}: {}", e.reason);
-                    last = Some(e);
-                }
-            }
-        }
-        Err(last.unwrap_or(OpenError {
-            status: 502,
-            reason: "no gateway is configured for this port".into(),
-        }))
+        self.open_any(routing, slot, peer).await.map(|t| (t, false))
     }
 
     fn log(&self, req: &ReqLog, status: u16, up: u64, down: u64, gw: usize) {
@@ -295,52 +282,65 @@ impl ClientService {
             idle: self.t.idle,
             connect: self.t.connect,
         };
-        // One retry on a fresh tunnel if a pooled one fails before anything
-        // came back and no body byte was consumed from the browser.
+        // One retry on a fresh tunnel (failing over across the slot's
+        // gateways) if the tunnel fails before anything came back, no body
+        // byte was taken from the browser, and repeating is safe: the tunnel
+        // came from the pool (the request never reached an origin), or the
+        // method is idempotent.
+        let idempotent = matches!(method, Method::Get | Method::Head | Method::Options | Method::Connect);
+        let mut retried = false;
         let (up_res, resp) = loop {
             let gw_index = tun.gw;
-            if let Err(e) = tun.w.write_bytes(&up).await {
-                retire(tun);
-                match self.retry(routing, gw_index, pooled, body, peer, &e.to_string()).await {
-                    Some(t) => {
-                        tun = t;
-                        pooled = false;
-                        continue;
-                    }
-                    None => {
-                        answer(bw, 502, &format!("tunnel to the gateway failed: {e}")).await;
-                        return Next::Close;
+            let may_retry = !retried && body == BodyLen::Empty && (pooled || idempotent);
+            let failure = match tun.w.write_bytes(&up).await {
+                Err(e) => Some(e.to_string()),
+                Ok(()) => None,
+            };
+            let outcome = match failure {
+                Some(reason) => Err(reason),
+                None => {
+                    let state = RelayState::new(self.t.idle);
+                    let mut tracker = BodyTracker::new(body);
+                    let (up_res, resp) = monoio::join!(
+                        forward_body(br, &mut tun.w, &mut tracker, &state),
+                        relay_response(&mut tun.r, bw, method, browser_close, timeouts, &state, "gateway")
+                    );
+                    match &resp {
+                        Err(RespError::Before(_, reason)) if !matches!(up_res, Err(BodyError::Framing(_))) => {
+                            Err(reason.clone())
+                        }
+                        _ => Ok((up_res, resp)),
                     }
                 }
+            };
+            let reason = match outcome {
+                Ok(done) => break done,
+                Err(reason) => reason,
+            };
+            retire(tun);
+            let label = routing.gateways.get(gw_index).map(|g| g.label()).unwrap_or_default();
+            if !pooled {
+                self.recorder.tunnel_failed(gw_index, &reason);
             }
-            let state = RelayState::new(self.t.idle);
-            let mut tracker = BodyTracker::new(body);
-            let (up_res, resp) = monoio::join!(
-                forward_body(br, &mut tun.w, &mut tracker, &state),
-                relay_response(&mut tun.r, bw, method, browser_close, timeouts, &state, "gateway")
-            );
-            if let Err(RespError::Before(_, reason)) = &resp
-                && pooled
-                && body == BodyLen::Empty
-                && !matches!(up_res, Err(BodyError::Framing(_)))
-            {
-                let reason = reason.clone();
-                retire(tun);
-                if let Some(t) = self.retry(routing, gw_index, pooled, body, peer, &reason).await {
+            if may_retry {
+                tracing::debug!("{peer}: tunnel to {label} failed before answering ({reason}); retrying");
+                retried = true;
+                if let Ok(t) = self.open_any(routing, slot, peer).await {
                     tun = t;
                     pooled = false;
                     continue;
                 }
-                let label = routing.gateways.get(gw_index).map(|g| g.label()).unwrap_or_default();
-                answer(
-                    bw,
-                    502,
-                    &format!("gateway {label} closed the tunnel before answering: {reason}"),
-                )
-                .await;
-                return Next::Close;
             }
-            break (up_res, resp);
+            answer(
+                bw,
+                502,
+                &format!(
+                    "gateway {label} closed the tunnel before answering (is this client's certificate accepted?): {reason}"
+                ),
+            )
+            .await;
+            self.log(&req, 502, 0, 0, gw_index);
+            return Next::Close;
         };
         let gw = tun.gw;
         let up_bytes = match &up_res {
@@ -396,22 +396,21 @@ impl ClientService {
         }
     }
 
-    /// A fresh tunnel for a retry, if one is allowed: only after a pooled
-    /// tunnel failed, and only if the request body was not streamed.
-    async fn retry(
-        &self,
-        routing: &Routing,
-        gw: usize,
-        pooled: bool,
-        body: BodyLen,
-        peer: SocketAddr,
-        why: &str,
-    ) -> Option<Tunnel> {
-        if !pooled || body != BodyLen::Empty {
-            return None;
+    /// A new tunnel, failing over across the slot's gateways in order.
+    async fn open_any(&self, routing: &Routing, slot: usize, peer: SocketAddr) -> Result<Tunnel, OpenError> {
+        let mut last = None;
+        for gw in routing.for_slot(slot) {
+            match self.pool.open(gw).await {
+                Ok(t) => return Ok(t),
+                Err(e) => {
+                    tracing::warn!("{peer}: {}", e.reason);
+                    last = Some(e);
+                }
+            }
         }
-        tracing::debug!("{peer}: pooled tunnel failed ({why}); retrying on a fresh one");
-        let g: &Arc<GatewayRoute> = routing.gateways.get(gw)?;
-        self.pool.open(g).await.ok()
+        Err(last.unwrap_or(OpenError {
+            status: 502,
+            reason: "no gateway is configured for this port".into(),
+        }))
     }
 }

@@ -28,6 +28,26 @@ struct Raw {
     log: RawLog,
     #[serde(default)]
     pool: RawPool,
+    #[serde(default)]
+    selection: RawSelection,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSelection {
+    probe_interval: Option<String>,
+    keepalive_interval: Option<String>,
+    evaluate_interval: Option<String>,
+    pinned: Option<bool>,
+    quantile: Option<f64>,
+    rel_margin: Option<f64>,
+    abs_margin: Option<String>,
+    switch_rounds: Option<u32>,
+    window: Option<String>,
+    reputation_half_life: Option<String>,
+    down_threshold: Option<f64>,
+    up_threshold: Option<f64>,
+    failure_penalty: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -137,6 +157,21 @@ pub struct Server {
     pub https_port: u16,
 }
 
+/// How the control plane measures and chooses gateways.
+#[derive(Clone, Debug)]
+pub struct Selection {
+    /// Every gateway is probed this often (with ±20 % jitter).
+    pub probe_interval: Duration,
+    /// The gateway in use is also checked this often.
+    pub keepalive_interval: Duration,
+    /// One damping round this often.
+    pub evaluate_interval: Duration,
+    /// Slot i always uses gateway i first (as the original product did);
+    /// otherwise slot 1 carries the best gateway, slot 2 the second best...
+    pub pinned: bool,
+    pub rank: crate::upstream::rank::RankConfig,
+}
+
 /// Each worker's pool of ready tunnels, per gateway.
 #[derive(Clone, Copy, Debug)]
 pub struct PoolConfig {
@@ -187,6 +222,7 @@ pub struct ClientConfig {
     pub fail_open: bool,
     pub access_log: super::AccessLogTarget,
     pub pool: PoolConfig,
+    pub selection: Selection,
 }
 
 impl ClientConfig {
@@ -441,6 +477,7 @@ fn validate(file: &Path, raw: Raw) -> Result<ClientConfig, ConfigError> {
             format!("must be at least pool.idle ({})", pool.idle_target),
         ));
     }
+    let selection = selection(&c, &raw.selection)?;
     Ok(ClientConfig {
         file: file.to_path_buf(),
         workers,
@@ -454,5 +491,49 @@ fn validate(file: &Path, raw: Raw) -> Result<ClientConfig, ConfigError> {
         fail_open,
         access_log,
         pool,
+        selection,
     })
+}
+
+fn selection(c: &Check<'_>, r: &RawSelection) -> Result<Selection, ConfigError> {
+    let d = |key: &str, v: &Option<String>, default: Duration| match v {
+        Some(s) => c.duration(&format!("selection.{key}"), s),
+        None => Ok(default),
+    };
+    let base = crate::upstream::rank::RankConfig::default();
+    let rank = crate::upstream::rank::RankConfig {
+        quantile: r.quantile.unwrap_or(base.quantile),
+        rel_margin: r.rel_margin.unwrap_or(base.rel_margin),
+        abs_margin: d("abs_margin", &r.abs_margin, base.abs_margin)?,
+        switch_rounds: r.switch_rounds.unwrap_or(base.switch_rounds),
+        window: d("window", &r.window, base.window)?,
+        reputation_half_life: d(
+            "reputation_half_life",
+            &r.reputation_half_life,
+            base.reputation_half_life,
+        )?,
+        down_threshold: r.down_threshold.unwrap_or(base.down_threshold),
+        up_threshold: r.up_threshold.unwrap_or(base.up_threshold),
+        failure_penalty: d("failure_penalty", &r.failure_penalty, base.failure_penalty)?,
+        ..base
+    };
+    rank.validate()
+        .map_err(|e| c.err(format!("selection.{}", e.key), e.reason))?;
+    let s = Selection {
+        probe_interval: d("probe_interval", &r.probe_interval, Duration::from_secs(30))?,
+        keepalive_interval: d("keepalive_interval", &r.keepalive_interval, Duration::from_secs(5))?,
+        evaluate_interval: d("evaluate_interval", &r.evaluate_interval, Duration::from_secs(5))?,
+        pinned: r.pinned.unwrap_or(false),
+        rank,
+    };
+    for (k, v) in [
+        ("probe_interval", s.probe_interval),
+        ("keepalive_interval", s.keepalive_interval),
+        ("evaluate_interval", s.evaluate_interval),
+    ] {
+        if v < Duration::from_millis(100) {
+            return Err(c.err(format!("selection.{k}"), "must be at least 100ms"));
+        }
+    }
+    Ok(s)
 }

@@ -23,6 +23,14 @@ struct Raw {
     timeouts: RawTimeouts,
     #[serde(default)]
     log: RawLog,
+    #[serde(default)]
+    probe: RawProbe,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawProbe {
+    delay: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -82,6 +90,8 @@ pub struct GatewayConfig {
     pub deny: DenyList,
     pub timeouts: GatewayTimeouts,
     pub access_log: AccessLogTarget,
+    /// Extra delay before answering probes (simulates a distant gateway in tests and demos).
+    pub probe_delay: Option<Duration>,
 }
 
 impl GatewayConfig {
@@ -120,6 +130,10 @@ fn validate(file: &Path, raw: Raw) -> Result<GatewayConfig, ConfigError> {
         connect: d("timeouts.connect", &t.connect, Duration::from_secs(10))?,
     };
     let access_log = c.access_log("log.access", raw.log.access.as_deref())?;
+    let probe_delay = match &raw.probe.delay {
+        Some(v) => Some(c.duration("probe.delay", v)?),
+        None => None,
+    };
     Ok(GatewayConfig {
         file: file.to_path_buf(),
         workers,
@@ -128,5 +142,6 @@ fn validate(file: &Path, raw: Raw) -> Result<GatewayConfig, ConfigError> {
         deny,
         timeouts,
         access_log,
+        probe_delay,
     })
 }

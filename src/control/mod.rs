@@ -6,6 +6,7 @@
 pub mod api;
 pub mod feedback;
 pub mod premise;
+pub mod probe;
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -20,6 +21,7 @@ use monoio::net::TcpListener;
 use serde::Serialize;
 
 use crate::config::client::ClientConfig;
+use crate::upstream::rank::{GatewayStatus, Ranker, SampleOutcome, Source, Switch, SwitchReason};
 use crate::upstream::{GatewayRoute, Routing, RoutingHandle};
 use feedback::{DirectCounts, Feedback, TlsCounts};
 use premise::PremiseCheck;
@@ -67,6 +69,7 @@ pub struct State {
     tls: TlsCounts,
     workers: usize,
     started: Instant,
+    ranker: Ranker,
 }
 
 #[derive(Debug, Serialize)]
@@ -94,6 +97,19 @@ pub struct GatewayInfo {
     pub name: String,
     pub address: String,
     pub resolved: Vec<SocketAddr>,
+    #[serde(flatten)]
+    pub rank: GatewayStatus,
+}
+
+/// The last change of the selected gateway.
+#[derive(Debug, Serialize)]
+pub struct LastSwitch {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    /// Human-readable reason.
+    pub reason: String,
+    pub detail: SwitchReason,
+    pub seconds_ago: f64,
 }
 
 /// `GET /status`.
@@ -106,6 +122,9 @@ pub struct Status {
     pub premise: PremiseStatus,
     pub slots: Vec<SlotStatus>,
     pub gateways: Vec<GatewayInfo>,
+    /// The selected gateway (`null` when none is available).
+    pub selected: Option<String>,
+    pub last_switch: Option<LastSwitch>,
     /// Requests handled without a gateway since start.
     pub direct: DirectCounts,
     /// Tunnel handshakes since start, and how many resumed a session.
@@ -158,12 +177,25 @@ impl State {
             gateways: self
                 .gateways
                 .iter()
-                .map(|g| GatewayInfo {
+                .zip(self.ranker.status(Instant::now()))
+                .map(|(g, rank)| GatewayInfo {
                     name: g.name.to_string(),
                     address: g.address.clone(),
                     resolved: g.addrs.clone(),
+                    rank,
                 })
                 .collect(),
+            selected: self.ranker.current().map(|i| self.name(i)),
+            last_switch: self.ranker.last_switch().map(|sw| {
+                let v = sw.view(Instant::now());
+                LastSwitch {
+                    from: sw.from.map(|i| self.name(i)),
+                    to: sw.to.map(|i| self.name(i)),
+                    reason: v.text,
+                    detail: v.reason,
+                    seconds_ago: v.ago_ms / 1000.0,
+                }
+            }),
             direct: self.direct,
             tls: self.tls,
         }
@@ -174,41 +206,99 @@ impl State {
             && self.premise.last.as_ref().is_some_and(|(c, _)| c.on_premise)
     }
 
+    fn name(&self, i: usize) -> String {
+        self.gateways
+            .get(i)
+            .map_or_else(|| format!("#{i}"), |g| g.name.to_string())
+    }
+
     /// Publishes a new routing table for the workers.
     fn publish(&self) {
-        let n = self.gateways.len();
-        let slots = (0..self.slots.len())
-            .map(|i| {
-                // Slot i's own gateway first, then the others for connect-time fail-over.
-                let first = i.min(n.saturating_sub(1));
-                let mut order = vec![first];
-                order.extend((0..n).filter(|&g| g != first));
-                order
-            })
-            .collect();
+        let now = Instant::now();
         self.routing.store(Arc::new(Routing {
             gateways: self.gateways.clone(),
-            slots,
+            slots: self.ranker.slots(self.slots.len(), self.cfg.selection.pinned, now),
             direct_on_premise: self.on_premise_direct(),
-            none_available: false,
+            none_available: self.ranker.current().is_none(),
         }));
     }
 
+    /// Logs a change of the selected gateway and publishes the new routing.
+    fn switched(&self, sw: Option<Switch>) {
+        if let Some(sw) = sw {
+            let from = sw.from.map_or_else(|| "none".to_string(), |i| self.name(i));
+            let to = sw
+                .to
+                .map_or_else(|| "none (no gateway available)".to_string(), |i| self.name(i));
+            tracing::info!("gateway switch: {from} -> {to}: {sw}");
+        }
+        self.publish();
+    }
+
     fn apply(&mut self, fb: Feedback) {
+        let now = Instant::now();
         match fb {
-            Feedback::Report { direct, tls, .. } => {
+            Feedback::Report {
+                direct, tls, gateways, ..
+            } => {
                 self.tls.handshakes += tls.handshakes;
                 self.tls.resumed += tls.resumed;
                 self.direct.on_premise += direct.on_premise;
                 self.direct.fail_open += direct.fail_open;
                 self.direct.fail_closed += direct.fail_closed;
+                // Traffic outcomes feed reputation and fail-over; latency comes
+                // from probes so that every gateway is measured the same way.
+                // Failures were already reported one by one (`Failed`).
+                for (i, g) in gateways.iter().enumerate() {
+                    if g.ok > 0 {
+                        let sw = self.ranker.merge_outcomes(i, g.ok, 0, now);
+                        if sw.is_some() {
+                            self.switched(sw);
+                        }
+                    }
+                }
             }
             Feedback::Failed { gateway, reason } => {
                 if let Some(g) = self.gateways.get(gateway) {
                     tracing::warn!("gateway {} failed on the data path: {reason}", g.label());
                 }
+                let sw = self.ranker.record(gateway, SampleOutcome::Failed, Source::Traffic, now);
+                self.switched(sw);
             }
         }
+    }
+
+    /// A probe result.
+    fn probed(&mut self, gw: usize, res: Result<Duration, String>, source: Source) {
+        let now = Instant::now();
+        let outcome = match res {
+            Ok(d) => SampleOutcome::Ok(d),
+            Err(e) => {
+                tracing::info!("probe of gateway {} failed: {e}", self.name(gw));
+                SampleOutcome::Failed
+            }
+        };
+        let sw = self.ranker.record(gw, outcome, source, now);
+        if sw.is_some() {
+            self.switched(sw);
+        }
+    }
+
+    /// Replaces a gateway's resolved addresses (control thread re-resolves names).
+    fn set_addrs(&mut self, gw: usize, addrs: Vec<SocketAddr>) {
+        let Some(old) = self.gateways.get(gw) else { return };
+        if old.addrs == addrs || addrs.is_empty() {
+            return;
+        }
+        tracing::info!("gateway {} now resolves to {addrs:?}", old.label());
+        self.gateways[gw] = Arc::new(GatewayRoute {
+            index: old.index,
+            name: old.name.clone(),
+            address: old.address.clone(),
+            addrs,
+            server_name: old.server_name.clone(),
+        });
+        self.publish();
     }
 
     fn set_premise(&mut self, check: PremiseCheck) {
@@ -296,6 +386,8 @@ async fn run(
         }
     };
     let feedback = inputs.feedback;
+    let n_gateways = inputs.gateways.len();
+    let ranker = Ranker::new(n_gateways, inputs.cfg.selection.rank.clone(), Instant::now());
     let state = Rc::new(RefCell::new(State {
         pac_max_age: inputs.cfg.pac.max_age,
         cfg: inputs.cfg,
@@ -308,6 +400,7 @@ async fn run(
         tls: TlsCounts::default(),
         workers: inputs.workers,
         started: Instant::now(),
+        ranker,
     }));
     state.borrow().publish();
 
@@ -372,6 +465,7 @@ async fn run(
             }
         });
     }
+    start_probing(&state, &stop);
     let _ = ready.send(Ok(()));
     drop(ready);
 
@@ -384,4 +478,84 @@ async fn run(
             _ = stop.recv_async() => break,
         }
     }
+}
+
+/// Probes every gateway now and then periodically (with jitter), checks the
+/// selected one more often, and runs the damping rounds. Sleeps in between:
+/// no busy loops, and nothing runs more often than configured.
+fn start_probing(state: &Rc<RefCell<State>>, stop: &flume::Receiver<()>) {
+    let (cfg, gateways) = {
+        let st = state.borrow();
+        (st.cfg.clone(), st.gateways.clone())
+    };
+    let creds = msc_tls::config::ClientCreds {
+        ca: &cfg.tls.ca,
+        cert: &cfg.tls.cert,
+        key: &cfg.tls.key,
+    };
+    let tls = match msc_tls::config::client_config(&creds, 16) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!("probes disabled: {e}");
+            return;
+        }
+    };
+    let sel = cfg.selection.clone();
+    let t = cfg.timeouts;
+    let seed = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(7, |d| u64::from(d.subsec_nanos()));
+    for (i, s) in cfg.servers.iter().enumerate() {
+        let st = state.clone();
+        let stop = stop.clone();
+        let tls = tls.clone();
+        let (host, port) = (s.host.clone(), s.port);
+        let gw = gateways[i].clone();
+        let mut jitter = probe::Jitter::new(seed ^ ((i as u64 + 1) * 0x9E37_79B9));
+        let interval = sel.probe_interval;
+        monoio::spawn(async move {
+            // The first probe runs at once, in parallel for every gateway.
+            loop {
+                let addrs = probe::resolve(host.clone(), port).await;
+                st.borrow_mut().set_addrs(i, addrs.clone());
+                let res = probe::probe(&gw, &addrs, tls.clone(), t.connect, t.handshake).await;
+                st.borrow_mut().probed(i, res, Source::Probe);
+                monoio::select! {
+                    _ = monoio::time::sleep(jitter.around(interval)) => {},
+                    _ = stop.recv_async() => return,
+                }
+            }
+        });
+    }
+    // Keep-alive: the selected gateway, more often.
+    let st = state.clone();
+    let stop2 = stop.clone();
+    let tls2 = tls.clone();
+    monoio::spawn(async move {
+        loop {
+            monoio::select! {
+                _ = monoio::time::sleep(sel.keepalive_interval) => {},
+                _ = stop2.recv_async() => return,
+            }
+            let cur = st.borrow().ranker.current();
+            let Some(i) = cur else { continue };
+            let gw = st.borrow().gateways[i].clone();
+            let res = probe::probe(&gw, &gw.addrs, tls2.clone(), t.connect, t.handshake).await;
+            st.borrow_mut().probed(i, res, Source::KeepAlive);
+        }
+    });
+    // Damping rounds; republish every round (slots below the first may move).
+    let st = state.clone();
+    let stop3 = stop.clone();
+    monoio::spawn(async move {
+        loop {
+            monoio::select! {
+                _ = monoio::time::sleep(sel.evaluate_interval) => {},
+                _ = stop3.recv_async() => return,
+            }
+            let mut s = st.borrow_mut();
+            let sw = s.ranker.evaluate(Instant::now());
+            s.switched(sw);
+        }
+    });
 }

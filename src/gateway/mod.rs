@@ -52,6 +52,7 @@ impl GatewayShared {
                 },
                 log,
                 probe: true,
+                probe_delay: cfg.probe_delay,
                 route: None,
             }),
         })

@@ -721,10 +721,19 @@ impl Ranker {
         now: Instant,
     ) -> Option<Switch> {
         let k = self.slice_of(now);
+        let g = self.gateways.get_mut(gw)?;
+        g.window.record_hist(k, latencies_us);
+        self.merge_outcomes(gw, latencies_us.len(), failures, now)
+    }
+
+    /// Like [`Ranker::merge_traffic`] with counts only: the outcomes feed the
+    /// reputation and fail-over, the latency window is left to the probes.
+    /// Used when traffic latency is not comparable with probe latency (the
+    /// client measures tunnel set-up; a probe adds an application round trip).
+    pub fn merge_outcomes(&mut self, gw: usize, successes: u64, failures: u64, now: Instant) -> Option<Switch> {
+        let k = self.slice_of(now);
         let cfg = &self.cfg;
         let g = self.gateways.get_mut(gw)?;
-        let successes = latencies_us.len();
-        g.window.record_hist(k, latencies_us);
         if failures > 0 {
             g.window.fail(k, failures);
         }
