@@ -219,6 +219,33 @@ impl Env {
         self.gateway_with("gateway", "")
     }
 
+    /// Starts a gateway listening on `listen` with `tail` appended (tables).
+    pub fn gateway_at(&self, name: &str, listen: &str, tail: &str) -> (Proc, SocketAddr) {
+        let base = std::fs::read_to_string(self.path("gateway.toml")).unwrap();
+        let text = base
+            .replace("workers = 0", "workers = 1")
+            .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{listen}\""))
+            + "\n"
+            + tail;
+        let f = self.write(&format!("{name}.toml"), &text);
+        let p = Proc::start(&["gateway", "--config", f.to_str().unwrap()], self.dir.path(), name);
+        let a = p.addr_after("listening on ");
+        (p, a)
+    }
+
+    /// A client config with several gateways (name, address) and extra TOML.
+    pub fn multi_client_toml(&self, name: &str, gws: &[(&str, SocketAddr)], extra: &str) -> PathBuf {
+        let mut text = format!(
+            "workers = 2\n[tls]\nca = \"ca.pem\"\ncert = \"client.pem\"\nkey = \"client-key.pem\"\n{extra}\n[control]\nlisten = \"127.0.0.1:0\"\n"
+        );
+        for (n, a) in gws {
+            text.push_str(&format!(
+                "[[servers]]\nname = \"{n}\"\naddress = \"{a}\"\nserver_name = \"localhost\"\nhttp_port = 0\nhttps_port = 0\n"
+            ));
+        }
+        self.write(&format!("{name}.toml"), &text)
+    }
+
     /// Writes a client config pointing at `gw` with the given TLS files.
     pub fn client_toml(&self, name: &str, gw: SocketAddr, cert: &str, key: &str, extra: &str) -> PathBuf {
         let text = format!(
