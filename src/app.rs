@@ -226,6 +226,10 @@ pub fn start_client(cfg: &ClientConfig, pool: &DefaultThreadPool) -> anyhow::Res
         let c = msc_tls::config::client_config(&creds, 64).map_err(|e| std::io::Error::other(e.to_string()))?;
         let recorder = Recorder::new(i, n_gateways, fb_tx.clone(), FEEDBACK_PERIOD);
         let pool = TunnelPool::new(pool_cfg, c, t, recorder.clone(), n_gateways);
+        // Warm up towards slot 1's gateway so the first request finds a tunnel.
+        if let Some(gw) = shared.routing.load().for_slot(0).next() {
+            pool.warm(gw);
+        }
         Ok(Rc::new(ClientService::new(shared.clone(), recorder, pool)))
     })?;
     Ok(RunningClient {

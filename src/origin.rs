@@ -9,6 +9,7 @@
 //! - `/status/CODE`: an empty response with that status.
 //! - `/delay/MS`: a short text after MS milliseconds (at most 60 s).
 //! - `/echo`: the request head as received, as text.
+//! - `/upgrade` with `Connection: upgrade`: `101 Switching Protocols`, then echoes raw bytes.
 //! - any method with a body, `/sha256`: reads the body; answers `sha256=HEX bytes=N`.
 
 use std::io;
@@ -87,6 +88,7 @@ async fn serve_conn(r: &mut PlainReader, w: &mut PlainWriter) -> io::Result<()> 
             }
         };
         let path = head.path.str(data).to_owned();
+        let head_upgrade = head.headers.has_token(data, "connection", "upgrade");
         let echo = data[..head.len].to_vec();
         let method = head.method;
         r.consume(head.len);
@@ -136,6 +138,18 @@ async fn serve_conn(r: &mut PlainReader, w: &mut PlainWriter) -> io::Result<()> 
                     head_only,
                 ))
                 .await?
+            }
+            ("upgrade", _) if head_upgrade => {
+                // A minimal protocol switch: after 101, echo raw bytes until EOF.
+                w.write_bytes(b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n")
+                    .await?;
+                loop {
+                    if r.data().is_empty() && r.fill().await? == 0 {
+                        return Ok(());
+                    }
+                    let n = r.data().len();
+                    r.forward(n, w).await?;
+                }
             }
             ("echo", _) => {
                 w.write_bytes(&maybe_head(simple(200, "text/plain", &echo, !keep), head_only))

@@ -211,30 +211,33 @@ impl TunnelPool {
         })
     }
 
-    /// Opens tunnels in the background until `idle_target` are idle or
-    /// opening, while the gateway has seen demand recently.
+    /// Marks demand for `gw` and starts the background refill: used at
+    /// start-up so the first browser connection already finds a tunnel.
+    pub fn warm(self: &Rc<Self>, gw: &Arc<GatewayRoute>) {
+        if let Some(p) = self.gws.borrow_mut().get_mut(gw.index) {
+            p.last_demand = Some(Instant::now());
+        }
+        self.refill(gw);
+    }
+
+    /// Opens tunnels in the background, one after another, until
+    /// `idle_target` are idle, while the gateway has seen demand recently.
+    /// Each new tunnel takes the gateway's session tickets before the next is
+    /// opened, so all but the first resume.
     fn refill(self: &Rc<Self>, gw: &Arc<GatewayRoute>) {
-        let want = {
-            let gws = self.gws.borrow();
-            let Some(p) = gws.get(gw.index) else { return };
-            let warm = p.last_demand.is_some_and(|d| d.elapsed() < self.cfg.warm_for);
-            if !warm {
+        {
+            let mut gws = self.gws.borrow_mut();
+            let Some(p) = gws.get_mut(gw.index) else { return };
+            if p.opening > 0 || !self.wants_more(p) {
                 return;
             }
-            self.cfg.idle_target.saturating_sub(p.idle.len() + p.opening)
-        };
-        for _ in 0..want {
-            if let Some(p) = self.gws.borrow_mut().get_mut(gw.index) {
-                p.opening += 1;
-            }
-            let me = self.clone();
-            let gw = gw.clone();
-            monoio::spawn(async move {
-                let res = me.open(&gw).await;
-                if let Some(p) = me.gws.borrow_mut().get_mut(gw.index) {
-                    p.opening -= 1;
-                }
-                match res {
+            p.opening = 1;
+        }
+        let me = self.clone();
+        let gw = gw.clone();
+        monoio::spawn(async move {
+            loop {
+                match me.open(&gw).await {
                     Ok(mut t) => {
                         // Take the session tickets now so the next handshake resumes.
                         if matches!(t.r.settle(SETTLE).await, Ok(true)) {
@@ -243,10 +246,25 @@ impl TunnelPool {
                             retire(t);
                         }
                     }
-                    Err(e) => tracing::debug!("background tunnel: {}", e.reason),
+                    Err(e) => {
+                        tracing::debug!("background tunnel: {}", e.reason);
+                        break;
+                    }
                 }
-            });
-        }
+                let more = me.gws.borrow().get(gw.index).is_some_and(|p| me.wants_more(p));
+                if !more {
+                    break;
+                }
+            }
+            if let Some(p) = me.gws.borrow_mut().get_mut(gw.index) {
+                p.opening = 0;
+            }
+        });
+    }
+
+    fn wants_more(&self, p: &GwPool) -> bool {
+        let warm = p.last_demand.is_some_and(|d| d.elapsed() < self.cfg.warm_for);
+        warm && p.idle.len() < self.cfg.idle_target
     }
 
     /// Closes expired idle tunnels; runs only while the pool holds some.

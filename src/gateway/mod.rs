@@ -97,5 +97,6 @@ impl Service for Gateway {
         };
         self.proxy.serve(&mut c, None).await;
         let _ = c.w.close_write().await;
+        tracing::debug!("tunnel from {peer} ({}) closed", c.user);
     }
 }
