@@ -139,6 +139,7 @@ pub fn initial_routing(cfg: &ClientConfig) -> Routing {
         slots: (0..cfg.servers.len()).map(|i| vec![i]).collect(),
         direct_on_premise: false,
         none_available: false,
+        last_failure: vec![None; cfg.servers.len()],
     }
 }
 

@@ -114,54 +114,74 @@ impl Proxy {
     pub async fn serve<R: Source, W: Sink>(&self, c: &mut Peer<R, W>, first: Option<RequestHead>) {
         let t = self.settings.timeouts;
         let mut first = first;
+        // Kept between requests: the origin connection for the next request
+        // to the same host.
         let mut origin: Option<Origin> = None;
+        let stop = crate::worker::stopping();
         loop {
-            let next = match first.take() {
-                Some(h) => Ok(Some(h)),
-                None => {
-                    let stop = crate::worker::stopping();
-                    monoio::select! {
-                        h = read_request_head(&mut c.r, t.idle, t.head) => h,
-                        _ = stop.wait() => return,
-                    }
-                }
-            };
-            let head = match next {
-                Ok(Some(h)) => h,
-                Ok(None) => return,
-                Err(HeadReadError::Head(e)) => {
-                    let r = error_reply(e.status(), self.settings.who, e.reason(), true);
-                    let _ = c.w.write_bytes(&r).await;
-                    self.log(c, "-", "-", &Outcome::reply(e.status(), r.len(), false), Instant::now());
+            if first.is_none() {
+                // Between requests this future only waits for a first byte,
+                // holding no buffer; the request itself runs boxed below, so
+                // an idle connection costs little.
+                let idle = monoio::select! {
+                    r = monoio::time::timeout(t.idle, c.r.ready()) => r,
+                    _ = stop.wait() => return,
+                };
+                if !matches!(idle, Ok(Ok(()))) {
                     return;
                 }
-                Err(HeadReadError::Timeout) => {
-                    let reason = format!(
-                        "request head not received within {}",
-                        humantime::format_duration(t.head)
-                    );
-                    let _ =
-                        c.w.write_bytes(&error_reply(408, self.settings.who, &reason, true))
-                            .await;
-                    return;
-                }
-                Err(_) => return,
-            };
-            let start = Instant::now();
-            let data = c.r.data();
-            let method = head.method_span.str(data).to_owned();
-            let target = head.target.str(data).to_owned();
-            // The per-request state machine is large; boxing it keeps
-            // connections that sit idle between requests small.
-            let outcome = Box::pin(self.handle(c, head, &mut origin)).await;
-            // Probes are frequent and uninteresting in the access log.
-            if !(outcome.status == 204 && target == PROBE_PATH) {
-                self.log(c, &method, &target, &outcome, start);
             }
-            if !outcome.keep_alive {
+            let request = Box::pin(self.request(c, first.take(), &mut origin));
+            if !request.await {
                 return;
             }
         }
+    }
+
+    /// Reads (unless given) and handles one request. Returns whether the
+    /// connection may carry another.
+    async fn request<R: Source, W: Sink>(
+        &self,
+        c: &mut Peer<R, W>,
+        first: Option<RequestHead>,
+        origin: &mut Option<Origin>,
+    ) -> bool {
+        let t = self.settings.timeouts;
+        let next = match first {
+            Some(h) => Ok(Some(h)),
+            None => read_request_head(&mut c.r, t.head, t.head).await,
+        };
+        let head = match next {
+            Ok(Some(h)) => h,
+            Ok(None) => return false,
+            Err(HeadReadError::Head(e)) => {
+                let r = error_reply(e.status(), self.settings.who, e.reason(), true);
+                let _ = c.w.write_bytes(&r).await;
+                self.log(c, "-", "-", &Outcome::reply(e.status(), r.len(), false), Instant::now());
+                return false;
+            }
+            Err(HeadReadError::Timeout) => {
+                let reason = format!(
+                    "request head not received within {}",
+                    humantime::format_duration(t.head)
+                );
+                let _ =
+                    c.w.write_bytes(&error_reply(408, self.settings.who, &reason, true))
+                        .await;
+                return false;
+            }
+            Err(_) => return false,
+        };
+        let start = Instant::now();
+        let data = c.r.data();
+        let method = head.method_span.str(data).to_owned();
+        let target = head.target.str(data).to_owned();
+        let outcome = self.handle(c, head, origin).await;
+        // Probes are frequent and uninteresting in the access log.
+        if !(outcome.status == 204 && target == PROBE_PATH) {
+            self.log(c, &method, &target, &outcome, start);
+        }
+        outcome.keep_alive
     }
 
     async fn handle<R: Source, W: Sink>(

@@ -100,36 +100,28 @@ pub struct HeaderSpan {
     pub value: Span,
 }
 
-/// A fixed-capacity list of header spans: parsing a head never allocates.
-#[derive(Clone, Debug)]
-pub struct Headers {
-    items: [HeaderSpan; MAX_HEADERS],
-    len: usize,
-}
+/// Header spans kept inline for typical heads (browsers send 10-20 fields);
+/// more spill to the heap. Small on purpose: a parsed head is held in
+/// connection futures, whose size every idle connection pays.
+const INLINE_HEADERS: usize = 24;
 
-impl Default for Headers {
-    fn default() -> Self {
-        Headers {
-            items: [HeaderSpan::default(); MAX_HEADERS],
-            len: 0,
-        }
-    }
+/// The header spans of a parsed head.
+#[derive(Clone, Debug, Default)]
+pub struct Headers {
+    items: smallvec::SmallVec<[HeaderSpan; INLINE_HEADERS]>,
 }
 
 impl Headers {
     pub fn as_slice(&self) -> &[HeaderSpan] {
-        &self.items[..self.len]
+        &self.items
     }
 
     fn fill(&mut self, base: &[u8], parsed: &[httparse::Header<'_>]) {
-        self.len = 0;
-        for h in parsed {
-            self.items[self.len] = HeaderSpan {
-                name: Span::of(base, h.name.as_bytes()),
-                value: Span::of(base, h.value),
-            };
-            self.len += 1;
-        }
+        self.items.clear();
+        self.items.extend(parsed.iter().map(|h| HeaderSpan {
+            name: Span::of(base, h.name.as_bytes()),
+            value: Span::of(base, h.value),
+        }));
     }
 
     /// Values of every field named `name` (ASCII case-insensitive), in order.

@@ -51,6 +51,39 @@ pub trait Source {
     fn as_plain(&mut self) -> Option<&mut PlainReader> {
         None
     }
+
+    /// Waits until the peer has sent something (or closed), holding no
+    /// buffer: the cheap way for an idle connection to wait for its next
+    /// request. Cancel-safe. Returns at once if bytes are buffered.
+    async fn ready(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<S: Source> Source for &mut S {
+    async fn fill(&mut self) -> io::Result<usize> {
+        (**self).fill().await
+    }
+
+    fn data(&self) -> &[u8] {
+        (**self).data()
+    }
+
+    fn consume(&mut self, n: usize) {
+        (**self).consume(n)
+    }
+
+    async fn forward<K: Sink>(&mut self, n: usize, sink: &mut K) -> io::Result<()> {
+        (**self).forward(n, sink).await
+    }
+
+    fn as_plain(&mut self) -> Option<&mut PlainReader> {
+        (**self).as_plain()
+    }
+
+    async fn ready(&mut self) -> io::Result<()> {
+        (**self).ready().await
+    }
 }
 
 /// Something that writes bytes.
@@ -94,6 +127,24 @@ fn stream_of(half: &OwnedReadHalf<TcpStream>) -> &TcpStream {
     unsafe { &*half.0.get() }
 }
 
+impl<K: Sink> Sink for &mut K {
+    async fn write_slice(&mut self, buf: Vec<u8>, range: Range<usize>) -> (io::Result<()>, Vec<u8>) {
+        (**self).write_slice(buf, range).await
+    }
+
+    async fn write_bytes(&mut self, data: &[u8]) -> io::Result<()> {
+        (**self).write_bytes(data).await
+    }
+
+    async fn close_write(&mut self) -> io::Result<()> {
+        (**self).close_write().await
+    }
+
+    async fn absorb<S: Source>(&mut self, src: &mut S, max: usize) -> io::Result<usize> {
+        (**self).absorb(src, max).await
+    }
+}
+
 /// Waits until `half`'s socket is readable, without holding a buffer.
 pub async fn wait_readable(half: &OwnedReadHalf<TcpStream>) -> io::Result<()> {
     stream_of(half).readable(true).await
@@ -123,6 +174,8 @@ pub struct PlainReader {
     buf: Vec<u8>,
     pos: usize,
     eof: bool,
+    /// The socket was seen readable and not read since: skip the next wait.
+    readable: bool,
 }
 
 /// The writing half of a plain TCP connection.
@@ -140,6 +193,7 @@ pub fn split(stream: TcpStream) -> (PlainReader, PlainWriter) {
             buf: Vec::new(),
             pos: 0,
             eof: false,
+            readable: false,
         },
         PlainWriter { half: w },
     )
@@ -158,7 +212,9 @@ impl PlainReader {
         if self.eof {
             return (Ok(0), b);
         }
-        if let Err(e) = wait_readable(&self.half).await {
+        if !std::mem::take(&mut self.readable)
+            && let Err(e) = wait_readable(&self.half).await
+        {
             return (Err(e), b);
         }
         let (res, b) = self.half.read(b).await;
@@ -190,7 +246,9 @@ impl Source for PlainReader {
         if self.pos == self.buf.len() {
             // Nothing buffered: wait without pinning a buffer.
             self.release_if_empty();
-            wait_readable(&self.half).await?;
+            if !std::mem::take(&mut self.readable) {
+                wait_readable(&self.half).await?;
+            }
             if self.buf.capacity() == 0 {
                 self.buf = buf::take();
             }
@@ -235,6 +293,15 @@ impl Source for PlainReader {
 
     fn as_plain(&mut self) -> Option<&mut PlainReader> {
         Some(self)
+    }
+
+    async fn ready(&mut self) -> io::Result<()> {
+        if self.eof || !self.data().is_empty() || self.readable {
+            return Ok(());
+        }
+        wait_readable(&self.half).await?;
+        self.readable = true;
+        Ok(())
     }
 }
 

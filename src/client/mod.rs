@@ -90,15 +90,14 @@ impl ClientService {
         &self.pool
     }
 
-    /// Serves the connection without a gateway, starting with `head`.
-    async fn direct(&self, proxy: &Proxy, r: PlainReader, w: PlainWriter, head: RequestHead) {
+    /// Serves the rest of the connection without a gateway, starting with `head`.
+    async fn direct(&self, proxy: &Proxy, r: &mut PlainReader, w: &mut PlainWriter, head: RequestHead) {
         let mut peer = Peer {
             r,
             w,
             user: self.shared.user.clone(),
         };
-        Box::pin(proxy.serve(&mut peer, Some(head))).await;
-        let _ = peer.w.close_write().await;
+        proxy.serve(&mut peer, Some(head)).await;
     }
 
     /// A tunnel for `slot`: a pooled one to the first gateway that has one,
@@ -175,69 +174,88 @@ enum Next {
 }
 
 impl Service for ClientService {
+    /// The connection's own future stays small (it is what an idle
+    /// keep-alive connection costs): it only waits for the next request's
+    /// first byte, holding no buffer, and handles each request in a boxed
+    /// future that exists while the request does.
     async fn serve(self: Rc<Self>, listener: usize, stream: TcpStream, peer: SocketAddr) {
-        // Listeners come in pairs per slot: http_port, https_port.
-        let slot = listener / 2;
-        let t = self.t;
         let (mut br, mut bw) = msc_io::stream::split(stream);
         let stop = crate::worker::stopping();
         loop {
-            let next = monoio::select! {
-                h = read_request_head(&mut br, t.idle, t.head) => h,
+            let idle = monoio::select! {
+                r = monoio::time::timeout(self.t.idle, br.ready()) => r,
                 _ = stop.wait() => return,
             };
-            let head = match next {
-                Ok(Some(h)) => h,
-                Ok(None) => return,
-                Err(HeadReadError::Head(e)) => return answer(&mut bw, e.status(), e.reason()).await,
-                Err(HeadReadError::Timeout) => {
-                    let reason = format!(
-                        "request head not received within {}",
-                        humantime::format_duration(t.head)
-                    );
-                    return answer(&mut bw, 408, &reason).await;
-                }
-                Err(_) => return,
-            };
-            if matches!(head.form, Form::Origin | Form::Asterisk) {
-                return answer(
-                    &mut bw,
-                    400,
-                    "this is a proxy: send absolute-form requests (GET http://host/path) or CONNECT host:port",
-                )
-                .await;
+            if !matches!(idle, Ok(Ok(()))) {
+                // Idle too long, or the socket failed: close quietly.
+                return;
             }
-            let routing = self.shared.routing.load_full();
-            if routing.direct_on_premise {
-                self.recorder.direct(|d| d.on_premise += 1);
-                return Box::pin(self.direct(&self.on_premise, br, bw, head)).await;
-            }
-            if routing.none_available {
-                if self.shared.fail_open {
-                    self.recorder.direct(|d| d.fail_open += 1);
-                    return Box::pin(self.direct(&self.fail_open, br, bw, head)).await;
-                }
-                self.recorder.direct(|d| d.fail_closed += 1);
-                return answer(
-                    &mut bw,
-                    503,
-                    "no gateway is available and the policy is fail-closed: direct access is not allowed",
-                )
-                .await;
-            }
-            // Boxed: the per-request state is large; idle connections stay small.
-            match Box::pin(self.exchange(&mut br, &mut bw, head, slot, &routing, peer)).await {
-                Next::KeepAlive => {}
-                Next::Close => {
-                    let _ = bw.close_write().await;
-                    return;
-                }
+            let request = Box::pin(self.request(&mut br, &mut bw, listener, peer));
+            let next = request.await;
+            if let Next::Close = next {
+                let _ = bw.close_write().await;
+                return;
             }
         }
     }
 }
 
 impl ClientService {
+    /// Reads one request head and routes it: through a tunnel, directly (on
+    /// premise, or failing open), or refused.
+    async fn request(&self, br: &mut PlainReader, bw: &mut PlainWriter, listener: usize, peer: SocketAddr) -> Next {
+        // Listeners come in pairs per slot: http_port, https_port.
+        let slot = listener / 2;
+        let t = self.t;
+        let head = match read_request_head(br, t.head, t.head).await {
+            Ok(Some(h)) => h,
+            Ok(None) => return Next::Close,
+            Err(HeadReadError::Head(e)) => {
+                answer(bw, e.status(), e.reason()).await;
+                return Next::Close;
+            }
+            Err(HeadReadError::Timeout) => {
+                let reason = format!(
+                    "request head not received within {}",
+                    humantime::format_duration(t.head)
+                );
+                answer(bw, 408, &reason).await;
+                return Next::Close;
+            }
+            Err(_) => return Next::Close,
+        };
+        if matches!(head.form, Form::Origin | Form::Asterisk) {
+            answer(
+                bw,
+                400,
+                "this is a proxy: send absolute-form requests (GET http://host/path) or CONNECT host:port",
+            )
+            .await;
+            return Next::Close;
+        }
+        let routing = self.shared.routing.load_full();
+        if routing.direct_on_premise {
+            self.recorder.direct(|d| d.on_premise += 1);
+            self.direct(&self.on_premise, br, bw, head).await;
+            return Next::Close;
+        }
+        if routing.none_available {
+            if self.shared.fail_open {
+                self.recorder.direct(|d| d.fail_open += 1);
+                self.direct(&self.fail_open, br, bw, head).await;
+                return Next::Close;
+            }
+            self.recorder.direct(|d| d.fail_closed += 1);
+            let reason = format!(
+                "no gateway is available and the policy is fail-closed (no direct access): {}",
+                routing.unavailable_reason()
+            );
+            answer(bw, 503, &reason).await;
+            return Next::Close;
+        }
+        self.exchange(br, bw, head, slot, &routing, peer).await
+    }
+
     /// One request through a tunnel; the response relayed with its framing.
     async fn exchange(
         &self,

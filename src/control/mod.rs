@@ -70,6 +70,8 @@ pub struct State {
     workers: usize,
     started: Instant,
     ranker: Ranker,
+    /// Per gateway: the last failure seen (probe or data path), until a success.
+    last_failure: Vec<Option<Arc<str>>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -220,6 +222,7 @@ impl State {
             slots: self.ranker.slots(self.slots.len(), self.cfg.selection.pinned, now),
             direct_on_premise: self.on_premise_direct(),
             none_available: self.ranker.current().is_none(),
+            last_failure: self.last_failure.clone(),
         }));
     }
 
@@ -262,6 +265,9 @@ impl State {
                 if let Some(g) = self.gateways.get(gateway) {
                     tracing::warn!("gateway {} failed on the data path: {reason}", g.label());
                 }
+                if let Some(f) = self.last_failure.get_mut(gateway) {
+                    *f = Some(reason.into());
+                }
                 let sw = self.ranker.record(gateway, SampleOutcome::Failed, Source::Traffic, now);
                 self.switched(sw);
             }
@@ -272,9 +278,17 @@ impl State {
     fn probed(&mut self, gw: usize, res: Result<Duration, String>, source: Source) {
         let now = Instant::now();
         let outcome = match res {
-            Ok(d) => SampleOutcome::Ok(d),
+            Ok(d) => {
+                if let Some(f) = self.last_failure.get_mut(gw) {
+                    *f = None;
+                }
+                SampleOutcome::Ok(d)
+            }
             Err(e) => {
                 tracing::info!("probe of gateway {} failed: {e}", self.name(gw));
+                if let Some(f) = self.last_failure.get_mut(gw) {
+                    *f = Some(format!("probe failed: {e}").into());
+                }
                 SampleOutcome::Failed
             }
         };
@@ -401,6 +415,7 @@ async fn run(
         workers: inputs.workers,
         started: Instant::now(),
         ranker,
+        last_failure: vec![None; n_gateways],
     }));
     state.borrow().publish();
 

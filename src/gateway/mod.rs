@@ -75,7 +75,13 @@ impl Gateway {
 
 impl Service for Gateway {
     async fn serve(self: Rc<Self>, _listener: usize, stream: TcpStream, peer: SocketAddr) {
-        let tls = match TlsStream::accept(self.shared.tls.clone(), stream, self.shared.handshake).await {
+        // Boxed in its own statement: the handshake state is large and short-lived.
+        let handshake = Box::pin(TlsStream::accept(
+            self.shared.tls.clone(),
+            stream,
+            self.shared.handshake,
+        ));
+        let tls = match handshake.await {
             Ok(tls) => tls,
             Err(e) => {
                 tracing::info!("TLS handshake from {peer} refused: {e}");

@@ -39,6 +39,23 @@ pub struct Routing {
     pub direct_on_premise: bool,
     /// The control plane judges no gateway usable: apply the fail-open/closed policy.
     pub none_available: bool,
+    /// Per gateway, the last failure the control plane saw (cleared by a success).
+    pub last_failure: Vec<Option<Arc<str>>>,
+}
+
+impl Routing {
+    /// Why no gateway is usable, for the browser: each gateway's last failure.
+    pub fn unavailable_reason(&self) -> String {
+        let parts: Vec<String> = self
+            .gateways
+            .iter()
+            .map(|g| match self.last_failure.get(g.index).and_then(Option::as_ref) {
+                Some(r) => format!("gateway {}: {r}", g.label()),
+                None => format!("gateway {}: unavailable", g.label()),
+            })
+            .collect();
+        parts.join("; ")
+    }
 }
 
 impl Routing {

@@ -267,6 +267,18 @@ impl Env {
     }
 }
 
+/// Client config fragment: refuse (503) rather than go direct when no
+/// gateway is available, so gateway failures stay visible to the browser.
+pub const FAIL_CLOSED: &str = "[pac]\nfail_open = false\n";
+
+/// A refused request while the gateway is broken: 502 naming the failure
+/// while the control plane still counts the gateway as available, 503 with
+/// each gateway's last failure once it does not. Returns the body.
+pub fn gateway_refusal(status: u16, head: &str, body: &[u8]) -> String {
+    assert!(status == 502 || status == 503, "expected 502 or 503, got {head}");
+    String::from_utf8_lossy(body).into_owned()
+}
+
 /// A gateway, a client and an origin, all running.
 pub struct Chain {
     pub env: Env,

@@ -374,6 +374,7 @@ impl TlsStream {
                 key: self.rx,
                 hs: Vec::new(),
                 eof: self.peer_closed,
+                readable: false,
                 shared: self.shared.clone(),
             },
             TlsWriter {
@@ -397,6 +398,8 @@ pub struct TlsReader {
     /// Post-handshake handshake bytes not yet forming a whole message.
     hs: Vec<u8>,
     eof: bool,
+    /// The socket was seen readable and not read since: skip the next wait.
+    readable: bool,
     shared: Rc<Shared>,
 }
 
@@ -438,6 +441,7 @@ impl TlsReader {
                 return Ok(true);
             }
             // Bytes or an EOF are waiting: this read completes at once.
+            self.readable = false;
             if self.buf.capacity() == 0 {
                 self.buf = buf::take();
                 self.plain = 0..0;
@@ -624,7 +628,9 @@ impl Source for TlsReader {
             if self.plain.is_empty() && self.cipher_start == self.buf.len() {
                 // Nothing buffered: wait without pinning a buffer.
                 self.release_if_idle();
-                wait_readable(&self.half).await?;
+                if !std::mem::take(&mut self.readable) {
+                    wait_readable(&self.half).await?;
+                }
                 if self.buf.capacity() == 0 {
                     self.buf = buf::take();
                 }
@@ -654,6 +660,15 @@ impl Source for TlsReader {
             self.plain = self.cipher_start..self.cipher_start;
             self.release_if_idle();
         }
+    }
+
+    async fn ready(&mut self) -> io::Result<()> {
+        if self.eof || !self.plain.is_empty() || self.cipher_start < self.buf.len() || self.readable {
+            return Ok(());
+        }
+        wait_readable(&self.half).await?;
+        self.readable = true;
+        Ok(())
     }
 
     async fn forward<K: Sink>(&mut self, n: usize, sink: &mut K) -> io::Result<()> {
