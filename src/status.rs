@@ -113,6 +113,13 @@ pub fn render(json: &str) -> anyhow::Result<String> {
             ago(sw["seconds_ago"].as_f64().unwrap_or(0.0)),
         );
     }
+    let t = &v["tls"];
+    let (h, r) = (
+        t["handshakes"].as_u64().unwrap_or(0),
+        t["resumed"].as_u64().unwrap_or(0),
+    );
+    let pct = if h > 0 { 100.0 * r as f64 / h as f64 } else { 0.0 };
+    let _ = writeln!(o, "tunnels: {h} TLS handshakes, {r} resumed ({pct:.0}%)");
     let d = &v["direct"];
     let _ = writeln!(
         o,

@@ -248,6 +248,32 @@ fn unreachable_gateway_and_origin_errors_name_the_failure() {
     assert_eq!(status, 502);
 }
 
+/// A "gateway" that completes TCP but never speaks TLS: the handshake times
+/// out and the browser is told so (504, or 503 with the same reason once the
+/// control plane has judged the gateway unavailable).
+#[test]
+fn silent_gateway_times_out_with_504() {
+    let env = Env::new();
+    let (_o, origin) = env.origin();
+    // The kernel completes connections into the backlog; nobody ever answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    let extra = format!("[timeouts]\nhandshake = \"300ms\"\n{FAIL_CLOSED}");
+    let cfg = env.client_toml("client-silent", addr, "client.pem", "client-key.pem", &extra);
+    let (_c, proxy) = env.client_from("client-silent", &cfg);
+    let (status, head, body) = exchange(
+        proxy,
+        format!("GET http://{origin}/ HTTP/1.1\r\nHost: {origin}\r\n\r\n").as_bytes(),
+    );
+    assert!(status == 504 || status == 503, "{head}");
+    let line = one_line(&body);
+    assert!(
+        line.contains(&format!("gateway 'gw1' ({addr})")) && line.contains("timed out"),
+        "{line}"
+    );
+    drop(silent);
+}
+
 #[test]
 fn gateway_answers_its_probe_only_to_authenticated_clients() {
     let c = Chain::start();
