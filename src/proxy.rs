@@ -174,11 +174,11 @@ impl Proxy {
         };
         let start = Instant::now();
         let data = c.r.data();
-        let method = head.method_span.str(data).to_owned();
-        let target = head.target.str(data).to_owned();
-        let outcome = self.handle(c, head, origin).await;
         // Probes are frequent and uninteresting in the access log.
-        if !(outcome.status == 204 && target == PROBE_PATH) {
+        let logged = self.settings.log.enabled() && !(head.form == Form::Origin && head.path.get(data) == PROBE_PATH.as_bytes());
+        let line = logged.then(|| (head.method_span.str(data).to_owned(), head.target.str(data).to_owned()));
+        let outcome = self.handle(c, head, origin).await;
+        if let Some((method, target)) = line {
             self.log(c, &method, &target, &outcome, start);
         }
         outcome.keep_alive

@@ -112,6 +112,9 @@ impl ClientService {
     }
 
     fn log(&self, req: &ReqLog, status: u16, up: u64, down: u64, gw: usize) {
+        if !self.shared.log.enabled() {
+            return;
+        }
         self.shared.log.log(Record {
             at: SystemTime::now(),
             user: self.shared.user.clone(),
@@ -279,10 +282,19 @@ impl ClientService {
         let upgrade = head.headers.has_token(data, "connection", "upgrade")
             && head.headers.values(data, "upgrade").next().is_some();
         let method = head.method;
-        let req = ReqLog {
-            method: head.method_span.str(data).to_owned(),
-            target: head.target.str(data).to_owned(),
-            start,
+        // The log line's strings only when the access log is on.
+        let req = if self.shared.log.enabled() {
+            ReqLog {
+                method: head.method_span.str(data).to_owned(),
+                target: head.target.str(data).to_owned(),
+                start,
+            }
+        } else {
+            ReqLog {
+                method: String::new(),
+                target: String::new(),
+                start,
+            }
         };
         let mut up = Vec::with_capacity(head.len + VIA.len() + 16);
         tunnel_head(&head, &data[..head.len], upgrade, &mut up);

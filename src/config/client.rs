@@ -458,7 +458,7 @@ fn validate(file: &Path, raw: Raw) -> Result<ClientConfig, ConfigError> {
     let rp = &raw.pool;
     let pool = PoolConfig {
         idle_target: rp.idle.unwrap_or(2),
-        max_idle: rp.max_idle.unwrap_or(16),
+        max_idle: rp.max_idle.unwrap_or(128),
         idle_lifetime: match &rp.idle_lifetime {
             Some(v) => c.duration("pool.idle_lifetime", v)?,
             None => Duration::from_secs(60),

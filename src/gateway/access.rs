@@ -76,6 +76,11 @@ impl AccessLog {
         Ok((AccessLog { tx: Some(tx), dropped }, Some(h)))
     }
 
+    /// Whether records are written anywhere (callers skip building them if not).
+    pub fn enabled(&self) -> bool {
+        self.tx.is_some()
+    }
+
     /// Queues a record; never blocks.
     pub fn log(&self, r: Record) {
         if let Some(tx) = &self.tx
