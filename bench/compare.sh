@@ -419,21 +419,7 @@ run_oha() {
   guarded timeout $((DUR + 30)) taskset -c "$LOADCPU" "$OHA" -z "${DUR}s" -c "$CONNS" --no-tui --output-format json "$@"
   { echo "== $CH $wl rep $rep foreign=$G_FOREIGN: oha $*"; echo "$G_OUT"; } >>"$W/logs/oha.log"
   # requests cut off by the -z deadline are not errors; non-200 answers are
-  parsed=$(echo "$G_OUT" | python3 -c '
-import json, sys
-try:
-    j = json.load(sys.stdin); s = j["summary"]; lp = j["latencyPercentiles"]
-    codes = j.get("statusCodeDistribution", {}) or {}
-    ok = int(codes.get("200", 0)); bad = sum(v for k, v in codes.items() if k != "200")
-    ed = {k: v for k, v in (j.get("errorDistribution", {}) or {}).items() if "deadline" not in k.lower()}
-    note = "; ".join(f"{v}x {k}" for k, v in sorted(ed.items(), key=lambda kv: -kv[1])[:3]).replace("\t", " ") or "-"
-    if bad: note = f"non-200: {dict((k, v) for k, v in codes.items() if k != \"200\")}; " + note
-    t = s.get("total") or 1
-    p50 = (lp.get("p50") or 0) * 1000; p99 = (lp.get("p99") or 0) * 1000
-    print(round(ok / t), round(p50, 3), round(p99, 3), sum(ed.values()) + bad, ok, note.replace(" ", "_"))
-except Exception as e:
-    print(0, 0, 0, -1, 0, ("unparsable_oha_output:" + str(e)).replace(" ", "_"))
-') || true
+  parsed=$(echo "$G_OUT" | python3 "$H/oha_parse.py") || true
   read -r rps p50 p99 errs req note <<<"$parsed"
   read -r loadpct proxypct steal uspr cuspr gwpr < <(cpu_stats "$req")
   [ "$note" = - ] && note=""
@@ -475,7 +461,6 @@ mem_peak() {
 hold() {
   local wl=$1 port=$2 mode=$3 got alivecnt
   rm -f "$W/hold.ready" "$W/hold.ready.alive"
-  mem_emit "${wl}_before"
   echo "== $CH $wl port=$port mode=$mode" >>"$W/logs/hold.log"
   taskset -c "$LOADCPU" python3 "$H/hold_conns.py" --port "$port" --mode "$mode" --target "$ORIGIN" \
     --n "$HOLD_N" --open-deadline 90 --hold 150 --ready "$W/hold.ready" 2>>"$W/logs/hold.log" &
@@ -489,7 +474,8 @@ hold() {
   mem_emit "$wl" "opened ok/err=${got/ //} still open/closed by proxy=${alivecnt/ //}"
   emit "$CH" "$wl" 1 conns_ok "${got%% *}" - "errors=${got##* }; still open at sampling=${alivecnt%% *}"
   kill "$HOLDER" 2>/dev/null || true; wait "$HOLDER" 2>/dev/null || true; HOLDER=""
-  sleep 3   # let the proxies notice the closes before the next measurement
+  sleep 3   # let the proxies notice the closes, then record what they kept
+  mem_emit "${wl}_after"
   alive "${CH_ALL_A[@]}" || die "$CH: a proxy process died while holding $HOLD_N connections"
 }
 

@@ -93,7 +93,10 @@ ANALOG = {
     ("stunnel", "dl_connect"): "b",
     ("haproxy", "mem_tunnel"): "c",
     ("stunnel", "mem_tunnel"): "c",
+    ("haproxy", "mem_tunnel_after"): "c",
+    ("stunnel", "mem_tunnel_after"): "c",
     ("stunnel", "mem_ka"): "d",
+    ("stunnel", "mem_ka_after"): "d",
 }
 FOOT = {
     "a": "HAProxy and stunnel cannot serve CONNECT; their row is the closest analogue: oha "
@@ -124,9 +127,11 @@ def cell(ch, wl, metric, kind, value=None):
     return s
 
 
-def ratio(a, b):
+def ratio(a, b, kind=None):
     if a is None or b is None or b == 0:
         return "–"
+    if kind == "kib1" and abs(b) < 1.0:
+        return "– (peer < 1)"  # a per-connection cost of ~0 KiB: a ratio would mean nothing
     return f"{a / b:.2f}×"
 
 
@@ -160,7 +165,7 @@ def add(label, wl, metric, kind, better, values=None, no_ratio=False):
             cells.append("–")
         else:
             cells.append(cell(c, wl, metric, kind, v))
-    rs = ["–" if no_ratio else ratio(nums.get("msc"), nums.get(p)) for p in ratio_peers]
+    rs = ["–" if no_ratio else ratio(nums.get("msc"), nums.get(p), kind) for p in ratio_peers]
     arrow = {"up": "↑ higher", "down": "↓ lower", "": ""}[better]
     out.append(f"| {label} | {metric_label(metric)} | {arrow} | " + " | ".join(cells) + " | " + " | ".join(rs) + " |")
 
@@ -236,6 +241,10 @@ if any((c, "mem_idle") in rows for c in mem_chains):
                 w, i = med(c, wl, f"rss_{side}_kib"), med(c, "mem_idle", f"rss_{side}_kib")
                 per[c] = (w - i) / n[c] if (w is not None and i is not None and n.get(c)) else None
             add(label, wl, m, "kib1", "down", values=per)
+        if any((c, wl + "_after") in rows for c in mem_chains):
+            after = f"RSS 3 s after those {lab.split(' ', 1)[1]} closed"
+            add(after, wl + "_after", "rss_client_kib", "int", "down")
+            add(after, wl + "_after", "rss_gateway_kib", "int", "down")
     add("peak RSS (VmHWM, end of run)", "mem_peak", "rss_client_kib", "int", "down")
     add("peak RSS (VmHWM, end of run)", "mem_peak", "rss_gateway_kib", "int", "down")
 
