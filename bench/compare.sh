@@ -157,8 +157,19 @@ stop_pid() {
   if kill -0 "$p" 2>/dev/null; then log "pid $p still alive 10 s after SIGTERM: SIGKILL"; kill -KILL "$p" 2>/dev/null || true; fi
   wait "$p" 2>/dev/null || true
 }
+save_logs() {  # keep the configs used and the last lines of the processes' logs with the results
+  local f
+  [ -d "$OUT" ] || return 0
+  mkdir -p "$OUT/configs" "$OUT/logs"
+  cp "$W/conf/"*.conf "$W/conf/"*.cfg "$W/conf/"*.toml "$OUT/configs/" 2>/dev/null || true
+  for f in msc-client.err msc-gateway.err msc-client.out msc-gateway.out haproxy-client.err haproxy-server.err \
+           stunnel-client.log stunnel-server.log nginx-error.log hold.log stderr.log; do
+    if [ -s "$W/logs/$f" ]; then tail -n 300 "$W/logs/$f" >"$OUT/logs/$f"; fi
+  done
+}
 cleanup() {
   local p
+  save_logs
   for p in "${STARTED[@]:-}"; do [ -n "$p" ] && stop_pid "$p"; done
   if [ -n "${HOLDER:-}" ]; then kill "$HOLDER" 2>/dev/null || true; fi
 }
@@ -576,13 +587,6 @@ if has_wl dl; then
 fi
 for s in $SECTIONS; do use_chain "$s"; [ -n "$CH_ALL" ] && mem_peak; done
 
-# keep the configs used and the proxies' logs with the results
-mkdir -p "$OUT/configs" "$OUT/logs"
-cp "$W/conf/"*.conf "$W/conf/"*.cfg "$W/conf/"*.toml "$OUT/configs/" 2>/dev/null || true
-for f in msc-client.err msc-gateway.err msc-client.out msc-gateway.out haproxy-client.err haproxy-server.err \
-         stunnel-client.log stunnel-server.log nginx-error.log hold.log stderr.log; do
-  [ -s "$W/logs/$f" ] && tail -n 300 "$W/logs/$f" >"$OUT/logs/$f"
-done
 echo "loadavg at end: $(cat /proc/loadavg)" >>"$OUT/env.txt"
 echo "duration: $((SECONDS - T_START)) s (guard waits and repeats: ${GUARD_SPENT} s)" >>"$OUT/env.txt"
 cleanup; STARTED=()

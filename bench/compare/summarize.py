@@ -180,6 +180,7 @@ def metric_label(m):
         "rss_client_kib": "client RSS KiB", "rss_gateway_kib": "gateway RSS KiB",
         "kib_per_conn_client": "client KiB/conn", "kib_per_conn_gateway": "gateway KiB/conn",
         "kib_per_conn_total": "client+gateway KiB/conn",
+        "gw_tls_conns_per_req": "new gateway TLS conns per request (HAProxy stats)",
     }.get(m, m)
 
 
@@ -200,6 +201,8 @@ for wl in ("get_ka", "get_close", "connect_tls_close"):
     add(lab, wl, "cpu_us_per_req", "us", "down")
     add(lab, wl, "client_cpu_us_per_req", "us", "down")
     add(lab, wl, "proxycpu_busy_pct", "int", "", no_ratio=True)
+    if any(vals(c, wl, "gw_tls_conns_per_req") for c in present):
+        add(lab, wl, "gw_tls_conns_per_req", "ms", "", no_ratio=True)
     errs = {c: (sum(vals(c, wl, "errors")) if vals(c, wl, "errors") else None) for c in present}
     add(lab, wl, "errors", "int", "down", values=errs, no_ratio=True)
 
