@@ -528,6 +528,7 @@ echo "$CMDLINE" >"$OUT/command.txt"
   if git -C "$ROOT" status --porcelain 2>/dev/null | grep -qv '^??'; then dirty="(tracked files modified)"; fi
   echo "commit: $(git -C "$ROOT" rev-parse HEAD 2>/dev/null) $dirty"
   echo "branch: $(git -C "$ROOT" rev-parse --abbrev-ref HEAD 2>/dev/null)"
+  echo "msc code: last commit outside bench/ and perf/: $(git -C "$ROOT" log -1 --format='%h %s' -- . ':!bench' ':!perf' 2>/dev/null)"
   echo "msc: $("$MSC" --version 2>/dev/null) ($MSC, built $(date -u -r "$MSC" +%FT%TZ))"
   echo "rustc: $(rustc --version 2>/dev/null || echo '?')"
   echo "kernel: $(uname -r); cpus: $(nproc); model: $(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)"
