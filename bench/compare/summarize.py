@@ -143,7 +143,7 @@ if env_path and os.path.exists(env_path):
         env.setdefault(k.strip(), v.strip())
 out.append(f"## msc vs HAProxy vs stunnel on this machine ({env.get('date', '?')})")
 out.append("")
-for k in ("command", "commit", "msc", "kernel", "pinning", "knobs", "duration"):
+for k in ("command", "commit", "msc code", "msc", "kernel", "pinning", "knobs", "duration"):
     if k in env:
         out.append(f"- {k}: `{env[k]}`" if k == "command" else f"- {k}: {env[k]}")
 out.append("")
