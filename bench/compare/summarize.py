@@ -45,8 +45,28 @@ def num(x):
         return None
 
 
-def vals(ch, wl, metric):
-    return [v for v in (num(r[1]) for r in rows.get((ch, wl), {}).get(metric, [])) if v is not None]
+def clean_reps(ch, wl):
+    """Runs of (ch, wl) during which foreign CPU stayed below FOREIGN_MAX. If there is
+    none, every run is used and the cell is marked contended (*). None = not applicable
+    (no foreign figure recorded, e.g. memory rows)."""
+    r = rows.get((ch, wl), {})
+    main = r.get("rps") or r.get("mb_per_s")
+    if not main:
+        return None
+    clean = {x[0] for x in main if num(x[2]) is not None and num(x[2]) < FOREIGN_MAX}
+    return clean or None
+
+
+def contended(ch, wl):
+    r = rows.get((ch, wl), {})
+    main = r.get("rps") or r.get("mb_per_s")
+    return bool(main) and clean_reps(ch, wl) is None and any(num(x[2]) is not None for x in main)
+
+
+def vals(ch, wl, metric, all_runs=False):
+    keep = None if all_runs else clean_reps(ch, wl)
+    return [v for v in (num(r[1]) for r in rows.get((ch, wl), {}).get(metric, [])
+                        if keep is None or r[0] in keep) if v is not None]
 
 
 def med(ch, wl, metric):
@@ -99,6 +119,10 @@ ANALOG = {
     ("stunnel", "mem_ka_after"): "d",
 }
 FOOT = {
+    "*": f"contended: in every run of this cell, processes outside the benchmark used ≥ {FOREIGN_MAX:g}% "
+         "of a core (other sessions share this 2-core VM), so the median is over contended runs. "
+         "Throughput and latency suffer most; CPU per request or per GB is the most robust figure. "
+         "Otherwise a cell's median uses only the runs below the threshold.",
     "a": "HAProxy and stunnel cannot serve CONNECT; their row is the closest analogue: oha "
          "`--disable-keepalive` to a tcp tunnel port (haproxy tcp mode / stunnel service) "
          "forwarding to nginx:TLS, i.e. a new tunnel with a gateway TLS handshake plus the inner TLS "
@@ -121,6 +145,9 @@ def cell(ch, wl, metric, kind, value=None):
     if mark:
         used_foot.add(mark)
         s += f" ({mark})"
+    if contended(ch, wl):
+        used_foot.add("*")
+        s += " *"
     nfail = len(rows.get((ch, wl), {}).get("failed", []))
     if nfail:
         s += f" [{nfail} run(s) failed]"
@@ -161,7 +188,9 @@ def add(label, wl, metric, kind, better, values=None, no_ratio=False):
     for c in present:
         v = values.get(c) if values is not None else med(c, wl, metric)
         nums[c] = v
-        if c == "direct" and metric in ("cpu_us_per_req", "client_cpu_us_per_req", "cpu_s_per_gb", "client_cpu_s_per_gb"):
+        if c == "direct" and wl == "dl_connect" and (c, wl) not in rows and v is not None:
+            cells.append("= GET row")
+        elif c == "direct" and metric in ("cpu_us_per_req", "client_cpu_us_per_req", "cpu_s_per_gb", "client_cpu_s_per_gb"):
             cells.append("–")
         else:
             cells.append(cell(c, wl, metric, kind, v))
@@ -203,7 +232,7 @@ for wl in ("get_ka", "get_close", "connect_tls_close"):
     add(lab, wl, "proxycpu_busy_pct", "int", "", no_ratio=True)
     if any(vals(c, wl, "gw_tls_conns_per_req") for c in present):
         add(lab, wl, "gw_tls_conns_per_req", "ms", "", no_ratio=True)
-    errs = {c: (sum(vals(c, wl, "errors")) if vals(c, wl, "errors") else None) for c in present}
+    errs = {c: (sum(vals(c, wl, "errors", True)) if vals(c, wl, "errors", True) else None) for c in present}
     add(lab, wl, "errors", "int", "down", values=errs, no_ratio=True)
 
 
@@ -252,7 +281,7 @@ if any((c, "mem_idle") in rows for c in mem_chains):
     add("peak RSS (VmHWM, end of run)", "mem_peak", "rss_gateway_kib", "int", "down")
 
 out.append("")
-for k in sorted(used_foot):
+for k in sorted(used_foot, key=lambda k: (k != "*", k)):
     out.append(f"({k}) {FOOT[k]}  ")
 out.append("")
 out.append("Ratios are msc / peer for every metric; read them with the *better* column: for ↑ "
@@ -265,6 +294,8 @@ out.append("")
 # ---- spread and guard details
 out.append("### Runs: spread and contention")
 out.append("")
+out.append("Values in parentheses were left out of the medians (contended while other runs of the cell were not).")
+out.append("")
 out.append("| chain | workload | runs | value per run | max foreign CPU % | runs with foreign ≥ "
            f"{FOREIGN_MAX:g}% |")
 out.append("|---|---|---|---|---|---|")
@@ -276,7 +307,9 @@ for (ch, wl), r in rows.items():
     fs = [num(x[2]) for x in r[main] if num(x[2]) is not None]
     dirty = sum(1 for v in fs if v >= FOREIGN_MAX)
     unit = "req/s" if main == "rps" else "MB/s"
-    out.append(f"| {ch} | {wl} | {len(vs)} | {', '.join(vs)} {unit} | {max(fs) if fs else '-'} | {dirty} |")
+    used = clean_reps(ch, wl)
+    shown = [(x[1] if used is None or x[0] in used else f"({x[1]})") for x in r[main]]
+    out.append(f"| {ch} | {wl} | {len(vs)} | {', '.join(shown)} {unit} | {max(fs) if fs else '-'} | {dirty} |")
 out.append("")
 
 notes = []
