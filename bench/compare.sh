@@ -128,6 +128,7 @@ prepare() {
   [ "$(stat -c %s "$W/www/1k" 2>/dev/null)" = 1024 ] || head -c 1024 /dev/urandom >"$W/www/1k"
   [ "$(stat -c %s "$W/www/100m" 2>/dev/null)" = $((100 << 20)) ] || head -c $((100 << 20)) /dev/urandom >"$W/www/100m"
   chmod 644 "$W/www/"*
+  find "$W/logs" -type f ! -name oha-build.log -delete   # logs of this run only (stunnel and nginx append)
   : >"$W/logs/stderr.log"; : >"$W/logs/wrk.log"; : >"$W/logs/oha.log"; : >"$W/logs/hold.log"
   # One PKI for every chain (ECDSA P-256): CA, gateway cert (SAN localhost, 127.0.0.1),
   # client cert, plus msc's client.toml/gateway.toml.
@@ -514,7 +515,7 @@ mkdir -p "$W/logs"
 [ "$INSTALL" = 1 ] && install_pkgs
 for b in nginx wrk haproxy stunnel4 curl python3 openssl taskset ss; do have "$b" || die "$b not installed (INSTALL=1)"; done
 build
-ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"   # inherited by every process started here (nginx asks for 20000)
 check_ports
 prepare
 : >"$RAW"
