@@ -177,9 +177,8 @@ out.append("")
 
 hdr_chains = [TITLE[c] for c in present]
 ratio_peers = [p for p in PEERS if p in present] if "msc" in present else []
-out.append("| workload | metric | better | " + " | ".join(hdr_chains) + " | "
-           + " | ".join(f"msc/{TITLE[p]}" for p in ratio_peers) + " |")
-out.append("|---|---|---|" + "---|" * len(present) + "---|" * len(ratio_peers))
+out.append("| workload | metric | better | " + " | ".join(hdr_chains + [f"msc/{TITLE[p]}" for p in ratio_peers]) + " |")
+out.append("|---|---|---|" + "---|" * (len(present) + len(ratio_peers)))
 
 
 def add(label, wl, metric, kind, better, values=None, no_ratio=False):
@@ -196,7 +195,7 @@ def add(label, wl, metric, kind, better, values=None, no_ratio=False):
             cells.append(cell(c, wl, metric, kind, v))
     rs = ["–" if no_ratio else ratio(nums.get("msc"), nums.get(p), kind) for p in ratio_peers]
     arrow = {"up": "↑ higher", "down": "↓ lower", "": ""}[better]
-    out.append(f"| {label} | {metric_label(metric)} | {arrow} | " + " | ".join(cells) + " | " + " | ".join(rs) + " |")
+    out.append(f"| {label} | {metric_label(metric)} | {arrow} | " + " | ".join(cells + rs) + " |")
 
 
 def metric_label(m):
