@@ -24,7 +24,7 @@
 #                  FOREIGN_MAX=5 QUIET_WAIT=30 GUARD_BUDGET=300 RETRIES=2
 #                  INSTALL=1 BUILD=1 BUILD_OHA=1 OHA=/opt/oha/bin/oha
 #                  W=/tmp/msc-compare (scratch)  OUT=perf/runs/<UTC date>/compare
-#                  MSC_ACCESS_LOG=off (gateway access log; "-" = stderr)
+#                  MSC_ACCESS_LOG=off (client and gateway access logs; "-" = stderr)
 set -euo pipefail
 
 KNOBS="DUR REPS DL_REPS CONNS HOLD_N SECTIONS WORKLOADS LOADCPU PROXYCPU PORT_BASE FOREIGN_MAX QUIET_WAIT
@@ -336,7 +336,7 @@ start_direct() { CHALL[direct]=""; CHCLIENT[direct]=""; PROXY[direct]=""; HASOCK
 start_msc() {
   sed -e 's/^workers = 0/workers = 1/' -e "s#^access = .*#access = \"$MSC_ACCESS_LOG\"#" "$C/gateway.toml" >"$W/conf/msc-gateway.toml"
   sed -e 's/^workers = 0/workers = 1/' "$C/client.toml" >"$W/conf/msc-client.toml"
-  printf '\n[control]\nlisten = "127.0.0.1:0"\n' >>"$W/conf/msc-client.toml"
+  printf '\n[control]\nlisten = "127.0.0.1:0"\n[log]\naccess = "%s"\n' "$MSC_ACCESS_LOG" >>"$W/conf/msc-client.toml"
   sed -i "s#\"\\([a-z-]*\\.pem\\)\"#\"$C/\\1\"#" "$W/conf/msc-gateway.toml" "$W/conf/msc-client.toml"
   grep -q '^workers = 1' "$W/conf/msc-gateway.toml" || die "could not set workers = 1 in msc-gateway.toml"
   grep -q '^workers = 1' "$W/conf/msc-client.toml" || die "could not set workers = 1 in msc-client.toml"
@@ -537,7 +537,7 @@ echo "$CMDLINE" >"$OUT/command.txt"
   echo "pinning: load generator + nginx on cpu$LOADCPU; all proxy processes on cpu$PROXYCPU"
   echo "knobs: DUR=${DUR}s REPS=$REPS DL_REPS=$DL_REPS CONNS=$CONNS HOLD_N=$HOLD_N PORT_BASE=$PORT_BASE"
   echo "  SECTIONS=$SECTIONS; WORKLOADS=$WORKLOADS; FOREIGN_MAX=$FOREIGN_MAX% QUIET_WAIT=${QUIET_WAIT}s GUARD_BUDGET=${GUARD_BUDGET}s RETRIES=$RETRIES"
-  echo "  msc: workers = 1 (client and gateway), gateway access log = $MSC_ACCESS_LOG, MONOIO_FORCE_LEGACY_DRIVER=${MONOIO_FORCE_LEGACY_DRIVER:-unset}"
+  echo "  msc: workers = 1 (client and gateway), access logs = $MSC_ACCESS_LOG, MONOIO_FORCE_LEGACY_DRIVER=${MONOIO_FORCE_LEGACY_DRIVER:-unset}"
   echo "loadavg at start: $(cat /proc/loadavg)"
   for p in nginx-light wrk haproxy stunnel4 openssl libssl3 curl python3; do
     echo "pkg $p $(dpkg-query -W -f='${Version}' "$p" 2>/dev/null || echo '?')"

@@ -175,7 +175,8 @@ impl Proxy {
         let start = Instant::now();
         let data = c.r.data();
         // Probes are frequent and uninteresting in the access log.
-        let logged = self.settings.log.enabled() && !(head.form == Form::Origin && head.path.get(data) == PROBE_PATH.as_bytes());
+        let logged =
+            self.settings.log.enabled() && !(head.form == Form::Origin && head.path.get(data) == PROBE_PATH.as_bytes());
         let line = logged.then(|| (head.method_span.str(data).to_owned(), head.target.str(data).to_owned()));
         let outcome = self.handle(c, head, origin).await;
         if let Some((method, target)) = line {

@@ -64,6 +64,8 @@ fn gateway_refuses_foreign_expired_and_missing_client_certificates() {
     ] {
         let (code, err) = curl_via_gateway(&env, gw_addr, &url, cert);
         assert_ne!(code, 0, "{cert:?} must be refused; curl said: {err}");
+        // The gateway says why with a TLS alert, not a bare close.
+        assert!(err.contains("alert"), "{cert:?}: curl said: {err}");
         gw.wait_stderr(expect);
     }
     // Only the valid request reached the origin.

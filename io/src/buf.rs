@@ -11,8 +11,9 @@ use std::cell::RefCell;
 /// per syscall, small enough to stay cache-friendly.
 pub const BUF_SIZE: usize = 64 * 1024;
 
-/// Free buffers kept per worker; beyond this they are released to the allocator.
-const MAX_FREE: usize = 512;
+/// Free buffers kept per worker (4 MiB); beyond this they go back to the
+/// allocator, so a burst of connections does not leave memory pinned.
+const MAX_FREE: usize = 64;
 
 thread_local! {
     static FREE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };

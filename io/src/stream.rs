@@ -150,6 +150,22 @@ pub async fn wait_readable(half: &OwnedReadHalf<TcpStream>) -> io::Result<()> {
     stream_of(half).readable(true).await
 }
 
+/// After readiness: whether the peer closed (FIN) with nothing left to read,
+/// checked with a one-byte non-blocking peek, so a closing connection does
+/// not take an I/O buffer just to read zero bytes.
+pub fn peek_eof(half: &OwnedReadHalf<TcpStream>) -> bool {
+    use std::os::fd::{AsRawFd, BorrowedFd};
+    let stream = stream_of(half);
+    // SAFETY: the fd belongs to `stream`, which outlives this borrow.
+    let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+    let sock = socket2::SockRef::from(&fd);
+    let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    matches!(
+        sock.recv_with_flags(&mut probe, libc::MSG_PEEK | libc::MSG_DONTWAIT),
+        Ok(0)
+    )
+}
+
 /// Whether the peer has sent anything (data or FIN) or reset the connection,
 /// checked without blocking. An idle pooled connection for which this is true
 /// must not be reused: it was closed, or it is out of sync.
@@ -224,6 +240,16 @@ impl PlainReader {
         (res, b)
     }
 
+    /// Whether the peer has finished: a FIN already read, or (after
+    /// [`Source::ready`]) one waiting with no data before it. Takes no buffer.
+    pub fn is_eof_now(&mut self) -> bool {
+        if !self.eof && self.data().is_empty() && self.readable && peek_eof(&self.half) {
+            self.eof = true;
+            self.readable = false;
+        }
+        self.eof && self.data().is_empty()
+    }
+
     /// Whether this idle connection's peer has closed it or sent unexpected
     /// bytes (see [`peer_spoke`]).
     pub fn is_stale(&self) -> bool {
@@ -250,6 +276,10 @@ impl Source for PlainReader {
                 wait_readable(&self.half).await?;
             }
             if self.buf.capacity() == 0 {
+                if peek_eof(&self.half) {
+                    self.eof = true;
+                    return Ok(0);
+                }
                 self.buf = buf::take();
             }
         } else if self.buf.len() == self.buf.capacity() {

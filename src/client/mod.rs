@@ -336,9 +336,13 @@ impl ClientService {
                         relay_response(&mut tun.r, bw, method, browser_close, timeouts, &state, "gateway")
                     );
                     match &resp {
-                        Err(RespError::Before(_, reason)) if !matches!(up_res, Err(BodyError::Framing(_))) => {
-                            Err(reason.clone())
+                        // The browser went away (or broke its body): not the gateway's fault.
+                        Err(RespError::Before(..))
+                            if up_res.is_err() && (br.is_stale() || !matches!(up_res, Err(BodyError::Io(_)))) =>
+                        {
+                            Ok((up_res, resp))
                         }
+                        Err(RespError::Before(_, reason)) => Err(reason.clone()),
                         _ => Ok((up_res, resp)),
                     }
                 }
@@ -384,7 +388,13 @@ impl ClientService {
                 retire(tun);
                 let (status, reason) = match up_res {
                     Err(BodyError::Framing(e)) => (400, e.reason().to_string()),
-                    _ => {
+                    Err(BodyError::Io(e)) => {
+                        // The browser closed while sending its request body.
+                        tracing::debug!("{peer}: browser went away during the request: {e}");
+                        self.log(&req, 499, up_bytes, 0, gw);
+                        return Next::Close;
+                    }
+                    Ok(_) => {
                         self.recorder.tunnel_failed(gw, &reason);
                         let label = routing.gateways.get(gw).map(|g| g.label()).unwrap_or_default();
                         (

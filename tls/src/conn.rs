@@ -13,7 +13,7 @@ use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
 use monoio::net::TcpStream;
 use msc_io::buf;
-use msc_io::stream::{Sink, Source, peer_spoke, wait_readable};
+use msc_io::stream::{Sink, Source, peek_eof, peer_spoke, wait_readable};
 use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
 use rustls::kernel::KernelConnection;
 use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
@@ -163,7 +163,15 @@ async fn drive<C: Unbuffered>(
     let mut outgoing: Vec<u8> = Vec::with_capacity(4096);
     loop {
         let UnbufferedStatus { discard, state } = conn.process(&mut incoming[..]);
-        let step = match state? {
+        let state = match state {
+            Ok(s) => s,
+            Err(e) => {
+                incoming.drain(..discard);
+                send_alert(conn, tcp, incoming).await;
+                return Err(e.into());
+            }
+        };
+        let step = match state {
             ConnectionState::EncodeTlsData(mut s) => {
                 let used = outgoing.len();
                 outgoing.resize(outgoing.capacity().max(used + 4096), 0);
@@ -228,6 +236,23 @@ async fn drive<C: Unbuffered>(
                 }
             }
         }
+    }
+}
+
+/// After a handshake error rustls has queued a fatal alert (e.g.
+/// `certificate_required`, `unknown_ca`); send it so the peer learns why,
+/// rather than seeing a bare close. rustls hands a queued message out before
+/// it looks at the input again, so this is one call on the same (remaining)
+/// input, as the unbuffered API requires.
+async fn send_alert<C: Unbuffered>(conn: &mut C, tcp: &mut TcpStream, incoming: &mut [u8]) {
+    let mut out = vec![0u8; 512];
+    let n = match conn.process(incoming).state {
+        Ok(ConnectionState::EncodeTlsData(mut e)) => e.encode(&mut out).unwrap_or(0),
+        _ => 0,
+    };
+    if n > 0 {
+        out.truncate(n);
+        let _ = monoio::time::timeout(Duration::from_secs(1), tcp.write_all(out)).await;
     }
 }
 
@@ -632,6 +657,12 @@ impl Source for TlsReader {
                     wait_readable(&self.half).await?;
                 }
                 if self.buf.capacity() == 0 {
+                    if peek_eof(&self.half) {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "TLS peer closed the connection without close_notify",
+                        ));
+                    }
                     self.buf = buf::take();
                 }
             }
@@ -795,6 +826,12 @@ impl Sink for TlsWriter {
             src.forward(n, self).await?;
             return Ok(n);
         };
+        // Wait for the peer first: an idle direction must not pin a buffer.
+        plain.ready().await?;
+        if plain.is_eof_now() {
+            // A FIN seen without a buffer: nothing to seal.
+            return Ok(0);
+        }
         let mut rec = buf::take();
         if let Err(e) = self.maybe_rotate(&mut rec) {
             buf::give(rec);
