@@ -25,10 +25,11 @@
 #                  INSTALL=1 BUILD=1 BUILD_OHA=1 OHA=/opt/oha/bin/oha
 #                  W=/tmp/msc-compare (scratch)  OUT=perf/runs/<UTC date>/compare
 #                  MSC_ACCESS_LOG=off (client and gateway access logs; "-" = stderr)
+#                  MSC_DRIVER=auto (msc runtime.driver: auto | io_uring | epoll)
 set -euo pipefail
 
 KNOBS="DUR REPS DL_REPS CONNS HOLD_N SECTIONS WORKLOADS LOADCPU PROXYCPU PORT_BASE FOREIGN_MAX QUIET_WAIT
-GUARD_BUDGET RETRIES INSTALL BUILD BUILD_OHA OHA W OUT MSC MSC_ACCESS_LOG"
+GUARD_BUDGET RETRIES INSTALL BUILD BUILD_OHA OHA W OUT MSC MSC_ACCESS_LOG MSC_DRIVER"
 CMDLINE=""
 for k in $KNOBS; do [ -n "${!k+x}" ] && CMDLINE+="$k=$(printf '%q' "${!k}") "; done
 CMDLINE+="bash bench/compare.sh"
@@ -58,6 +59,7 @@ W=${W:-/tmp/msc-compare}
 OUT=${OUT:-$ROOT/perf/runs/$(date -u +%F)/compare}
 MSC=${MSC:-${CARGO_TARGET_DIR:-$ROOT/target}/release/msc}
 MSC_ACCESS_LOG=${MSC_ACCESS_LOG:-off}
+MSC_DRIVER=${MSC_DRIVER:-auto}
 
 # ports: none of peers.sh's defaults (13128-13130 13443 14000-14444 15000-15444 18080 18443)
 P_NGX=$((PORT_BASE + 80)); P_NGX_TLS=$((PORT_BASE + 443))
@@ -336,7 +338,8 @@ start_direct() { CHALL[direct]=""; CHCLIENT[direct]=""; PROXY[direct]=""; HASOCK
 start_msc() {
   sed -e 's/^workers = 0/workers = 1/' -e "s#^access = .*#access = \"$MSC_ACCESS_LOG\"#" "$C/gateway.toml" >"$W/conf/msc-gateway.toml"
   sed -e 's/^workers = 0/workers = 1/' "$C/client.toml" >"$W/conf/msc-client.toml"
-  printf '\n[control]\nlisten = "127.0.0.1:0"\n[log]\naccess = "%s"\n' "$MSC_ACCESS_LOG" >>"$W/conf/msc-client.toml"
+  printf '\n[control]\nlisten = "127.0.0.1:0"\n[log]\naccess = "%s"\n[runtime]\ndriver = "%s"\n' "$MSC_ACCESS_LOG" "$MSC_DRIVER" >>"$W/conf/msc-client.toml"
+  printf '\n[runtime]\ndriver = "%s"\n' "$MSC_DRIVER" >>"$W/conf/msc-gateway.toml"
   sed -i "s#\"\\([a-z-]*\\.pem\\)\"#\"$C/\\1\"#" "$W/conf/msc-gateway.toml" "$W/conf/msc-client.toml"
   grep -q '^workers = 1' "$W/conf/msc-gateway.toml" || die "could not set workers = 1 in msc-gateway.toml"
   grep -q '^workers = 1' "$W/conf/msc-client.toml" || die "could not set workers = 1 in msc-client.toml"
@@ -537,7 +540,7 @@ echo "$CMDLINE" >"$OUT/command.txt"
   echo "pinning: load generator + nginx on cpu$LOADCPU; all proxy processes on cpu$PROXYCPU"
   echo "knobs: DUR=${DUR}s REPS=$REPS DL_REPS=$DL_REPS CONNS=$CONNS HOLD_N=$HOLD_N PORT_BASE=$PORT_BASE"
   echo "  SECTIONS=$SECTIONS; WORKLOADS=$WORKLOADS; FOREIGN_MAX=$FOREIGN_MAX% QUIET_WAIT=${QUIET_WAIT}s GUARD_BUDGET=${GUARD_BUDGET}s RETRIES=$RETRIES"
-  echo "  msc: workers = 1 (client and gateway), access logs = $MSC_ACCESS_LOG, MONOIO_FORCE_LEGACY_DRIVER=${MONOIO_FORCE_LEGACY_DRIVER:-unset}"
+  echo "  msc: workers = 1 (client and gateway), access logs = $MSC_ACCESS_LOG, runtime.driver = $MSC_DRIVER, MONOIO_FORCE_LEGACY_DRIVER=${MONOIO_FORCE_LEGACY_DRIVER:-unset}"
   echo "loadavg at start: $(cat /proc/loadavg)"
   for p in nginx-light wrk haproxy stunnel4 openssl libssl3 curl python3; do
     echo "pkg $p $(dpkg-query -W -f='${Version}' "$p" 2>/dev/null || echo '?')"

@@ -73,7 +73,7 @@ pub fn start_gateway(cfg: &GatewayConfig, pool: &DefaultThreadPool) -> anyhow::R
     let (log, log_thread) = AccessLog::start(&cfg.access_log).context("cannot open the access log")?;
     let shared = Arc::new(GatewayShared::new(cfg, log)?);
     let (socks, bound) = listeners(&[cfg.listen], cfg.workers)?;
-    let workers = Workers::start("gateway", socks, pool.clone(), GRACE, move |_, _| {
+    let workers = Workers::start("gateway", cfg.driver, socks, pool.clone(), GRACE, move |_, _| {
         Ok(Rc::new(Gateway::new(shared.clone())))
     })?;
     Ok(RunningGateway {
@@ -217,7 +217,7 @@ pub fn start_client(cfg: &ClientConfig, pool: &DefaultThreadPool) -> anyhow::Res
     let tls = cfg.tls.clone();
     let n_gateways = gateways.len();
     let pool_cfg = cfg.pool;
-    let workers = Workers::start("client", socks, pool.clone(), GRACE, move |i, _| {
+    let workers = Workers::start("client", cfg.driver, socks, pool.clone(), GRACE, move |i, _| {
         // Each worker has its own TLS configuration, hence its own ticket cache.
         let creds = msc_tls::config::ClientCreds {
             ca: &tls.ca,
@@ -249,9 +249,14 @@ pub fn start_origin(
     pool: &DefaultThreadPool,
 ) -> anyhow::Result<(Workers, SocketAddr)> {
     let (socks, bound) = listeners(&[addr], workers)?;
-    let w = Workers::start("origin", socks, pool.clone(), Duration::from_millis(200), |_, _| {
-        Ok(Rc::new(Origin))
-    })?;
+    let w = Workers::start(
+        "origin",
+        msc_io::runtime::DriverChoice::Auto,
+        socks,
+        pool.clone(),
+        Duration::from_millis(200),
+        |_, _| Ok(Rc::new(Origin)),
+    )?;
     Ok((w, bound[0]))
 }
 

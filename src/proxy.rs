@@ -23,6 +23,10 @@ use crate::gateway::access::{AccessLog, Record};
 use crate::gateway::policy::{DenyList, normalize_host};
 use crate::http::{block_page, error_reply, is_hop_by_hop, origin_request};
 
+/// Body bytes that arrived with a response head and are sent with it (copied
+/// into the head's buffer) rather than in a second write.
+const COALESCE_MAX: usize = 16 * 1024;
+
 /// Path of the probe endpoint the client's control plane measures.
 pub const PROBE_PATH: &str = "/.well-known/msc/probe";
 
@@ -503,6 +507,8 @@ pub(crate) async fn relay_response<U: Source, K: Sink>(
     upstream: &str,
 ) -> Result<Response, RespError> {
     let mut sent = 0u64;
+    // The request was just sent: its answer is coming.
+    or.expect_data();
     loop {
         let head = match state.guard(read_head_io(or, t.idle)).await {
             Ok(Some(h)) => h,
@@ -604,18 +610,29 @@ pub(crate) async fn relay_response<U: Source, K: Sink>(
                 }
                 out.extend_from_slice(b"\r\n");
                 or.consume(head_len);
+                // A small body that arrived with the head goes out in the same
+                // write: one send (one TLS record) instead of two.
+                let mut tracker = BodyTracker::new(len);
+                let mut early = 0u64;
+                if or.data().len() <= COALESCE_MAX && !tracker.until_close() {
+                    let n = tracker
+                        .advance(or.data())
+                        .map_err(|e| RespError::During(head.status, e.to_string()))?;
+                    out.extend_from_slice(&or.data()[..n]);
+                    or.consume(n);
+                    early = n as u64;
+                }
                 state
                     .guard(cw.write_bytes(&out))
                     .await
                     .map_err(|e| RespError::During(head.status, e.to_string()))?;
-                sent += out.len() as u64;
-                let mut tracker = BodyTracker::new(len);
+                sent += out.len() as u64 - early;
                 let n = forward_body(or, cw, &mut tracker, state)
                     .await
                     .map_err(|e| RespError::During(head.status, e.to_string()))?;
                 return Ok(Response {
                     status: head.status,
-                    bytes: sent + n,
+                    bytes: sent + early + n,
                     client_keep_alive: keep,
                     origin_reusable: !origin_close && len != BodyLen::UntilClose,
                     upgraded: false,

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::io;
 
 use monoio::blocking::DefaultThreadPool;
-use monoio::{FusionDriver, FusionRuntime, RuntimeBuilder};
+use monoio::{FusionDriver, FusionRuntime, IoUringDriver, LegacyDriver, RuntimeBuilder};
 
 /// Which I/O driver a runtime runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,27 +23,63 @@ impl fmt::Display for Driver {
     }
 }
 
+/// Which driver to run on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DriverChoice {
+    /// io_uring when the kernel allows it, else epoll
+    /// (`MONOIO_FORCE_LEGACY_DRIVER=1` forces epoll).
+    #[default]
+    Auto,
+    /// io_uring or fail.
+    IoUring,
+    /// epoll.
+    Epoll,
+}
+
 /// Submission queue entries per io_uring instance.
 const URING_ENTRIES: u32 = 1024;
 
-/// Builds a runtime on the current thread (io_uring when the kernel allows it,
-/// else epoll; `MONOIO_FORCE_LEGACY_DRIVER=1` forces epoll), with timers and
-/// `pool` for `spawn_blocking`, and runs `f` to completion on it.
-pub fn block_on<F, Fut>(pool: Option<DefaultThreadPool>, f: F) -> io::Result<Fut::Output>
+/// Builds a runtime on the current thread with the chosen driver, timers,
+/// and `pool` for `spawn_blocking`, and runs `f` to completion on it.
+pub fn block_on<F, Fut>(choice: DriverChoice, pool: Option<DefaultThreadPool>, f: F) -> io::Result<Fut::Output>
 where
     F: FnOnce(Driver) -> Fut,
     Fut: Future,
 {
-    let mut builder = RuntimeBuilder::<FusionDriver>::new()
-        .with_entries(URING_ENTRIES)
-        .enable_timer();
-    if let Some(pool) = pool {
-        builder = builder.attach_thread_pool(Box::new(pool));
+    match choice {
+        DriverChoice::Auto => {
+            let mut b = RuntimeBuilder::<FusionDriver>::new()
+                .with_entries(URING_ENTRIES)
+                .enable_timer();
+            if let Some(pool) = pool {
+                b = b.attach_thread_pool(Box::new(pool));
+            }
+            let mut rt = b.build()?;
+            let driver = match &rt {
+                FusionRuntime::Uring(_) => Driver::IoUring,
+                FusionRuntime::Legacy(_) => Driver::Epoll,
+            };
+            Ok(rt.block_on(f(driver)))
+        }
+        DriverChoice::IoUring => {
+            let mut b = RuntimeBuilder::<IoUringDriver>::new()
+                .with_entries(URING_ENTRIES)
+                .enable_timer();
+            if let Some(pool) = pool {
+                b = b.attach_thread_pool(Box::new(pool));
+            }
+            let mut rt = b
+                .build()
+                .map_err(|e| io::Error::new(e.kind(), format!("io_uring is not available: {e}")))?;
+            Ok(rt.block_on(f(Driver::IoUring)))
+        }
+        DriverChoice::Epoll => {
+            let mut b = RuntimeBuilder::<LegacyDriver>::new().enable_timer();
+            if let Some(pool) = pool {
+                b = b.attach_thread_pool(Box::new(pool));
+            }
+            let mut rt = b.build()?;
+            Ok(rt.block_on(f(Driver::Epoll)))
+        }
     }
-    let mut rt = builder.build()?;
-    let driver = match &rt {
-        FusionRuntime::Uring(_) => Driver::IoUring,
-        FusionRuntime::Legacy(_) => Driver::Epoll,
-    };
-    Ok(rt.block_on(f(driver)))
 }

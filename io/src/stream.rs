@@ -58,6 +58,10 @@ pub trait Source {
     async fn ready(&mut self) -> io::Result<()> {
         Ok(())
     }
+
+    /// Data is expected soon (a response to a request just sent): the next
+    /// read may hold a buffer while it waits, saving a readiness round trip.
+    fn expect_data(&mut self) {}
 }
 
 impl<S: Source> Source for &mut S {
@@ -83,6 +87,10 @@ impl<S: Source> Source for &mut S {
 
     async fn ready(&mut self) -> io::Result<()> {
         (**self).ready().await
+    }
+
+    fn expect_data(&mut self) {
+        (**self).expect_data()
     }
 }
 
@@ -332,6 +340,10 @@ impl Source for PlainReader {
         wait_readable(&self.half).await?;
         self.readable = true;
         Ok(())
+    }
+
+    fn expect_data(&mut self) {
+        self.readable = true;
     }
 }
 

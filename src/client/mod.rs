@@ -102,9 +102,15 @@ impl ClientService {
 
     /// A tunnel for `slot`: a pooled one to the first gateway that has one,
     /// else a new one, failing over across the slot's gateways in order.
-    async fn tunnel_for(&self, routing: &Routing, slot: usize, peer: SocketAddr) -> Result<(Tunnel, bool), OpenError> {
+    async fn tunnel_for(
+        &self,
+        routing: &Routing,
+        slot: usize,
+        peer: SocketAddr,
+        check: bool,
+    ) -> Result<(Tunnel, bool), OpenError> {
         for gw in routing.for_slot(slot).take(1) {
-            if let Some(t) = self.pool.take(gw).await {
+            if let Some(t) = self.pool.take(gw, check).await {
                 return Ok((t, true));
             }
         }
@@ -300,7 +306,7 @@ impl ClientService {
         tunnel_head(&head, &data[..head.len], upgrade, &mut up);
         br.consume(head.len);
 
-        let (mut tun, mut pooled) = match self.tunnel_for(routing, slot, peer).await {
+        let (mut tun, mut pooled) = match self.tunnel_for(routing, slot, peer, body != BodyLen::Empty).await {
             Ok(t) => t,
             Err(e) => {
                 answer(bw, e.status, &e.reason).await;

@@ -25,6 +25,9 @@ use crate::config::client::{ClientTimeouts, PoolConfig};
 use crate::control::feedback::Recorder;
 use crate::upstream::GatewayRoute;
 
+/// A tunnel returned this recently is assumed alive (see [`TunnelPool::take`]).
+const RECENT: Duration = Duration::from_millis(500);
+
 /// How long a fresh tunnel waits for the gateway's session tickets.
 const SETTLE: Duration = Duration::from_millis(250);
 
@@ -95,8 +98,10 @@ impl TunnelPool {
     }
 
     /// A ready tunnel to `gw` from the pool, if one is usable. Records demand
-    /// and refills the pool in the background.
-    pub async fn take(self: &Rc<Self>, gw: &Arc<GatewayRoute>) -> Option<Tunnel> {
+    /// and refills the pool in the background. A tunnel idle for less than
+    /// [`RECENT`] is handed out without the (syscall) check unless `check`:
+    /// a request without a body that finds it dead is retried on a fresh one.
+    pub async fn take(self: &Rc<Self>, gw: &Arc<GatewayRoute>, check: bool) -> Option<Tunnel> {
         if let Some(p) = self.gws.borrow_mut().get_mut(gw.index) {
             p.last_demand = Some(Instant::now());
         }
@@ -106,9 +111,14 @@ impl TunnelPool {
             let Some(mut t) = self.gws.borrow_mut().get_mut(gw.index).and_then(|p| p.idle.pop_back()) else {
                 break;
             };
-            if t.since.elapsed() >= self.cfg.idle_lifetime {
+            let idle = t.since.elapsed();
+            if idle >= self.cfg.idle_lifetime {
                 retire(t);
                 continue;
+            }
+            if !check && idle < RECENT {
+                found = Some(t);
+                break;
             }
             match t.r.refresh_idle().await {
                 Ok(true) => {

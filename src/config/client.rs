@@ -14,6 +14,8 @@ use super::{Check, ConfigError, load_toml, parse_toml};
 struct Raw {
     #[serde(default)]
     workers: usize,
+    #[serde(default)]
+    runtime: super::RawRuntime,
     #[serde(default = "default_listen")]
     listen: String,
     tls: RawTls,
@@ -211,6 +213,8 @@ pub struct PacSettings {
 pub struct ClientConfig {
     pub file: PathBuf,
     pub workers: usize,
+    /// The I/O driver of the worker runtimes.
+    pub driver: msc_io::runtime::DriverChoice,
     pub listen: IpAddr,
     pub tls: ClientTls,
     pub timeouts: ClientTimeouts,
@@ -478,9 +482,11 @@ fn validate(file: &Path, raw: Raw) -> Result<ClientConfig, ConfigError> {
         ));
     }
     let selection = selection(&c, &raw.selection)?;
+    let driver = c.driver(raw.runtime.driver.as_deref())?;
     Ok(ClientConfig {
         file: file.to_path_buf(),
         workers,
+        driver,
         listen,
         tls,
         timeouts,

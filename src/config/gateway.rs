@@ -15,6 +15,8 @@ use crate::gateway::policy::DenyList;
 struct Raw {
     #[serde(default)]
     workers: usize,
+    #[serde(default)]
+    runtime: super::RawRuntime,
     listen: String,
     tls: RawTls,
     #[serde(default)]
@@ -85,6 +87,8 @@ pub struct GatewayTimeouts {
 pub struct GatewayConfig {
     pub file: PathBuf,
     pub workers: usize,
+    /// The I/O driver of the worker runtimes.
+    pub driver: msc_io::runtime::DriverChoice,
     pub listen: SocketAddr,
     pub tls: GatewayTls,
     pub deny: DenyList,
@@ -134,9 +138,11 @@ fn validate(file: &Path, raw: Raw) -> Result<GatewayConfig, ConfigError> {
         Some(v) => Some(c.duration("probe.delay", v)?),
         None => None,
     };
+    let driver = c.driver(raw.runtime.driver.as_deref())?;
     Ok(GatewayConfig {
         file: file.to_path_buf(),
         workers,
+        driver,
         listen,
         tls,
         deny,

@@ -12,6 +12,13 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
+/// `[runtime]`, shared by both configuration kinds.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRuntime {
+    pub(crate) driver: Option<String>,
+}
+
 /// Where access log lines go.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AccessLogTarget {
@@ -112,6 +119,22 @@ impl Check<'_> {
                     return Err(self.err(key, format!("directory not found: {}", dir.display())));
                 }
                 AccessLogTarget::File(path)
+            }
+        })
+    }
+
+    /// Parses `runtime.driver`: "auto" (default), "io_uring" or "epoll".
+    pub(crate) fn driver(&self, v: Option<&str>) -> Result<msc_io::runtime::DriverChoice, ConfigError> {
+        use msc_io::runtime::DriverChoice;
+        Ok(match v.map(str::trim) {
+            None | Some("auto") => DriverChoice::Auto,
+            Some("io_uring") => DriverChoice::IoUring,
+            Some("epoll") => DriverChoice::Epoll,
+            Some(o) => {
+                return Err(self.err(
+                    "runtime.driver",
+                    format!("'{o}' is not \"auto\", \"io_uring\" or \"epoll\""),
+                ));
             }
         })
     }

@@ -370,7 +370,9 @@ pub fn start(inputs: Inputs, pool: DefaultThreadPool) -> anyhow::Result<Control>
     let (stop_tx, stop_rx) = flume::bounded::<()>(0);
     let (ready_tx, ready_rx) = flume::bounded::<anyhow::Result<()>>(1);
     let thread = std::thread::Builder::new().name("msc-control".into()).spawn(move || {
-        let r = msc_io::runtime::block_on(Some(pool), move |_| run(inputs, listener, stop_rx, ready_tx));
+        let r = msc_io::runtime::block_on(msc_io::runtime::DriverChoice::Auto, Some(pool), move |_| {
+            run(inputs, listener, stop_rx, ready_tx)
+        });
         if let Err(e) = r {
             tracing::error!("control plane runtime failed: {e}");
         }

@@ -61,6 +61,7 @@ impl Workers {
     /// thread. Returns once every worker has started its runtime.
     pub fn start<S, F>(
         label: &str,
+        driver_choice: msc_io::runtime::DriverChoice,
         listeners: Vec<Vec<std::net::TcpListener>>,
         pool: DefaultThreadPool,
         grace: Duration,
@@ -84,7 +85,7 @@ impl Workers {
                 .name(format!("{label}-w{i}"))
                 .spawn(move || {
                     let ready2 = ready.clone();
-                    let res = msc_io::runtime::block_on(Some(pool), move |driver| async move {
+                    let res = msc_io::runtime::block_on(driver_choice, Some(pool), move |driver| async move {
                         let svc = match make(i, driver) {
                             Ok(s) => s,
                             Err(e) => {

@@ -702,6 +702,10 @@ impl Source for TlsReader {
         Ok(())
     }
 
+    fn expect_data(&mut self) {
+        self.readable = true;
+    }
+
     async fn forward<K: Sink>(&mut self, n: usize, sink: &mut K) -> io::Result<()> {
         let range = self.plain.start..self.plain.start + n;
         let (res, b) = sink.write_slice(std::mem::take(&mut self.buf), range).await;
