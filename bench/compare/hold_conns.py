@@ -21,6 +21,7 @@ ap.add_argument("--port", type=int, required=True)
 ap.add_argument("--mode", choices=["connect", "absolute", "origin"], required=True)
 ap.add_argument("--target", required=True)
 ap.add_argument("--n", type=int, default=1000)
+ap.add_argument("--path", default="/1k", help="origin path requested on each connection")
 ap.add_argument("--open-deadline", type=float, default=60)
 ap.add_argument("--hold", type=float, default=90)
 ap.add_argument("--ready", required=True)
@@ -57,14 +58,14 @@ for i in range(a.n):
         break
     try:
         s = socket.create_connection(("127.0.0.1", a.port), timeout=10)
-        path = "/1k"
+        path = a.path
         if a.mode == "connect":
             s.sendall(f"CONNECT {a.target} HTTP/1.1\r\nHost: {a.target}\r\n\r\n".encode())
             st = read_response(s)
             if b" 200" not in st:
                 raise IOError(f"CONNECT answered {st!r}")
         elif a.mode == "absolute":
-            path = f"http://{a.target}/1k"
+            path = f"http://{a.target}{a.path}"
         s.sendall(f"GET {path} HTTP/1.1\r\nHost: {a.target}\r\n\r\n".encode())
         st = read_response(s)
         if b" 200" not in st:

@@ -153,25 +153,47 @@ impl<K: Sink> Sink for &mut K {
     }
 }
 
-/// Waits until `half`'s socket is readable, without holding a buffer.
-pub async fn wait_readable(half: &OwnedReadHalf<TcpStream>) -> io::Result<()> {
-    stream_of(half).readable(true).await
+/// What a non-blocking one-byte peek says about a socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peek {
+    /// Bytes are waiting (or an error the next read will report).
+    Data,
+    /// The peer closed (FIN) with nothing before it.
+    Eof,
+    /// Nothing yet: the readiness that woke us was stale.
+    Empty,
 }
 
-/// After readiness: whether the peer closed (FIN) with nothing left to read,
-/// checked with a one-byte non-blocking peek, so a closing connection does
-/// not take an I/O buffer just to read zero bytes.
-pub fn peek_eof(half: &OwnedReadHalf<TcpStream>) -> bool {
+/// Peeks one byte without blocking and without taking a buffer.
+pub fn peek(half: &OwnedReadHalf<TcpStream>) -> Peek {
     use std::os::fd::{AsRawFd, BorrowedFd};
     let stream = stream_of(half);
     // SAFETY: the fd belongs to `stream`, which outlives this borrow.
     let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
     let sock = socket2::SockRef::from(&fd);
     let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-    matches!(
-        sock.recv_with_flags(&mut probe, libc::MSG_PEEK | libc::MSG_DONTWAIT),
-        Ok(0)
-    )
+    match sock.recv_with_flags(&mut probe, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
+        Ok(0) => Peek::Eof,
+        Ok(_) => Peek::Data,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Peek::Empty,
+        Err(_) => Peek::Data,
+    }
+}
+
+/// Waits until the peer has sent bytes or closed, holding no buffer, and
+/// says which. The epoll driver's cheap readiness check can be stale (it
+/// stays set until a read sees EAGAIN); a peek confirms it, and a stale one
+/// is followed by a strict wait, so a reader never parks a buffer in a read
+/// that has nothing to return.
+pub async fn wait_data(half: &OwnedReadHalf<TcpStream>) -> io::Result<Peek> {
+    let mut strict = false;
+    loop {
+        stream_of(half).readable(!strict).await?;
+        match peek(half) {
+            Peek::Empty => strict = true,
+            p => return Ok(p),
+        }
+    }
 }
 
 /// Whether the peer has sent anything (data or FIN) or reset the connection,
@@ -236,10 +258,15 @@ impl PlainReader {
         if self.eof {
             return (Ok(0), b);
         }
-        if !std::mem::take(&mut self.readable)
-            && let Err(e) = wait_readable(&self.half).await
-        {
-            return (Err(e), b);
+        if !std::mem::take(&mut self.readable) {
+            match wait_data(&self.half).await {
+                Err(e) => return (Err(e), b),
+                Ok(Peek::Eof) => {
+                    self.eof = true;
+                    return (Ok(0), b);
+                }
+                Ok(_) => {}
+            }
         }
         let (res, b) = self.half.read(b).await;
         if let Ok(0) = res {
@@ -250,11 +277,7 @@ impl PlainReader {
 
     /// Whether the peer has finished: a FIN already read, or (after
     /// [`Source::ready`]) one waiting with no data before it. Takes no buffer.
-    pub fn is_eof_now(&mut self) -> bool {
-        if !self.eof && self.data().is_empty() && self.readable && peek_eof(&self.half) {
-            self.eof = true;
-            self.readable = false;
-        }
+    pub fn is_eof_now(&self) -> bool {
         self.eof && self.data().is_empty()
     }
 
@@ -280,14 +303,11 @@ impl Source for PlainReader {
         if self.pos == self.buf.len() {
             // Nothing buffered: wait without pinning a buffer.
             self.release_if_empty();
-            if !std::mem::take(&mut self.readable) {
-                wait_readable(&self.half).await?;
+            if !std::mem::take(&mut self.readable) && wait_data(&self.half).await? == Peek::Eof {
+                self.eof = true;
+                return Ok(0);
             }
             if self.buf.capacity() == 0 {
-                if peek_eof(&self.half) {
-                    self.eof = true;
-                    return Ok(0);
-                }
                 self.buf = buf::take();
             }
         } else if self.buf.len() == self.buf.capacity() {
@@ -337,8 +357,10 @@ impl Source for PlainReader {
         if self.eof || !self.data().is_empty() || self.readable {
             return Ok(());
         }
-        wait_readable(&self.half).await?;
-        self.readable = true;
+        match wait_data(&self.half).await? {
+            Peek::Eof => self.eof = true,
+            _ => self.readable = true,
+        }
         Ok(())
     }
 

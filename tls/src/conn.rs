@@ -13,7 +13,7 @@ use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
 use monoio::net::TcpStream;
 use msc_io::buf;
-use msc_io::stream::{Sink, Source, peek_eof, peer_spoke, wait_readable};
+use msc_io::stream::{Peek, Sink, Source, peer_spoke, wait_data};
 use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
 use rustls::kernel::KernelConnection;
 use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
@@ -487,8 +487,8 @@ impl TlsReader {
     /// post-handshake flight (its session tickets) and processes it, so the
     /// next connection can resume. Holds no buffer while waiting.
     pub async fn settle(&mut self, wait: Duration) -> io::Result<bool> {
-        match monoio::time::timeout(wait, wait_readable(&self.half)).await {
-            Ok(Ok(())) => self.refresh_idle().await,
+        match monoio::time::timeout(wait, wait_data(&self.half)).await {
+            Ok(Ok(_)) => self.refresh_idle().await,
             Ok(Err(e)) => Err(e),
             Err(_) => Ok(true),
         }
@@ -653,16 +653,13 @@ impl Source for TlsReader {
             if self.plain.is_empty() && self.cipher_start == self.buf.len() {
                 // Nothing buffered: wait without pinning a buffer.
                 self.release_if_idle();
-                if !std::mem::take(&mut self.readable) {
-                    wait_readable(&self.half).await?;
+                if !std::mem::take(&mut self.readable) && wait_data(&self.half).await? == Peek::Eof {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "TLS peer closed the connection without close_notify",
+                    ));
                 }
                 if self.buf.capacity() == 0 {
-                    if peek_eof(&self.half) {
-                        return Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "TLS peer closed the connection without close_notify",
-                        ));
-                    }
                     self.buf = buf::take();
                 }
             }
@@ -697,8 +694,11 @@ impl Source for TlsReader {
         if self.eof || !self.plain.is_empty() || self.cipher_start < self.buf.len() || self.readable {
             return Ok(());
         }
-        wait_readable(&self.half).await?;
-        self.readable = true;
+        // On data, the next fill reads at once; on a close it peeks again
+        // and reports the EOF without taking a buffer.
+        if wait_data(&self.half).await? == Peek::Data {
+            self.readable = true;
+        }
         Ok(())
     }
 
