@@ -127,11 +127,13 @@ impl Proxy {
                 // Between requests this future only waits for a first byte,
                 // holding no buffer; the request itself runs boxed below, so
                 // an idle connection costs little.
-                let idle = monoio::select! {
-                    r = monoio::time::timeout(t.idle, c.r.ready()) => r,
+                let idle = msc_io::deadline::sleep(t.idle);
+                let ready = monoio::select! {
+                    r = c.r.ready() => r,
+                    _ = idle => return,
                     _ = stop.wait() => return,
                 };
-                if !matches!(idle, Ok(Ok(()))) {
+                if ready.is_err() {
                     return;
                 }
             }

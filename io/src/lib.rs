@@ -11,6 +11,7 @@
 //! `// SAFETY:` comment and a test.
 
 pub mod buf;
+pub mod deadline;
 pub mod framing;
 pub mod head;
 pub mod listen;

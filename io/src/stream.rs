@@ -222,6 +222,8 @@ pub struct PlainReader {
     eof: bool,
     /// The socket was seen readable and not read since: skip the next wait.
     readable: bool,
+    /// The last read filled its buffer: a bulk transfer, use a big buffer.
+    bulk: bool,
 }
 
 /// The writing half of a plain TCP connection.
@@ -240,6 +242,7 @@ pub fn split(stream: TcpStream) -> (PlainReader, PlainWriter) {
             pos: 0,
             eof: false,
             readable: false,
+            bulk: false,
         },
         PlainWriter { half: w },
     )
@@ -308,21 +311,25 @@ impl Source for PlainReader {
                 return Ok(0);
             }
             if self.buf.capacity() == 0 {
-                self.buf = buf::take();
+                self.buf = if self.bulk { buf::take() } else { buf::take_small() };
             }
         } else if self.buf.len() == self.buf.capacity() {
-            if self.pos == 0 {
+            if self.pos > 0 {
+                self.buf.copy_within(self.pos.., 0);
+                self.buf.truncate(self.buf.len() - self.pos);
+                self.pos = 0;
+            } else if buf::is_small(&self.buf) {
+                buf::grow(&mut self.buf);
+            } else {
                 return Err(io::Error::other("read buffer full"));
             }
-            self.buf.copy_within(self.pos.., 0);
-            self.buf.truncate(self.buf.len() - self.pos);
-            self.pos = 0;
         }
         let len = self.buf.len();
         let cap = self.buf.capacity();
         let (res, slice) = self.half.read(std::mem::take(&mut self.buf).slice_mut(len..cap)).await;
         self.buf = slice.into_inner();
         let n = res?;
+        self.bulk = n == cap - len;
         if n == 0 {
             self.eof = true;
             self.release_if_empty();
@@ -384,7 +391,7 @@ impl Sink for PlainWriter {
     }
 
     async fn write_bytes(&mut self, data: &[u8]) -> io::Result<()> {
-        let mut b = buf::take();
+        let mut b = buf::take_for(data.len());
         let mut res = Ok(());
         for chunk in data.chunks(b.capacity()) {
             b.clear();

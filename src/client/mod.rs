@@ -191,12 +191,14 @@ impl Service for ClientService {
         let (mut br, mut bw) = msc_io::stream::split(stream);
         let stop = crate::worker::stopping();
         loop {
-            let idle = monoio::select! {
-                r = monoio::time::timeout(self.t.idle, br.ready()) => r,
+            // Idle too long, stopping, or the socket failed: close quietly.
+            let idle = msc_io::deadline::sleep(self.t.idle);
+            let ready = monoio::select! {
+                r = br.ready() => r,
+                _ = idle => return,
                 _ = stop.wait() => return,
             };
-            if !matches!(idle, Ok(Ok(()))) {
-                // Idle too long, or the socket failed: close quietly.
+            if ready.is_err() {
                 return;
             }
             let request = Box::pin(self.request(&mut br, &mut bw, listener, peer));

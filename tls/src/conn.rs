@@ -400,6 +400,7 @@ impl TlsStream {
                 hs: Vec::new(),
                 eof: self.peer_closed,
                 readable: false,
+                bulk: false,
                 shared: self.shared.clone(),
             },
             TlsWriter {
@@ -425,6 +426,8 @@ pub struct TlsReader {
     eof: bool,
     /// The socket was seen readable and not read since: skip the next wait.
     readable: bool,
+    /// The last read filled its buffer: a bulk transfer, use a big buffer.
+    bulk: bool,
     shared: Rc<Shared>,
 }
 
@@ -468,7 +471,7 @@ impl TlsReader {
             // Bytes or an EOF are waiting: this read completes at once.
             self.readable = false;
             if self.buf.capacity() == 0 {
-                self.buf = buf::take();
+                self.buf = buf::take_small();
                 self.plain = 0..0;
                 self.cipher_start = 0;
             }
@@ -589,10 +592,39 @@ impl TlsReader {
     }
 
     /// Makes room for at least one whole record after the ciphertext.
+    /// Makes room for the next read: in a small buffer, for the rest of the
+    /// pending record (growing into a bulk buffer if it cannot fit); in a
+    /// bulk buffer, for at least one whole record.
     fn make_room(&mut self) {
+        if buf::is_small(&self.buf) {
+            let pending = &self.buf[self.cipher_start..];
+            let record = match pending {
+                [_, _, _, a, b, ..] => HEADER_LEN + usize::from(u16::from_be_bytes([*a, *b])),
+                _ => HEADER_LEN,
+            };
+            let need = record.saturating_sub(pending.len()).max(1);
+            if self.buf.capacity() - self.buf.len() >= need {
+                return;
+            }
+            self.compact();
+            if self.buf.capacity() - self.buf.len() >= need {
+                return;
+            }
+            buf::grow(&mut self.buf);
+            return;
+        }
         if self.buf.capacity() - self.buf.len() >= MAX_RECORD {
             return;
         }
+        self.compact();
+        if self.buf.capacity() - self.buf.len() < MAX_RECORD {
+            // Only when a consumer holds a large unconsumed plaintext (a big head).
+            self.buf.reserve(MAX_RECORD);
+        }
+    }
+
+    /// Moves unconsumed plaintext and pending ciphertext to the front.
+    fn compact(&mut self) {
         let plen = self.plain.len();
         let cipher = self.cipher_start..self.buf.len();
         let clen = cipher.len();
@@ -602,10 +634,6 @@ impl TlsReader {
             self.buf.truncate(plen + clen);
             self.plain = 0..plen;
             self.cipher_start = plen;
-        }
-        if self.buf.capacity() - self.buf.len() < MAX_RECORD {
-            // Only when a consumer holds a large unconsumed plaintext (a big head).
-            self.buf.reserve(MAX_RECORD);
         }
     }
 }
@@ -660,7 +688,7 @@ impl Source for TlsReader {
                     ));
                 }
                 if self.buf.capacity() == 0 {
-                    self.buf = buf::take();
+                    self.buf = if self.bulk { buf::take() } else { buf::take_small() };
                 }
             }
             self.make_room();
@@ -668,7 +696,9 @@ impl Source for TlsReader {
             let cap = self.buf.capacity();
             let (res, slice) = self.half.read(std::mem::take(&mut self.buf).slice_mut(len..cap)).await;
             self.buf = slice.into_inner();
-            if res? == 0 {
+            let n = res?;
+            self.bulk = n == cap - len && !buf::is_small(&self.buf) || n > buf::SMALL_SIZE / 2;
+            if n == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     "TLS peer closed the connection without close_notify",
@@ -781,7 +811,7 @@ impl TlsWriter {
             return Ok(());
         }
         for part in data.chunks(BATCH) {
-            let mut rec = buf::take();
+            let mut rec = buf::take_for(part.len() + 2 * OVERHEAD);
             if let Err(e) = self.seal_into(&mut rec, part) {
                 buf::give(rec);
                 return Err(e);
@@ -807,7 +837,7 @@ impl Sink for TlsWriter {
             return Ok(());
         }
         self.closed = true;
-        let mut rec = buf::take();
+        let mut rec = buf::take_small();
         rec.extend_from_slice(&[0; HEADER_LEN]);
         // close_notify (level warning)
         rec.extend_from_slice(&[1, 0]);
