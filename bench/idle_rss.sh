@@ -20,16 +20,8 @@ work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
-start() { # name args...
-  local name=$1; shift
-  "$MSC" "$@" >"$work/$name.out" 2>"$work/$name.err" &
-  pids+=($!)
-  for _ in $(seq 1 200); do
-    grep -q ready "$work/$name.out" 2>/dev/null && return
-    sleep 0.05
-  done
-  echo "$name did not start" >&2; cat "$work/$name.err" >&2; exit 1
-}
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 rss() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 
 "$MSC" pki init --dir "$work" --gateway-listen 127.0.0.1:0 --http-port 0 --https-port 0 >/dev/null

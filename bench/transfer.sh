@@ -18,28 +18,19 @@ work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 "$MSC" pki init --dir "$work" --gateway-listen 127.0.0.1:0 --http-port 0 --https-port 0 >/dev/null
 sed -i 's/^workers = 0/workers = 1/' "$work/gateway.toml"
 
-# Start a process in the background and wait (bounded) for its ready line.
-start() { # name cpu args...
-  local name=$1 cpu=$2; shift 2
-  taskset -c "$cpu" "$MSC" "$@" >"$work/$name.out" 2>"$work/$name.err" &
-  pids+=($!)
-  for _ in $(seq 1 200); do
-    grep -q ready "$work/$name.out" 2>/dev/null && return
-    sleep 0.05
-  done
-  echo "$name did not start" >&2; cat "$work/$name.err" >&2; exit 1
-}
-start origin 0 origin --listen 127.0.0.1:0
+CPU=0 start origin origin --listen 127.0.0.1:0
 origin=$(sed -n 's/.*listening on //p' "$work/origin.out")
-start gateway 1 gateway --config "$work/gateway.toml"
+CPU=1 start gateway gateway --config "$work/gateway.toml"
 gw=$(sed -n 's/.*listening on \([^ ]*\).*/\1/p' "$work/gateway.out")
 sed -e "s/127.0.0.1:0/$gw/" -e 's/^workers = 0/workers = 1/' "$work/client.toml" >"$work/client-run.toml"
 printf '\n[control]\nlisten = "127.0.0.1:0"\n' >>"$work/client-run.toml"
-start client 1 run --config "$work/client-run.toml"
+CPU=1 start client run --config "$work/client-run.toml"
 proxy=$(sed -n 's/.* http \([^ ]*\) https.*/\1/p' "$work/client.out")
 gpid=${pids[1]}; cpid=${pids[2]}
 

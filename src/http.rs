@@ -103,6 +103,31 @@ pub fn is_hop_by_hop(name: &[u8], headers: &Headers, buf: &[u8]) -> bool {
     headers.has_token(buf, "connection", n) || headers.has_token(buf, "proxy-connection", n)
 }
 
+/// Copies the end-to-end header fields of a head: hop-by-hop fields (and
+/// `Host` when `skip_host`) are left out; `keep` may keep some back in.
+pub fn copy_end_to_end(headers: &Headers, buf: &[u8], skip_host: bool, keep: &[&str], out: &mut Vec<u8>) {
+    for h in headers.as_slice() {
+        let name = h.name.get(buf);
+        let kept = keep.iter().any(|k| name.eq_ignore_ascii_case(k.as_bytes()));
+        if (skip_host && name.eq_ignore_ascii_case(b"host")) || (is_hop_by_hop(name, headers, buf) && !kept) {
+            continue;
+        }
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(h.value.get(buf));
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Writes `Connection: upgrade` and the `Upgrade` field of `headers`, if any.
+pub fn write_upgrade(headers: &Headers, buf: &[u8], out: &mut Vec<u8>) {
+    if let Some(u) = headers.values(buf, "upgrade").next() {
+        out.extend_from_slice(b"Connection: upgrade\r\nUpgrade: ");
+        out.extend_from_slice(u);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
 /// Writes `host[:port]` as an HTTP authority (IPv6 in brackets, default port omitted).
 pub fn write_authority(out: &mut Vec<u8>, host: &str, port: u16, default_port: u16) {
     if host.contains(':') {
@@ -129,20 +154,9 @@ pub fn origin_request(head: &RequestHead, buf: &[u8], upgrade: bool, via: &str, 
     out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
     write_authority(out, head.host(buf), head.port, 80);
     out.extend_from_slice(b"\r\n");
-    for h in head.headers.as_slice() {
-        let name = h.name.get(buf);
-        if name.eq_ignore_ascii_case(b"host") || is_hop_by_hop(name, &head.headers, buf) {
-            continue;
-        }
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(h.value.get(buf));
-        out.extend_from_slice(b"\r\n");
-    }
-    if upgrade && let Some(u) = head.headers.values(buf, "upgrade").next() {
-        out.extend_from_slice(b"Connection: upgrade\r\nUpgrade: ");
-        out.extend_from_slice(u);
-        out.extend_from_slice(b"\r\n");
+    copy_end_to_end(&head.headers, buf, true, &[], out);
+    if upgrade {
+        write_upgrade(&head.headers, buf, out);
     }
     out.extend_from_slice(b"Via: ");
     out.extend_from_slice(via.as_bytes());

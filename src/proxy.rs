@@ -21,7 +21,7 @@ use msc_io::stream::{
 
 use crate::gateway::access::{AccessLog, Record};
 use crate::gateway::policy::{DenyList, normalize_host};
-use crate::http::{block_page, error_reply, is_hop_by_hop, origin_request};
+use crate::http::{block_page, copy_end_to_end, error_reply, origin_request, write_upgrade};
 
 /// Body bytes that arrived with a response head and are sent with it (copied
 /// into the head's buffer) rather than in a second write.
@@ -563,16 +563,7 @@ pub(crate) async fn relay_response<U: Source, K: Sink>(
         out.extend_from_slice(b"HTTP/1.1 ");
         out.extend_from_slice(status_text);
         out.extend_from_slice(b"\r\n");
-        for h in head.headers.as_slice() {
-            let name = h.name.get(data);
-            if is_hop_by_hop(name, &head.headers, data) {
-                continue;
-            }
-            out.extend_from_slice(name);
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(h.value.get(data));
-            out.extend_from_slice(b"\r\n");
-        }
+        copy_end_to_end(&head.headers, data, false, &[], &mut out);
         let origin_close = head.wants_close(data) || head.minor_version == 0;
         let head_len = head.len;
         match kind {
@@ -586,11 +577,7 @@ pub(crate) async fn relay_response<U: Source, K: Sink>(
                 sent += out.len() as u64;
             }
             ResponseKind::Upgrade => {
-                if let Some(u) = head.headers.values(data, "upgrade").next() {
-                    out.extend_from_slice(b"Connection: upgrade\r\nUpgrade: ");
-                    out.extend_from_slice(u);
-                    out.extend_from_slice(b"\r\n");
-                }
+                write_upgrade(&head.headers, data, &mut out);
                 out.extend_from_slice(b"\r\n");
                 or.consume(head_len);
                 state

@@ -8,15 +8,6 @@ use std::process::Command;
 
 use common::*;
 
-fn control_addr(p: &Proc) -> SocketAddr {
-    let rest = p
-        .ready_line
-        .split("control http://")
-        .nth(1)
-        .expect("control address in ready line");
-    rest.split('/').next().unwrap().parse().unwrap()
-}
-
 fn get(addr: SocketAddr, path: &str, host: &str, extra: &str) -> (u16, String, Vec<u8>) {
     exchange(
         addr,
@@ -50,7 +41,7 @@ fn served_pac_has_type_etag_cache_and_refuses_foreign_hosts() {
         "[pac]\nbypass = [\"*.corp.example\", \"10.0.0.0/8\"]\nmax_age = \"2m\"\n",
     );
     let (c, proxy) = env.client_from("client-pac", &cfg);
-    let ctl = control_addr(&c);
+    let ctl = c.control_addr();
     let host = ctl.to_string();
     let (status, head, body) = get(ctl, "/proxy.pac", &host, "");
     assert_eq!(status, 200, "{head}");
@@ -121,7 +112,7 @@ fn msc_pac_prints_exactly_what_is_served() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let printed = String::from_utf8(out.stdout).unwrap();
     let (c, _) = env.client_from("client-fixed", &cfg);
-    let ctl = control_addr(&c);
+    let ctl = c.control_addr();
     let (status, _, body) = get(ctl, "/proxy.pac", "localhost", "");
     assert_eq!(status, 200);
     assert_eq!(String::from_utf8(body).unwrap(), printed);
@@ -158,14 +149,14 @@ fn on_premise_direct_mode_relays_without_the_gateway() {
     }
     assert!(!gw.stderr().contains(&origin.to_string()), "the gateway saw traffic");
     let out = Command::new(MSC)
-        .args(["status", "--control", &control_addr(&c).to_string(), "--json"])
+        .args(["status", "--control", &c.control_addr().to_string(), "--json"])
         .output()
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["premise"]["on_premise"], true, "{v}");
     assert_eq!(v["premise"]["mode"], "direct");
     let human = Command::new(MSC)
-        .args(["status", "--control", &control_addr(&c).to_string()])
+        .args(["status", "--control", &c.control_addr().to_string()])
         .output()
         .unwrap();
     let human = String::from_utf8_lossy(&human.stdout);
@@ -178,6 +169,6 @@ fn on_premise_direct_mode_relays_without_the_gateway() {
     let (code, body, _) = curl(&["-x", &format!("http://{proxy2}"), &format!("http://{origin}/echo")]);
     assert_eq!(code, 0);
     assert!(String::from_utf8_lossy(&body).contains("Via: 1.1 msc-gateway"));
-    let v: serde_json::Value = serde_json::from_str(&msc::status::fetch(control_addr(&c2)).unwrap()).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&msc::status::fetch(c2.control_addr()).unwrap()).unwrap();
     assert_eq!(v["premise"]["on_premise"], false, "{v}");
 }

@@ -11,15 +11,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 
-fn control_addr(p: &Proc) -> SocketAddr {
-    let rest = p
-        .ready_line
-        .split("control http://")
-        .nth(1)
-        .expect("control address in ready line");
-    rest.split('/').next().unwrap().parse().unwrap()
-}
-
 /// Waits (bounded) until the client has reported at least `n` handshakes.
 fn tls_counts(ctl: SocketAddr, at_least: u64) -> (u64, u64) {
     let deadline = Instant::now() + WAIT;
@@ -55,7 +46,7 @@ fn tunnels_outlive_browser_connections_and_resume() {
         .replace("workers = 2", "workers = 1");
     std::fs::write(&cfg, text).unwrap();
     let (c, proxy) = env.client_from("client-pool", &cfg);
-    let ctl = control_addr(&c);
+    let ctl = c.control_addr();
     // 60 requests, each on a new browser connection that closes after it.
     for i in 0..60 {
         get_close(proxy, origin, 1000 + i);
@@ -92,7 +83,7 @@ fn connect_and_upgrade_tunnels_are_not_reused() {
     let (_g, gw) = env.gateway();
     let cfg = env.client_toml("client-connect", gw, "client.pem", "client-key.pem", "");
     let (c, proxy) = env.client_from("client-connect", &cfg);
-    let ctl = control_addr(&c);
+    let ctl = c.control_addr();
     for _ in 0..5 {
         let (code, body, err) = curl(&[
             "-p",

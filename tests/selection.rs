@@ -11,15 +11,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 
-fn control_addr(p: &Proc) -> SocketAddr {
-    let rest = p
-        .ready_line
-        .split("control http://")
-        .nth(1)
-        .expect("control address in ready line");
-    rest.split('/').next().unwrap().parse().unwrap()
-}
-
 fn status(ctl: SocketAddr) -> Value {
     serde_json::from_str(&msc::status::fetch(ctl).unwrap()).unwrap()
 }
@@ -116,7 +107,7 @@ fn moves_to_the_fast_gateway_fails_over_and_readmits_after_recovery() {
     let (gc, c) = env.gateway_at("gw-c", "127.0.0.1:0", "");
     let cfg = env.multi_client_toml("client-sel", &[("slow", a), ("b", b), ("c", c)], FAST);
     let (client, proxy) = env.client_from("client-sel", &cfg);
-    let ctl = control_addr(&client);
+    let ctl = client.control_addr();
     // Browsing works from the first second, through the default gateway.
     assert_eq!(status(ctl)["selected"], "slow");
     let load = Load::start(proxy, origin);
@@ -183,7 +174,7 @@ fn no_gateway_case(fail_open: bool) -> (Proc, SocketAddr, SocketAddr, Proc, Env)
     let extra = format!("{FAST}[pac]\nfail_open = {fail_open}\n");
     let cfg = env.multi_client_toml("client-nogw", &[("only", gw_addr)], &extra);
     let (client, proxy) = env.client_from("client-nogw", &cfg);
-    let ctl = control_addr(&client);
+    let ctl = client.control_addr();
     // Works through the gateway first.
     let (status_code, _, body) = exchange(
         proxy,
@@ -223,7 +214,7 @@ fn fail_open_relays_directly_when_no_gateway_is_available() {
     client.wait_stderr(&format!("GET http://{origin}/echo 200 0"));
     client.wait_stderr("direct:fail-open");
     let v = wait_status(
-        control_addr(&client),
+        client.control_addr(),
         "fail-open counted",
         Duration::from_secs(5),
         |v| v["direct"]["fail_open"].as_u64().unwrap_or(0) >= 2,
@@ -250,7 +241,7 @@ fn fail_closed_answers_503_when_no_gateway_is_available() {
     );
     assert_eq!(status_code, 503);
     wait_status(
-        control_addr(&client),
+        client.control_addr(),
         "fail-closed counted",
         Duration::from_secs(5),
         |v| v["direct"]["fail_closed"].as_u64().unwrap_or(0) >= 2,

@@ -203,6 +203,18 @@ fn map_httparse(e: httparse::Error) -> HeadError {
     }
 }
 
+/// The head's length from httparse's answer, with the size limit applied:
+/// `Ok(None)` means read more.
+fn head_len(parsed: httparse::Result<usize>, buf: &[u8]) -> Result<Option<usize>, HeadError> {
+    match parsed {
+        Ok(httparse::Status::Complete(n)) if n > MAX_HEAD_LEN => Err(HeadError::TooLarge),
+        Ok(httparse::Status::Complete(n)) => Ok(Some(n)),
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD_LEN => Err(HeadError::TooLarge),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(e) => Err(map_httparse(e)),
+    }
+}
+
 /// Finds the end of a head (`\r\n\r\n`, or the bare-LF form httparse tolerates)
 /// scanning from `from`, so a head arriving in pieces is not re-tokenised on
 /// every read.
@@ -262,20 +274,9 @@ impl RequestHead {
     pub fn parse(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
         let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut raw);
-        let len = match req.parse(buf) {
-            Ok(httparse::Status::Complete(n)) => n,
-            Ok(httparse::Status::Partial) => {
-                return if buf.len() >= MAX_HEAD_LEN {
-                    Err(HeadError::TooLarge)
-                } else {
-                    Ok(None)
-                };
-            }
-            Err(e) => return Err(map_httparse(e)),
+        let Some(len) = head_len(req.parse(buf), buf)? else {
+            return Ok(None);
         };
-        if len > MAX_HEAD_LEN {
-            return Err(HeadError::TooLarge);
-        }
         let method_str = req.method.unwrap_or("");
         let target_str = req.path.unwrap_or("");
         let minor_version = req.version.unwrap_or(1);
@@ -440,20 +441,9 @@ impl ResponseHead {
     pub fn parse(buf: &[u8]) -> Result<Option<ResponseHead>, HeadError> {
         let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut resp = httparse::Response::new(&mut raw);
-        let len = match resp.parse(buf) {
-            Ok(httparse::Status::Complete(n)) => n,
-            Ok(httparse::Status::Partial) => {
-                return if buf.len() >= MAX_HEAD_LEN {
-                    Err(HeadError::TooLarge)
-                } else {
-                    Ok(None)
-                };
-            }
-            Err(e) => return Err(map_httparse(e)),
+        let Some(len) = head_len(resp.parse(buf), buf)? else {
+            return Ok(None);
         };
-        if len > MAX_HEAD_LEN {
-            return Err(HeadError::TooLarge);
-        }
         let mut head = ResponseHead {
             len,
             status: resp.code.unwrap_or(0),

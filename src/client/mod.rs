@@ -27,7 +27,7 @@ use msc_io::stream::{
 use crate::config::client::ClientTimeouts;
 use crate::control::feedback::Recorder;
 use crate::gateway::access::{AccessLog, Record};
-use crate::http::{error_reply, is_hop_by_hop};
+use crate::http::{copy_end_to_end, error_reply, write_upgrade};
 use crate::proxy::{Peer, Proxy, ProxySettings, ProxyTimeouts, RespError, relay_response};
 use crate::upstream::{Routing, RoutingHandle};
 use crate::worker::Service;
@@ -147,20 +147,10 @@ async fn answer(w: &mut PlainWriter, status: u16, reason: &str) {
 fn tunnel_head(head: &RequestHead, buf: &[u8], upgrade: bool, out: &mut Vec<u8>) {
     let line_end = buf.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1);
     out.extend_from_slice(&buf[..line_end]);
-    for h in head.headers.as_slice() {
-        let name = h.name.get(buf);
-        if is_hop_by_hop(name, &head.headers, buf) && !name.eq_ignore_ascii_case(b"proxy-authorization") {
-            continue;
-        }
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(h.value.get(buf));
-        out.extend_from_slice(b"\r\n");
-    }
-    if upgrade && let Some(u) = head.headers.values(buf, "upgrade").next() {
-        out.extend_from_slice(b"Connection: upgrade\r\nUpgrade: ");
-        out.extend_from_slice(u);
-        out.extend_from_slice(b"\r\n");
+    // Proxy-Authorization is for the gateway, not hop-by-hop on this leg.
+    copy_end_to_end(&head.headers, buf, false, &["proxy-authorization"], out);
+    if upgrade {
+        write_upgrade(&head.headers, buf, out);
     }
     out.extend_from_slice(b"Via: ");
     out.extend_from_slice(VIA.as_bytes());

@@ -319,10 +319,7 @@ fn validate(file: &Path, raw: Raw) -> Result<ClientConfig, ConfigError> {
         key: c.file("tls.key", &raw.tls.key)?,
     };
     let t = &raw.timeouts;
-    let d = |key: &str, v: &Option<String>, default: Duration| match v {
-        Some(s) => c.duration(key, s),
-        None => Ok(default),
-    };
+    let d = |key: &str, v: &Option<String>, default: Duration| c.duration_or(key, v, default);
     let timeouts = ClientTimeouts {
         head: d("timeouts.head", &t.head, Duration::from_secs(10))?,
         idle: d("timeouts.idle", &t.idle, Duration::from_secs(300))?,
@@ -391,10 +388,7 @@ fn validate(file: &Path, raw: Raw) -> Result<ClientConfig, ConfigError> {
         ));
     }
     let fail_open = raw.pac.fail_open.unwrap_or(true);
-    let max_age = match &raw.pac.max_age {
-        Some(v) => c.duration("pac.max_age", v)?,
-        None => Duration::from_secs(300),
-    };
+    let max_age = c.duration_or("pac.max_age", &raw.pac.max_age, Duration::from_secs(300))?;
     let mut on_premise = None;
     let mut pac_premise = None;
     if let Some(op) = raw.pac.on_premise {
@@ -406,10 +400,11 @@ fn validate(file: &Path, raw: Raw) -> Result<ClientConfig, ConfigError> {
         if direct && !op.proxies.is_empty() {
             return Err(c.err("pac.on_premise.proxies", "only used with mode = \"proxies\""));
         }
-        let check_interval = match &op.check_interval {
-            Some(v) => c.duration("pac.on_premise.check_interval", v)?,
-            None => Duration::from_secs(60),
-        };
+        let check_interval = c.duration_or(
+            "pac.on_premise.check_interval",
+            &op.check_interval,
+            Duration::from_secs(60),
+        )?;
         let mut expected = Vec::new();
         for (i, a) in op.expected.iter().enumerate() {
             expected.push(a.trim().parse::<IpAddr>().map_err(|_| {
@@ -463,14 +458,8 @@ fn validate(file: &Path, raw: Raw) -> Result<ClientConfig, ConfigError> {
     let pool = PoolConfig {
         idle_target: rp.idle.unwrap_or(2),
         max_idle: rp.max_idle.unwrap_or(128),
-        idle_lifetime: match &rp.idle_lifetime {
-            Some(v) => c.duration("pool.idle_lifetime", v)?,
-            None => Duration::from_secs(60),
-        },
-        warm_for: match &rp.warm_for {
-            Some(v) => c.duration("pool.warm_for", v)?,
-            None => Duration::from_secs(300),
-        },
+        idle_lifetime: c.duration_or("pool.idle_lifetime", &rp.idle_lifetime, Duration::from_secs(60))?,
+        warm_for: c.duration_or("pool.warm_for", &rp.warm_for, Duration::from_secs(300))?,
     };
     if pool.idle_target > 64 {
         return Err(c.err("pool.idle", format!("{} is too many (at most 64)", pool.idle_target)));
@@ -502,10 +491,7 @@ fn validate(file: &Path, raw: Raw) -> Result<ClientConfig, ConfigError> {
 }
 
 fn selection(c: &Check<'_>, r: &RawSelection) -> Result<Selection, ConfigError> {
-    let d = |key: &str, v: &Option<String>, default: Duration| match v {
-        Some(s) => c.duration(&format!("selection.{key}"), s),
-        None => Ok(default),
-    };
+    let d = |key: &str, v: &Option<String>, default: Duration| c.duration_or(&format!("selection.{key}"), v, default);
     let base = crate::upstream::rank::RankConfig::default();
     let rank = crate::upstream::rank::RankConfig {
         quantile: r.quantile.unwrap_or(base.quantile),

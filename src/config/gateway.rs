@@ -123,10 +123,7 @@ fn validate(file: &Path, raw: Raw) -> Result<GatewayConfig, ConfigError> {
             .map_err(|reason| c.err(format!("policy.deny[{i}]"), reason))?;
     }
     let t = &raw.timeouts;
-    let d = |key: &str, v: &Option<String>, default: Duration| match v {
-        Some(s) => c.duration(key, s),
-        None => Ok(default),
-    };
+    let d = |key: &str, v: &Option<String>, default: Duration| c.duration_or(key, v, default);
     let timeouts = GatewayTimeouts {
         handshake: d("timeouts.handshake", &t.handshake, Duration::from_secs(10))?,
         head: d("timeouts.head", &t.head, Duration::from_secs(30))?,

@@ -71,6 +71,19 @@ impl Check<'_> {
         Ok(d)
     }
 
+    /// [`Check::duration`] for an optional key, with a default.
+    pub(crate) fn duration_or(
+        &self,
+        key: &str,
+        v: &Option<String>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        match v {
+            Some(s) => self.duration(key, s),
+            None => Ok(default),
+        }
+    }
+
     /// Resolves a path relative to the configuration file's directory and
     /// checks that it exists.
     pub(crate) fn file(&self, key: &str, v: &str) -> Result<PathBuf, ConfigError> {

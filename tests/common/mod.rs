@@ -115,6 +115,16 @@ impl Proc {
         }
     }
 
+    /// The control API address from a client's ready line.
+    pub fn control_addr(&self) -> SocketAddr {
+        let rest = self
+            .ready_line
+            .split("control http://")
+            .nth(1)
+            .expect("control address in ready line");
+        rest.split('/').next().unwrap().parse().unwrap()
+    }
+
     /// Sends SIGTERM and waits (bounded) for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill")

@@ -69,6 +69,13 @@ enum Kernel {
 }
 
 impl Kernel {
+    fn suite(&self) -> rustls::SupportedCipherSuite {
+        match self {
+            Kernel::Client(k) => k.negotiated_cipher_suite(),
+            Kernel::Server(k) => k.negotiated_cipher_suite(),
+        }
+    }
+
     fn update_tx(&mut self) -> Result<(u64, ConnectionTrafficSecrets), rustls::Error> {
         match self {
             Kernel::Client(k) => k.update_tx_secret(),
@@ -126,9 +133,12 @@ struct Leftover {
     peer_closed: bool,
 }
 
+/// What the handshake needs from either side's unbuffered connection.
 trait Unbuffered {
     type Data;
     fn process<'c, 'i>(&'c mut self, incoming: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data>;
+    fn common(&self) -> &rustls::CommonState;
+    fn into_kernel(self) -> Result<(rustls::ExtractedSecrets, Kernel), rustls::Error>;
 }
 
 impl Unbuffered for UnbufferedClientConnection {
@@ -136,12 +146,26 @@ impl Unbuffered for UnbufferedClientConnection {
     fn process<'c, 'i>(&'c mut self, incoming: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data> {
         self.process_tls_records(incoming)
     }
+    fn common(&self) -> &rustls::CommonState {
+        self
+    }
+    fn into_kernel(self) -> Result<(rustls::ExtractedSecrets, Kernel), rustls::Error> {
+        let (s, k) = self.dangerous_into_kernel_connection()?;
+        Ok((s, Kernel::Client(k)))
+    }
 }
 
 impl Unbuffered for UnbufferedServerConnection {
     type Data = ServerConnectionData;
     fn process<'c, 'i>(&'c mut self, incoming: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data> {
         self.process_tls_records(incoming)
+    }
+    fn common(&self) -> &rustls::CommonState {
+        self
+    }
+    fn into_kernel(self) -> Result<(rustls::ExtractedSecrets, Kernel), rustls::Error> {
+        let (s, k) = self.dangerous_into_kernel_connection()?;
+        Ok((s, Kernel::Server(k)))
     }
 }
 
@@ -271,70 +295,47 @@ impl TlsStream {
     pub async fn connect(
         config: Arc<ClientConfig>,
         server_name: ServerName<'static>,
-        mut tcp: TcpStream,
+        tcp: TcpStream,
         timeout: Duration,
     ) -> Result<TlsStream, TlsError> {
-        let mut conn = UnbufferedClientConnection::new(config, server_name)?;
-        let mut incoming = Vec::with_capacity(16 * 1024);
-        let mut early = Vec::new();
-        let mut peer_closed = false;
-        match monoio::time::timeout(
-            timeout,
-            drive(&mut conn, &mut tcp, &mut incoming, &mut early, &mut peer_closed),
-        )
-        .await
-        {
-            Ok(r) => r?,
-            Err(_) => return Err(TlsError::Timeout),
-        }
-        let info = SessionInfo {
-            peer_certs: conn.peer_certificates().map(<[_]>::to_vec).unwrap_or_default(),
-            resumed: conn.handshake_kind() == Some(HandshakeKind::Resumed),
-            suite: conn.negotiated_cipher_suite().map(suite_name).unwrap_or_default(),
-        };
-        let (secrets, kernel) = conn.dangerous_into_kernel_connection()?;
-        let limit = confidentiality_limit(kernel.negotiated_cipher_suite());
-        let rest = Leftover {
-            pending: incoming,
-            early,
-            peer_closed,
-        };
-        TlsStream::assemble(tcp, secrets, Kernel::Client(kernel), limit, rest, info)
+        let conn = UnbufferedClientConnection::new(config, server_name)?;
+        TlsStream::handshake(conn, tcp, timeout).await
     }
 
     /// Accepts a client over `tcp` (the configuration decides whether a client
     /// certificate is required).
-    pub async fn accept(
-        config: Arc<ServerConfig>,
+    pub async fn accept(config: Arc<ServerConfig>, tcp: TcpStream, timeout: Duration) -> Result<TlsStream, TlsError> {
+        let conn = UnbufferedServerConnection::new(config)?;
+        TlsStream::handshake(conn, tcp, timeout).await
+    }
+
+    async fn handshake<C: Unbuffered>(
+        mut conn: C,
         mut tcp: TcpStream,
         timeout: Duration,
     ) -> Result<TlsStream, TlsError> {
-        let mut conn = UnbufferedServerConnection::new(config)?;
         let mut incoming = Vec::with_capacity(16 * 1024);
         let mut early = Vec::new();
         let mut peer_closed = false;
-        match monoio::time::timeout(
-            timeout,
-            drive(&mut conn, &mut tcp, &mut incoming, &mut early, &mut peer_closed),
-        )
-        .await
-        {
+        let driven = drive(&mut conn, &mut tcp, &mut incoming, &mut early, &mut peer_closed);
+        match monoio::time::timeout(timeout, driven).await {
             Ok(r) => r?,
             Err(_) => return Err(TlsError::Timeout),
         }
+        let common = conn.common();
         let info = SessionInfo {
-            peer_certs: conn.peer_certificates().map(<[_]>::to_vec).unwrap_or_default(),
-            resumed: conn.handshake_kind() == Some(HandshakeKind::Resumed),
-            suite: conn.negotiated_cipher_suite().map(suite_name).unwrap_or_default(),
+            peer_certs: common.peer_certificates().map(<[_]>::to_vec).unwrap_or_default(),
+            resumed: common.handshake_kind() == Some(HandshakeKind::Resumed),
+            suite: common.negotiated_cipher_suite().map(suite_name).unwrap_or_default(),
         };
-        let (secrets, kernel) = conn.dangerous_into_kernel_connection()?;
-        let limit = confidentiality_limit(kernel.negotiated_cipher_suite());
+        let (secrets, kernel) = conn.into_kernel()?;
+        let limit = confidentiality_limit(kernel.suite());
         let rest = Leftover {
             pending: incoming,
             early,
             peer_closed,
         };
-        TlsStream::assemble(tcp, secrets, Kernel::Server(kernel), limit, rest, info)
+        TlsStream::assemble(tcp, secrets, kernel, limit, rest, info)
     }
 
     fn assemble(
