@@ -59,6 +59,7 @@ where
                 FusionRuntime::Uring(_) => Driver::IoUring,
                 FusionRuntime::Legacy(_) => Driver::Epoll,
             };
+            crate::stream::set_exact_readiness(driver == Driver::IoUring);
             Ok(rt.block_on(f(driver)))
         }
         DriverChoice::IoUring => {
@@ -71,6 +72,7 @@ where
             let mut rt = b
                 .build()
                 .map_err(|e| io::Error::new(e.kind(), format!("io_uring is not available: {e}")))?;
+            crate::stream::set_exact_readiness(true);
             Ok(rt.block_on(f(Driver::IoUring)))
         }
         DriverChoice::Epoll => {
@@ -79,6 +81,7 @@ where
                 b = b.attach_thread_pool(Box::new(pool));
             }
             let mut rt = b.build()?;
+            crate::stream::set_exact_readiness(false);
             Ok(rt.block_on(f(Driver::Epoll)))
         }
     }

@@ -153,6 +153,18 @@ impl<K: Sink> Sink for &mut K {
     }
 }
 
+thread_local! {
+    /// This thread's runtime reports exact readiness (io_uring poll ops).
+    static EXACT_READINESS: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Declares whether this thread's runtime reports exact readiness (set by
+/// [`crate::runtime::block_on`]: true on io_uring, false on epoll, whose
+/// cached readiness can be stale).
+pub fn set_exact_readiness(exact: bool) {
+    EXACT_READINESS.set(exact);
+}
+
 /// What a non-blocking one-byte peek says about a socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Peek {
@@ -185,7 +197,15 @@ pub fn peek(half: &OwnedReadHalf<TcpStream>) -> Peek {
 /// stays set until a read sees EAGAIN); a peek confirms it, and a stale one
 /// is followed by a strict wait, so a reader never parks a buffer in a read
 /// that has nothing to return.
+///
+/// On io_uring a poll completes only when the socket is readable now (data,
+/// FIN or error), so the peek (a syscall) is skipped there and an EOF is
+/// reported as [`Peek::Data`]: the read that follows returns 0.
 pub async fn wait_data(half: &OwnedReadHalf<TcpStream>) -> io::Result<Peek> {
+    if EXACT_READINESS.get() {
+        stream_of(half).readable(false).await?;
+        return Ok(Peek::Data);
+    }
     let mut strict = false;
     loop {
         stream_of(half).readable(!strict).await?;

@@ -8,12 +8,13 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::client::{ClientSessionMemoryCache, Resumption};
+use rustls::client::Resumption;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 use crate::SetupError;
 use crate::certs::{load_certs, load_key};
+use crate::tickets::TicketStore;
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -41,9 +42,9 @@ pub struct ClientCreds<'a> {
 }
 
 /// Builds the client configuration: the gateway is verified against `ca`
-/// only, and the client presents `cert`. `sessions` sizes the TLS 1.3 ticket
-/// cache; build one configuration per worker so resumption needs no lock
-/// shared between cores.
+/// only, and the client presents `cert`. `sessions` is how many TLS 1.3
+/// tickets are kept per gateway name ([`TicketStore`]); build one
+/// configuration per worker so resumption needs no lock shared between cores.
 pub fn client_config(creds: &ClientCreds<'_>, sessions: usize) -> Result<Arc<ClientConfig>, SetupError> {
     let roots = roots(creds.ca)?;
     let chain = load_certs(creds.cert)?;
@@ -58,9 +59,14 @@ pub fn client_config(creds: &ClientCreds<'_>, sessions: usize) -> Result<Arc<Cli
             reason: format!("key does not match certificate {}: {e}", creds.cert.display()),
         })?;
     cfg.enable_secret_extraction = true;
-    cfg.resumption = Resumption::store(Arc::new(ClientSessionMemoryCache::new(sessions.max(1))));
+    cfg.resumption = Resumption::store(Arc::new(TicketStore::new(sessions)));
     Ok(Arc::new(cfg))
 }
+
+/// TLS 1.3 session tickets the gateway sends after each handshake (rustls's
+/// default is 2): enough that a client's ticket store refills faster than a
+/// burst of new tunnels drains it. Each costs one small AEAD seal.
+pub const TICKETS_PER_HANDSHAKE: usize = 4;
 
 /// Paths of the gateway's credentials.
 #[derive(Clone, Debug)]
@@ -73,7 +79,9 @@ pub struct ServerCreds<'a> {
 
 /// Builds the gateway configuration: a client certificate chaining to
 /// `client_ca` is required; stateless session tickets let any worker resume
-/// a session another worker established.
+/// a session another worker established. Each handshake sends
+/// [`TICKETS_PER_HANDSHAKE`] tickets, so a client that opens tunnels in a
+/// burst keeps resuming (each resumption consumes one ticket).
 pub fn server_config(creds: &ServerCreds<'_>) -> Result<Arc<ServerConfig>, SetupError> {
     let roots = Arc::new(roots(creds.client_ca)?);
     let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider())
@@ -95,5 +103,6 @@ pub fn server_config(creds: &ServerCreds<'_>) -> Result<Arc<ServerConfig>, Setup
         })?;
     cfg.enable_secret_extraction = true;
     cfg.ticketer = rustls::crypto::ring::Ticketer::new().map_err(SetupError::Tls)?;
+    cfg.send_tls13_tickets = TICKETS_PER_HANDSHAKE;
     Ok(Arc::new(cfg))
 }

@@ -6,6 +6,7 @@
 //!   (CN, SAN e-mail/URI) a certificate carries.
 //! - [`conn`]: the handshake, driven by rustls's unbuffered API on monoio's
 //!   owned buffers; then the connection splits into a reader and a writer.
+//! - [`tickets`]: a TLS 1.3 ticket store deep enough for bursts of tunnels.
 //! - [`record`]: TLS 1.3 record protection in place. rustls 0.23's unbuffered
 //!   API copies every record's plaintext into a fresh `Vec`; taking the
 //!   traffic secrets through rustls's kernel-TLS interface and sealing/opening
@@ -24,6 +25,7 @@ pub mod config;
 pub mod conn;
 pub mod pki;
 pub mod record;
+pub mod tickets;
 
 pub use certs::Identity;
 pub use conn::{SessionInfo, TlsError, TlsReader, TlsStream, TlsWriter};

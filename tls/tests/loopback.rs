@@ -52,6 +52,10 @@ impl Pki {
     }
 
     fn client(&self, who: &str) -> Arc<rustls::ClientConfig> {
+        self.client_with_tickets(who, 8)
+    }
+
+    fn client_with_tickets(&self, who: &str, tickets: usize) -> Arc<rustls::ClientConfig> {
         let (cert, key) = (self.p(&format!("{who}.pem")), self.p(&format!("{who}-key.pem")));
         client_config(
             &ClientCreds {
@@ -59,7 +63,7 @@ impl Pki {
                 cert: &cert,
                 key: &key,
             },
-            8,
+            tickets,
         )
         .unwrap()
     }
@@ -150,6 +154,48 @@ async fn echo_resumption_and_key_update() {
             ("alice@example.com".to_string(), true)
         ]
     );
+}
+
+/// A burst of new tunnels keeps resuming: the gateway sends several tickets
+/// per handshake and the client keeps more than rustls's default cache (8
+/// per server), so twelve handshakes in a row without reading any tickets
+/// all resume once a few earlier connections delivered theirs.
+#[monoio::test_all(timer_enabled = true)]
+async fn burst_of_handshakes_all_resume() {
+    const WARM: usize = 4;
+    const BURST: usize = 12;
+    let pki = Pki::new();
+    let (l, addr) = listen().await;
+    let scfg = pki.server("gw");
+    let server = monoio::spawn(async move {
+        let mut held = Vec::new();
+        for _ in 0..WARM + BURST {
+            let (tcp, _) = l.accept().await.unwrap();
+            held.push(TlsStream::accept(scfg.clone(), tcp, T).await.unwrap());
+        }
+        held.iter().map(|t| t.info().resumed).collect::<Vec<_>>()
+    });
+    let ccfg = pki.client_with_tickets("client", 64);
+    // Warm-up: each connection reads the tickets that follow its handshake.
+    for i in 0..WARM {
+        let tcp = TcpStream::connect_addr(addr).await.unwrap();
+        let tls = TlsStream::connect(ccfg.clone(), name(), tcp, T).await.unwrap();
+        assert_eq!(tls.info().resumed, i > 0);
+        let (mut r, _w) = tls.split();
+        assert!(r.settle(T).await.unwrap(), "tunnel {i} usable after its tickets");
+    }
+    // (WARM - 1) resumptions consumed one ticket each; WARM handshakes sent
+    // TICKETS_PER_HANDSHAKE each.
+    assert!(WARM * msc_tls::config::TICKETS_PER_HANDSHAKE - (WARM - 1) >= BURST);
+    let mut held = Vec::new();
+    for i in 0..BURST {
+        let tcp = TcpStream::connect_addr(addr).await.unwrap();
+        let tls = TlsStream::connect(ccfg.clone(), name(), tcp, T).await.unwrap();
+        assert!(tls.info().resumed, "burst handshake {i} resumed");
+        held.push(tls);
+    }
+    let resumed = server.await;
+    assert_eq!(resumed.iter().filter(|r| **r).count(), WARM - 1 + BURST, "{resumed:?}");
 }
 
 async fn handshake_pair(
