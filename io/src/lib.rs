@@ -14,6 +14,7 @@ pub mod buf;
 pub mod deadline;
 pub mod framing;
 pub mod head;
+pub mod iov;
 pub mod listen;
 pub mod netwatch;
 pub mod resolve;

@@ -277,25 +277,46 @@ impl PlainReader {
     /// Reads straight into `b` (used by TLS to read plaintext into its record
     /// buffer). Only valid when nothing is buffered.
     pub async fn read_direct<B: IoBufMut>(&mut self, b: B) -> monoio::BufResult<usize, B> {
-        debug_assert!(self.data().is_empty());
-        if self.eof {
-            return (Ok(0), b);
-        }
-        if !std::mem::take(&mut self.readable) {
-            match wait_data(&self.half).await {
-                Err(e) => return (Err(e), b),
-                Ok(Peek::Eof) => {
-                    self.eof = true;
-                    return (Ok(0), b);
-                }
-                Ok(_) => {}
-            }
+        match self.direct_ready().await {
+            Err(e) => return (Err(e), b),
+            Ok(false) => return (Ok(0), b),
+            Ok(true) => {}
         }
         let (res, b) = self.half.read(b).await;
         if let Ok(0) = res {
             self.eof = true;
         }
         (res, b)
+    }
+
+    /// Like [`PlainReader::read_direct`], into several ranges of one buffer
+    /// with a single `readv` (the TLS sender fills up to three records' worth
+    /// of plaintext per system call this way).
+    pub async fn read_direct_v(&mut self, slots: crate::iov::Slots) -> monoio::BufResult<usize, crate::iov::Slots> {
+        match self.direct_ready().await {
+            Err(e) => return (Err(e), slots),
+            Ok(false) => return (Ok(0), slots),
+            Ok(true) => {}
+        }
+        let (res, slots) = self.half.readv(slots).await;
+        if let Ok(0) = res {
+            self.eof = true;
+        }
+        (res, slots)
+    }
+
+    /// Before a direct read: waits for data without holding the caller's
+    /// buffer in a read. False when the peer has finished.
+    async fn direct_ready(&mut self) -> io::Result<bool> {
+        debug_assert!(self.data().is_empty());
+        if self.eof {
+            return Ok(false);
+        }
+        if !std::mem::take(&mut self.readable) && wait_data(&self.half).await? == Peek::Eof {
+            self.eof = true;
+            return Ok(false);
+        }
+        Ok(true)
     }
 
     /// Whether the peer has finished: a FIN already read, or (after

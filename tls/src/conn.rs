@@ -13,6 +13,7 @@ use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
 use monoio::net::TcpStream;
 use msc_io::buf;
+use msc_io::iov::Slots;
 use msc_io::stream::{Peek, Sink, Source, peer_spoke, wait_data};
 use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
 use rustls::kernel::KernelConnection;
@@ -23,8 +24,14 @@ use rustls_pki_types::{CertificateDer, ServerName};
 
 use crate::record::{
     self, CT_ALERT, CT_APPLICATION_DATA, CT_HANDSHAKE, HEADER_LEN, MAX_PLAINTEXT, MAX_RECORD, OVERHEAD, RecordError,
-    RecordKey,
+    RecordKey, TAG_LEN,
 };
+
+/// Plaintext one direct read takes at most: three records, whose sealed
+/// form fits a bulk buffer (a fourth would not).
+const BATCH_PLAINTEXT: usize = 3 * MAX_PLAINTEXT;
+/// Distance between consecutive full records in a batch.
+const RECORD_STRIDE: usize = MAX_PLAINTEXT + OVERHEAD;
 
 /// Why a TLS connection could not be set up or continued.
 #[derive(Debug, thiserror::Error)]
@@ -400,6 +407,7 @@ impl TlsStream {
                 key: self.rx,
                 hs: Vec::new(),
                 eof: self.peer_closed,
+                failed: None,
                 readable: false,
                 bulk: false,
                 shared: self.shared.clone(),
@@ -425,6 +433,9 @@ pub struct TlsReader {
     /// Post-handshake handshake bytes not yet forming a whole message.
     hs: Vec<u8>,
     eof: bool,
+    /// A record failed after earlier records' plaintext was returned: the
+    /// error the next fill reports.
+    failed: Option<io::Error>,
     /// The socket was seen readable and not read since: skip the next wait.
     readable: bool,
     /// The last read filled its buffer: a bulk transfer, use a big buffer.
@@ -452,6 +463,9 @@ impl TlsReader {
     /// the connection is still usable: no application data arrived, and the
     /// peer has not closed it.
     pub async fn refresh_idle(&mut self) -> io::Result<bool> {
+        if self.failed.is_some() {
+            return Ok(false);
+        }
         loop {
             while !self.buf.is_empty() {
                 match self.open_one()? {
@@ -550,6 +564,26 @@ impl TlsReader {
             }
             other => Err(invalid(format!("unexpected TLS content type {other}"))),
         }
+    }
+
+    /// Opens the further complete records already buffered, appending their
+    /// plaintext to `plain` (a move of each by the 22 bytes of record
+    /// overhead before it), so the consumer writes one run per read instead
+    /// of one per record. An error is kept for the next fill, after the
+    /// plaintext before it has been delivered. Returns the bytes added.
+    fn open_more(&mut self) -> usize {
+        let mut added = 0;
+        while !self.eof && self.cipher_start < self.buf.len() {
+            match self.open_one() {
+                Ok(Some(n)) => added += n,
+                Ok(None) => break,
+                Err(e) => {
+                    self.failed = Some(e);
+                    break;
+                }
+            }
+        }
+        added
     }
 
     fn handle_handshake(&mut self) -> io::Result<()> {
@@ -668,6 +702,9 @@ fn alert_name(d: u8) -> String {
 impl Source for TlsReader {
     async fn fill(&mut self) -> io::Result<usize> {
         loop {
+            if let Some(e) = self.failed.take() {
+                return Err(e);
+            }
             if self.eof {
                 return Ok(0);
             }
@@ -675,7 +712,7 @@ impl Source for TlsReader {
                 && let Some(n) = self.open_one()?
             {
                 if n > 0 {
-                    return Ok(n);
+                    return Ok(n + self.open_more());
                 }
                 continue;
             }
@@ -873,12 +910,49 @@ impl Sink for TlsWriter {
             return Err(e);
         }
         let start = rec.len();
-        rec.extend_from_slice(&[0; HEADER_LEN]);
-        let want = max.min(MAX_PLAINTEXT);
-        let from = start + HEADER_LEN;
-        debug_assert!(rec.capacity() >= from + want + OVERHEAD);
-        let (res, slice) = plain.read_direct(rec.slice_mut(from..from + want)).await;
-        let mut rec = slice.into_inner();
+        let want = max.min(BATCH_PLAINTEXT);
+        let (res, mut rec) = if want <= MAX_PLAINTEXT {
+            rec.extend_from_slice(&[0; HEADER_LEN]);
+            let from = start + HEADER_LEN;
+            debug_assert!(rec.capacity() >= from + want + OVERHEAD);
+            let (res, slice) = plain.read_direct(rec.slice_mut(from..from + want)).await;
+            (res, slice.into_inner())
+        } else {
+            // Up to three records' worth in one readv, each record's
+            // plaintext where it will be sealed.
+            let mut slots: [Range<usize>; 3] = Default::default();
+            let k = want.div_ceil(MAX_PLAINTEXT);
+            for (i, slot) in slots.iter_mut().enumerate().take(k) {
+                let from = start + i * RECORD_STRIDE + HEADER_LEN;
+                *slot = from..from + (want - i * MAX_PLAINTEXT).min(MAX_PLAINTEXT);
+            }
+            debug_assert!(rec.capacity() >= slots[k - 1].end + 1 + TAG_LEN);
+            let (res, slots) = plain.read_direct_v(Slots::new(rec, &slots[..k])).await;
+            let (mut rec, got) = slots.finish();
+            if let Ok(n) = res
+                && n > 0
+            {
+                // Every record but the last is full and sealed where it
+                // lies; the last one ends the buffer and seals below.
+                let last = got.iter().rposition(|&g| g > 0).unwrap_or(0);
+                for (i, &g) in got[..last].iter().enumerate() {
+                    if let Err(e) = self
+                        .key
+                        .seal_in(&mut rec, start + i * RECORD_STRIDE, g, CT_APPLICATION_DATA)
+                    {
+                        buf::give(rec);
+                        return Err(invalid(e));
+                    }
+                }
+                (Ok(n), rec)
+            } else {
+                (res, rec)
+            }
+        };
+        let last_start = match &res {
+            Ok(n) if *n > MAX_PLAINTEXT => start + (n - 1) / MAX_PLAINTEXT * RECORD_STRIDE,
+            _ => start,
+        };
         let n = match res {
             Ok(0) => {
                 // EOF; a pending KeyUpdate still goes out with close_notify later.
@@ -896,7 +970,7 @@ impl Sink for TlsWriter {
                 return Err(e);
             }
         };
-        if let Err(e) = self.key.seal(&mut rec, start, CT_APPLICATION_DATA) {
+        if let Err(e) = self.key.seal(&mut rec, last_start, CT_APPLICATION_DATA) {
             buf::give(rec);
             return Err(invalid(e));
         }
@@ -918,5 +992,12 @@ mod tests {
     #[test]
     fn buffers_fit_a_sealed_record() {
         assert!(buf::BUF_SIZE >= HEADER_LEN * 2 + 5 + MAX_PLAINTEXT + OVERHEAD * 2);
+    }
+
+    #[test]
+    fn buffers_fit_a_sealed_batch_after_a_key_update() {
+        let key_update = OVERHEAD + 5;
+        assert!(buf::BUF_SIZE >= key_update + BATCH_PLAINTEXT / MAX_PLAINTEXT * RECORD_STRIDE);
+        assert!(msc_io::iov::MAX_SLOTS >= BATCH_PLAINTEXT / MAX_PLAINTEXT);
     }
 }

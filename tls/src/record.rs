@@ -111,19 +111,39 @@ impl RecordKey {
     /// needs [`OVERHEAD`] spare capacity to avoid a reallocation).
     pub fn seal(&mut self, rec: &mut Vec<u8>, start: usize, content_type: u8) -> Result<(), RecordError> {
         let plain = rec.len() - start - HEADER_LEN;
+        rec.extend_from_slice(&[0; 1 + TAG_LEN]);
+        self.seal_in(rec, start, plain, content_type).map(drop)
+    }
+
+    /// Seals, where it lies, the record whose header goes at `buf[start..start+5]`,
+    /// with `plain` bytes of plaintext after it; the inner content type and
+    /// the tag are written into the 17 bytes that follow, which must exist.
+    /// Returns the record's length on the wire.
+    pub fn seal_in(
+        &mut self,
+        buf: &mut [u8],
+        start: usize,
+        plain: usize,
+        content_type: u8,
+    ) -> Result<usize, RecordError> {
         debug_assert!(plain <= MAX_PLAINTEXT);
         let len = plain + 1 + TAG_LEN;
-        let len = u16::try_from(len).map_err(|_| RecordError::Overflow)?.to_be_bytes();
-        let header = [CT_APPLICATION_DATA, 3, 3, len[0], len[1]];
-        rec[start..start + HEADER_LEN].copy_from_slice(&header);
-        rec.push(content_type);
+        let wire = u16::try_from(len).map_err(|_| RecordError::Overflow)?.to_be_bytes();
+        let header = [CT_APPLICATION_DATA, 3, 3, wire[0], wire[1]];
+        let body = start + HEADER_LEN;
+        let tag_at = body + plain + 1;
+        if buf.len() < tag_at + TAG_LEN {
+            return Err(RecordError::Overflow);
+        }
+        buf[start..body].copy_from_slice(&header);
+        buf[body + plain] = content_type;
         let nonce = self.next_nonce()?;
         let tag = self
             .key
-            .seal_in_place_separate_tag(nonce, Aad::from(header), &mut rec[start + HEADER_LEN..])
+            .seal_in_place_separate_tag(nonce, Aad::from(header), &mut buf[body..tag_at])
             .map_err(|_| RecordError::BadMac)?;
-        rec.extend_from_slice(tag.as_ref());
-        Ok(())
+        buf[tag_at..tag_at + TAG_LEN].copy_from_slice(tag.as_ref());
+        Ok(HEADER_LEN + len)
     }
 
     /// Opens one complete record (header included) in place. Returns the inner
