@@ -268,6 +268,15 @@ pub fn split(stream: TcpStream) -> (PlainReader, PlainWriter) {
     )
 }
 
+/// Closes a plain connection with one system call: the close sends the FIN
+/// (or a reset, if unread bytes remain). Dropping the halves separately would
+/// first shut the write side down (monoio's write half does so on drop).
+pub fn close(r: PlainReader, w: PlainWriter) {
+    if let Ok(stream) = r.half.reunite(w.half) {
+        drop(stream);
+    }
+}
+
 impl PlainReader {
     /// Whether the peer has finished sending.
     pub fn is_eof(&self) -> bool {

@@ -135,6 +135,8 @@ impl ClientService {
     }
 }
 
+/// Writes an error reply and sends the FIN at once: the browser may still
+/// be sending, and the close that follows would then reset the connection.
 async fn answer(w: &mut PlainWriter, status: u16, reason: &str) {
     let _ = w.write_bytes(&error_reply(status, WHO, reason, true)).await;
     let _ = w.close_write().await;
@@ -185,19 +187,18 @@ impl Service for ClientService {
             let idle = msc_io::deadline::sleep(self.t.idle);
             let ready = monoio::select! {
                 r = br.ready() => r,
-                _ = idle => return,
-                _ = stop.wait() => return,
+                _ = idle => break,
+                _ = stop.wait() => break,
             };
             if ready.is_err() {
-                return;
+                break;
             }
             let request = Box::pin(self.request(&mut br, &mut bw, listener, peer));
-            let next = request.await;
-            if let Next::Close = next {
-                let _ = bw.close_write().await;
-                return;
+            if let Next::Close = request.await {
+                break;
             }
         }
+        msc_io::stream::close(br, bw);
     }
 }
 

@@ -200,7 +200,7 @@ async fn accept_loop<S: Service>(
         };
         match accepted {
             Ok((stream, peer)) => {
-                let _ = stream.set_nodelay(true);
+                // TCP_NODELAY comes from the listener (io::listen).
                 active.set(active.get() + 1);
                 let guard = Active(active.clone());
                 let fut = svc.clone().serve(li, stream, peer);
