@@ -2,74 +2,73 @@
 //!
 //! The TLS sender reads plaintext straight into the places where it will be
 //! sealed as records, leaving room between them for each record's header,
-//! content type and tag: up to [`MAX_SLOTS`] records per system call instead
-//! of one, and still no copy (see perf/copies.md).
-
-use std::ops::Range;
+//! content type and tag: many records per system call instead of one, and
+//! still no copy (see perf/copies.md).
 
 use monoio::buf::IoVecBufMut;
 
 /// Most ranges one read fills.
-pub const MAX_SLOTS: usize = 4;
+pub const MAX_SLOTS: usize = 64;
 
-/// A buffer and the ranges of its spare capacity one `readv` fills, in order.
+/// A buffer and the equally spaced ranges of its spare capacity that one
+/// `readv` fills, in order.
 pub struct Slots {
     buf: Vec<u8>,
-    slots: [Range<usize>; MAX_SLOTS],
-    count: usize,
+    first: usize,
+    size: usize,
+    stride: usize,
+    total: usize,
     /// On the heap: monoio moves the operation (and so `self`) after it
     /// has queued the submission entry that points at these iovecs.
-    iov: Box<[libc::iovec; MAX_SLOTS]>,
+    iov: Box<[libc::iovec]>,
     filled: usize,
 }
 
 impl std::fmt::Debug for Slots {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Slots")
-            .field("slots", &&self.slots[..self.count])
+            .field("first", &self.first)
+            .field("size", &self.size)
+            .field("stride", &self.stride)
+            .field("total", &self.total)
             .field("filled", &self.filled)
             .finish_non_exhaustive()
     }
 }
 
 impl Slots {
-    /// Ranges `slots` of `buf`'s spare capacity, to be filled in order. They
-    /// must be non-empty, ascending, non-overlapping, start at or after
-    /// `buf.len()` and end within its capacity.
+    /// Ranges of `size` bytes, `stride` apart, the first at `first`, holding
+    /// `total` bytes in all (the last range is shorter when `total` is not a
+    /// multiple of `size`). They must lie in `buf`'s spare capacity.
     ///
     /// # Panics
-    /// When they are not, or there are more than [`MAX_SLOTS`] or none.
-    pub fn new(mut buf: Vec<u8>, slots: &[Range<usize>]) -> Slots {
-        assert!(!slots.is_empty() && slots.len() <= MAX_SLOTS, "1..={MAX_SLOTS} slots");
-        let mut from = buf.len();
-        for s in slots {
-            assert!(
-                s.start >= from && s.start < s.end && s.end <= buf.capacity(),
-                "bad slot {s:?}"
-            );
-            from = s.end;
-        }
-        let base = buf.as_mut_ptr();
-        let mut iov = Box::new(
-            [libc::iovec {
-                iov_base: std::ptr::null_mut(),
-                iov_len: 0,
-            }; MAX_SLOTS],
+    /// When `first < buf.len()`, `size` is 0 or larger than `stride`,
+    /// `total` is 0, the last range ends beyond the capacity, or more than
+    /// [`MAX_SLOTS`] ranges would be needed.
+    pub fn strided(mut buf: Vec<u8>, first: usize, size: usize, stride: usize, total: usize) -> Slots {
+        assert!(
+            size > 0 && size <= stride && total > 0 && first >= buf.len(),
+            "bad slots"
         );
-        let mut ranges: [Range<usize>; MAX_SLOTS] = Default::default();
-        for (i, s) in slots.iter().enumerate() {
-            // `wrapping_add` keeps this safe code; the offsets are within the
-            // allocation (checked above), so the pointers are in bounds.
-            iov[i] = libc::iovec {
-                iov_base: base.wrapping_add(s.start).cast(),
-                iov_len: s.len(),
-            };
-            ranges[i] = s.clone();
-        }
+        let count = total.div_ceil(size);
+        assert!(count <= MAX_SLOTS, "too many slots");
+        let end = first + (count - 1) * stride + (total - (count - 1) * size);
+        assert!(end <= buf.capacity(), "slots beyond capacity");
+        let base = buf.as_mut_ptr();
+        let iov = (0..count)
+            .map(|i| libc::iovec {
+                // `wrapping_add` keeps this safe code; the offsets are within
+                // the allocation (checked above), so the pointers are in bounds.
+                iov_base: base.wrapping_add(first + i * stride).cast(),
+                iov_len: size.min(total - i * size),
+            })
+            .collect();
         Slots {
             buf,
-            slots: ranges,
-            count: slots.len(),
+            first,
+            size,
+            stride,
+            total,
             iov,
             filled: 0,
         }
@@ -77,40 +76,41 @@ impl Slots {
 
     /// After the read: the buffer, its length extended to the end of the
     /// bytes read (every byte between the old length and that end which the
-    /// read did not write, i.e. the gaps between slots, is zero), and how
-    /// many bytes each slot received (zeros after the last one written).
-    pub fn finish(mut self) -> (Vec<u8>, [usize; MAX_SLOTS]) {
-        let mut got = [0; MAX_SLOTS];
-        let mut left = self.filled;
-        let mut end = self.buf.len();
-        for (i, s) in self.slots[..self.count].iter().enumerate() {
-            if left == 0 {
-                break;
-            }
-            let n = left.min(s.len());
-            got[i] = n;
-            left -= n;
-            // The gap before this slot: zero it so every byte is initialised.
-            let len = end - self.buf.len();
-            let spare = self.buf.spare_capacity_mut();
-            for b in &mut spare[len..len + (s.start - end)] {
+    /// read did not write, i.e. the gaps before and between ranges, is zero),
+    /// and the number of bytes read. The ranges fill in order, so every range
+    /// before the last one written is full.
+    pub fn finish(mut self) -> (Vec<u8>, usize) {
+        let n = self.filled.min(self.total);
+        if n == 0 {
+            return (self.buf, 0);
+        }
+        let last = (n - 1) / self.size;
+        let end = self.first + last * self.stride + (n - last * self.size);
+        let old = self.buf.len();
+        let spare = self.buf.spare_capacity_mut();
+        // The gaps: before the first range, and after each full range.
+        for b in &mut spare[..self.first - old] {
+            b.write(0);
+        }
+        for i in 0..last {
+            let gap = self.first + i * self.stride + self.size - old;
+            for b in &mut spare[gap..gap + (self.stride - self.size)] {
                 b.write(0);
             }
-            end = s.start + n;
         }
         // SAFETY: bytes from the old length up to `end` are initialised: the
-        // gaps were just zeroed, and each slot's first `got[i]` bytes were
-        // written by the read (the kernel reported `filled` bytes, which
-        // readv places in the slots in order). `end` is within the capacity
-        // (checked in `new`).
+        // gaps were just zeroed, and the ranges hold the `n` bytes the kernel
+        // reported, which readv writes to the ranges in order (every range
+        // before range `last` is full, range `last` holds the rest). `end` is
+        // within the capacity (checked in `strided`).
         unsafe { self.buf.set_len(end) };
-        (self.buf, got)
+        (self.buf, n)
     }
 }
 
 // SAFETY: the iovecs point into `buf`'s heap allocation, which does not move
 // while `Slots` exists (the Vec is never grown or reallocated here), and each
-// covers spare capacity within that allocation (checked in `new`), so the
+// covers spare capacity within that allocation (checked in `strided`), so the
 // kernel writes only there. The iovec array itself is boxed, so its address
 // stays valid when monoio moves `self` between queuing the operation and
 // submitting it. `set_init` only records the count; `finish` uses it.
@@ -120,7 +120,7 @@ unsafe impl IoVecBufMut for Slots {
     }
 
     fn write_iovec_len(&mut self) -> usize {
-        self.count
+        self.iov.len()
     }
 
     unsafe fn set_init(&mut self, n: usize) {
@@ -148,14 +148,12 @@ mod tests {
         writer.await;
         let mut buf = Vec::with_capacity(64);
         buf.extend_from_slice(b"ab");
-        // Slots of 10 bytes with gaps of 3; 25 bytes fill two and a half.
-        let slots = Slots::new(buf, &[5..15, 18..28, 31..41, 44..54]);
-        let mut total = 0;
+        // Ranges of 10 bytes, 13 apart, from 5; 25 bytes fill two and a half.
+        let slots = Slots::strided(buf, 5, 10, 13, 40);
         let (res, slots) = c.readv(slots).await;
-        total += res.unwrap();
-        assert_eq!(total, 25, "loopback delivers the 25 bytes in one read");
-        let (buf, got) = slots.finish();
-        assert_eq!(got, [10, 10, 5, 0]);
+        assert_eq!(res.unwrap(), 25, "loopback delivers the 25 bytes in one read");
+        let (buf, n) = slots.finish();
+        assert_eq!(n, 25);
         assert_eq!(buf.len(), 36);
         assert_eq!(&buf[..5], b"ab\0\0\0");
         assert_eq!(&buf[5..15], &data[..10]);
@@ -166,16 +164,26 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "bad slot")]
-    fn slots_must_ascend() {
-        let _ = Slots::new(Vec::with_capacity(64), &[10..20, 5..8]);
+    #[should_panic(expected = "bad slots")]
+    fn slots_start_after_the_data() {
+        let mut buf = Vec::with_capacity(64);
+        buf.extend_from_slice(b"abc");
+        let _ = Slots::strided(buf, 2, 10, 12, 20);
     }
 
     #[test]
-    #[should_panic(expected = "bad slot")]
+    #[should_panic(expected = "beyond capacity")]
     fn slots_stay_within_capacity() {
         let buf = Vec::with_capacity(16);
         let cap = buf.capacity();
-        let _ = Slots::new(buf, &[0..cap + 1]);
+        let _ = Slots::strided(buf, 0, cap, cap, cap + 1);
+    }
+
+    #[test]
+    fn a_read_of_nothing_leaves_the_buffer_alone() {
+        let mut buf = Vec::with_capacity(64);
+        buf.extend_from_slice(b"xy");
+        let (buf, n) = Slots::strided(buf, 5, 10, 13, 20).finish();
+        assert_eq!((buf.as_slice(), n), (&b"xy"[..], 0));
     }
 }

@@ -24,14 +24,16 @@ use rustls_pki_types::{CertificateDer, ServerName};
 
 use crate::record::{
     self, CT_ALERT, CT_APPLICATION_DATA, CT_HANDSHAKE, HEADER_LEN, MAX_PLAINTEXT, MAX_RECORD, OVERHEAD, RecordError,
-    RecordKey, TAG_LEN,
+    RecordKey,
 };
 
-/// Plaintext one direct read takes at most: three records, whose sealed
-/// form fits a bulk buffer (a fourth would not).
-const BATCH_PLAINTEXT: usize = 3 * MAX_PLAINTEXT;
 /// Distance between consecutive full records in a batch.
 const RECORD_STRIDE: usize = MAX_PLAINTEXT + OVERHEAD;
+/// Room for a KeyUpdate record ahead of a batch.
+const KEY_UPDATE_ROOM: usize = OVERHEAD + 5;
+/// Plaintext one direct read takes at most: as many whole records as fit a
+/// bulk buffer after a KeyUpdate (15 with 256 KiB buffers).
+const BATCH_PLAINTEXT: usize = (buf::BUF_SIZE - KEY_UPDATE_ROOM) / RECORD_STRIDE * MAX_PLAINTEXT;
 
 /// Why a TLS connection could not be set up or continued.
 #[derive(Debug, thiserror::Error)]
@@ -918,35 +920,26 @@ impl Sink for TlsWriter {
             let (res, slice) = plain.read_direct(rec.slice_mut(from..from + want)).await;
             (res, slice.into_inner())
         } else {
-            // Up to three records' worth in one readv, each record's
-            // plaintext where it will be sealed.
-            let mut slots: [Range<usize>; 3] = Default::default();
-            let k = want.div_ceil(MAX_PLAINTEXT);
-            for (i, slot) in slots.iter_mut().enumerate().take(k) {
-                let from = start + i * RECORD_STRIDE + HEADER_LEN;
-                *slot = from..from + (want - i * MAX_PLAINTEXT).min(MAX_PLAINTEXT);
-            }
-            debug_assert!(rec.capacity() >= slots[k - 1].end + 1 + TAG_LEN);
-            let (res, slots) = plain.read_direct_v(Slots::new(rec, &slots[..k])).await;
+            // Many records' worth in one readv, each record's plaintext
+            // where it will be sealed.
+            let slots = Slots::strided(rec, start + HEADER_LEN, MAX_PLAINTEXT, RECORD_STRIDE, want);
+            let (res, slots) = plain.read_direct_v(slots).await;
             let (mut rec, got) = slots.finish();
-            if let Ok(n) = res
-                && n > 0
-            {
-                // Every record but the last is full and sealed where it
-                // lies; the last one ends the buffer and seals below.
-                let last = got.iter().rposition(|&g| g > 0).unwrap_or(0);
-                for (i, &g) in got[..last].iter().enumerate() {
-                    if let Err(e) = self
-                        .key
-                        .seal_in(&mut rec, start + i * RECORD_STRIDE, g, CT_APPLICATION_DATA)
-                    {
-                        buf::give(rec);
-                        return Err(invalid(e));
+            match res {
+                Ok(n) if n > 0 => {
+                    // Every record but the last is full and sealed where it
+                    // lies; the last one ends the buffer and seals below.
+                    debug_assert_eq!(n, got);
+                    for i in 0..(n - 1) / MAX_PLAINTEXT {
+                        let at = start + i * RECORD_STRIDE;
+                        if let Err(e) = self.key.seal_in(&mut rec, at, MAX_PLAINTEXT, CT_APPLICATION_DATA) {
+                            buf::give(rec);
+                            return Err(invalid(e));
+                        }
                     }
+                    (Ok(n), rec)
                 }
-                (Ok(n), rec)
-            } else {
-                (res, rec)
+                other => (other, rec),
             }
         };
         let last_start = match &res {
@@ -996,8 +989,8 @@ mod tests {
 
     #[test]
     fn buffers_fit_a_sealed_batch_after_a_key_update() {
-        let key_update = OVERHEAD + 5;
-        assert!(buf::BUF_SIZE >= key_update + BATCH_PLAINTEXT / MAX_PLAINTEXT * RECORD_STRIDE);
+        assert!(BATCH_PLAINTEXT >= 3 * MAX_PLAINTEXT);
+        assert!(buf::BUF_SIZE >= KEY_UPDATE_ROOM + BATCH_PLAINTEXT / MAX_PLAINTEXT * RECORD_STRIDE);
         assert!(msc_io::iov::MAX_SLOTS >= BATCH_PLAINTEXT / MAX_PLAINTEXT);
     }
 }
