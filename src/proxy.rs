@@ -204,7 +204,9 @@ impl Proxy {
                 if let Some(rule) = self.settings.deny.matches(&host) {
                     self.blocked(c, &head, &host, rule).await
                 } else if head.method == Method::Connect {
-                    self.tunnel(c, &head, host).await
+                    // Boxed: rare next to plain requests, and its relay is
+                    // large; every request's future stays small.
+                    Box::pin(self.tunnel(c, &head, host)).await
                 } else {
                     self.forward(c, head, host, origin).await
                 }
@@ -372,7 +374,7 @@ impl Proxy {
                 reused = true;
                 o
             }
-            _ => match self.dial(&host, port).await {
+            _ => match Box::pin(self.dial(&host, port)).await {
                 Ok(s) => {
                     let (r, w) = msc_io::stream::split(s);
                     Origin { host, port, r, w }
@@ -389,7 +391,7 @@ impl Proxy {
                 return self.fail(c, 502, &format!("cannot send to origin: {e}"), false).await;
             }
             // The kept connection died: one fresh attempt.
-            match self.dial(&conn.host, port).await {
+            match Box::pin(self.dial(&conn.host, port)).await {
                 Ok(s) => {
                     let (r, w) = msc_io::stream::split(s);
                     conn = Origin {

@@ -502,7 +502,7 @@ impl RelayState {
                 fut: fut.as_mut(),
                 slot: None,
             };
-            match monoio::time::timeout(wait, guarded).await {
+            match crate::deadline::timeout(wait, guarded).await {
                 Ok(r) => return r,
                 Err(_) if self.last_activity.get().elapsed() >= self.idle => {
                     return Err(io::Error::new(io::ErrorKind::TimedOut, "connection idle"));
@@ -656,7 +656,7 @@ pub async fn read_head<S: Source, H>(
             Some(d) => d.saturating_duration_since(Instant::now()),
         };
         let had = src.data().len();
-        match monoio::time::timeout(limit, src.fill()).await {
+        match crate::deadline::timeout(limit, src.fill()).await {
             Err(_) => {
                 return if had == 0 && deadline.is_none() {
                     // Idle keep-alive connection expired: a quiet close, not a 408.

@@ -114,7 +114,9 @@ impl ClientService {
                 return Ok((t, true));
             }
         }
-        self.open_any(routing, slot, peer).await.map(|t| (t, false))
+        // Boxed: the handshake's future is large and rarely needed (the pool
+        // usually has a tunnel), so every request's future stays small.
+        Box::pin(self.open_any(routing, slot, peer)).await.map(|t| (t, false))
     }
 
     fn log(&self, req: &ReqLog, status: u16, up: u64, down: u64, gw: usize) {
@@ -238,13 +240,13 @@ impl ClientService {
         let routing = self.shared.routing.load_full();
         if routing.direct_on_premise {
             self.recorder.direct(|d| d.on_premise += 1);
-            self.direct(&self.on_premise, br, bw, head).await;
+            Box::pin(self.direct(&self.on_premise, br, bw, head)).await;
             return Next::Close;
         }
         if routing.none_available {
             if self.shared.fail_open {
                 self.recorder.direct(|d| d.fail_open += 1);
-                self.direct(&self.fail_open, br, bw, head).await;
+                Box::pin(self.direct(&self.fail_open, br, bw, head)).await;
                 return Next::Close;
             }
             self.recorder.direct(|d| d.fail_closed += 1);
@@ -358,7 +360,7 @@ impl ClientService {
             if may_retry {
                 tracing::debug!("{peer}: tunnel to {label} failed before answering ({reason}); retrying");
                 retried = true;
-                if let Ok(t) = self.open_any(routing, slot, peer).await {
+                if let Ok(t) = Box::pin(self.open_any(routing, slot, peer)).await {
                     tun = t;
                     pooled = false;
                     continue;
@@ -418,7 +420,7 @@ impl ClientService {
         };
         if resp.upgraded && up_res.is_ok() {
             // CONNECT or an upgrade: a plain tunnel from now on, not reused.
-            let (u, d) = relay(br, bw, &mut tun.r, &mut tun.w, self.t.idle).await;
+            let (u, d) = Box::pin(relay(br, bw, &mut tun.r, &mut tun.w, self.t.idle)).await;
             self.log(&req, resp.status, up_bytes + u.bytes, resp.bytes + d.bytes, gw);
             return Next::Close;
         }
