@@ -133,7 +133,9 @@ impl Proxy {
                     _ = idle => return,
                     _ = stop.wait() => return,
                 };
-                if ready.is_err() {
+                // The first bytes (or the close: a closing connection then
+                // costs no request state) before the request's future is built.
+                if ready.is_err() || (c.r.data().is_empty() && !matches!(c.r.fill().await, Ok(n) if n > 0)) {
                     return;
                 }
             }

@@ -74,6 +74,11 @@ impl Slots {
         }
     }
 
+    /// The bytes the ranges hold in all.
+    pub fn total(&self) -> usize {
+        self.total
+    }
+
     /// After the read: the buffer, its length extended to the end of the
     /// bytes read (every byte between the old length and that end which the
     /// read did not write, i.e. the gaps before and between ranges, is zero),

@@ -285,16 +285,15 @@ impl PlainReader {
 
     /// Reads straight into `b` (used by TLS to read plaintext into its record
     /// buffer). Only valid when nothing is buffered.
-    pub async fn read_direct<B: IoBufMut>(&mut self, b: B) -> monoio::BufResult<usize, B> {
+    pub async fn read_direct<B: IoBufMut>(&mut self, mut b: B) -> monoio::BufResult<usize, B> {
         match self.direct_ready().await {
             Err(e) => return (Err(e), b),
             Ok(false) => return (Ok(0), b),
             Ok(true) => {}
         }
+        let want = b.bytes_total();
         let (res, b) = self.half.read(b).await;
-        if let Ok(0) = res {
-            self.eof = true;
-        }
+        self.note_direct(&res, want);
         (res, b)
     }
 
@@ -307,11 +306,26 @@ impl PlainReader {
             Ok(false) => return (Ok(0), slots),
             Ok(true) => {}
         }
+        let want = slots.total();
         let (res, slots) = self.half.readv(slots).await;
-        if let Ok(0) = res {
-            self.eof = true;
-        }
+        self.note_direct(&res, want);
         (res, slots)
+    }
+
+    /// After a direct read of up to `want` bytes: EOF, and whether the next
+    /// read should be a bulk one (this one filled its request).
+    fn note_direct(&mut self, res: &io::Result<usize>, want: usize) {
+        match res {
+            Ok(0) => self.eof = true,
+            Ok(n) => self.bulk = *n == want,
+            Err(_) => {}
+        }
+    }
+
+    /// Whether the last read filled its buffer or request: more is coming
+    /// in bulk, read it with a big buffer.
+    pub fn is_bulk(&self) -> bool {
+        self.bulk
     }
 
     /// Before a direct read: waits for data without holding the caller's

@@ -174,6 +174,19 @@ enum Next {
     KeepAlive,
     /// Close the browser connection.
     Close,
+    /// CONNECT or an upgrade: relay bytes both ways until both sides end,
+    /// then close. Run by the connection's future after the request's
+    /// future is gone, so a long-lived tunnel holds only the relay's state.
+    Tunnel(Box<Upgraded>),
+}
+
+/// A tunnel whose exchange turned into a plain byte relay.
+struct Upgraded {
+    tun: Tunnel,
+    req: ReqLog,
+    status: u16,
+    up: u64,
+    down: u64,
 }
 
 impl Service for ClientService {
@@ -192,12 +205,19 @@ impl Service for ClientService {
                 _ = idle => break,
                 _ = stop.wait() => break,
             };
-            if ready.is_err() {
+            // The first bytes (or the FIN: a closing connection then costs no
+            // request state) before the request's future is built.
+            if ready.is_err() || (br.data().is_empty() && !matches!(br.fill().await, Ok(n) if n > 0)) {
                 break;
             }
             let request = Box::pin(self.request(&mut br, &mut bw, listener, peer));
-            if let Next::Close = request.await {
-                break;
+            match request.await {
+                Next::KeepAlive => {}
+                Next::Close => break,
+                Next::Tunnel(u) => {
+                    Box::pin(self.relay_tunnel(&mut br, &mut bw, *u)).await;
+                    break;
+                }
             }
         }
         msc_io::stream::close(br, bw);
@@ -420,9 +440,13 @@ impl ClientService {
         };
         if resp.upgraded && up_res.is_ok() {
             // CONNECT or an upgrade: a plain tunnel from now on, not reused.
-            let (u, d) = Box::pin(relay(br, bw, &mut tun.r, &mut tun.w, self.t.idle)).await;
-            self.log(&req, resp.status, up_bytes + u.bytes, resp.bytes + d.bytes, gw);
-            return Next::Close;
+            return Next::Tunnel(Box::new(Upgraded {
+                tun,
+                req,
+                status: resp.status,
+                up: up_bytes,
+                down: resp.bytes,
+            }));
         }
         self.log(&req, resp.status, up_bytes, resp.bytes, gw);
         if resp.origin_reusable && up_res.is_ok() {
@@ -435,6 +459,19 @@ impl ClientService {
         } else {
             Next::Close
         }
+    }
+
+    /// Relays a CONNECT or upgraded connection until both sides are done.
+    async fn relay_tunnel(&self, br: &mut PlainReader, bw: &mut PlainWriter, u: Upgraded) {
+        let Upgraded {
+            mut tun,
+            req,
+            status,
+            up,
+            down,
+        } = u;
+        let (u, d) = relay(br, bw, &mut tun.r, &mut tun.w, self.t.idle).await;
+        self.log(&req, status, up + u.bytes, down + d.bytes, tun.gw);
     }
 
     /// A new tunnel, failing over across the slot's gateways in order.

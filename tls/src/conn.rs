@@ -35,6 +35,9 @@ const KEY_UPDATE_ROOM: usize = OVERHEAD + 5;
 /// bulk buffer after a KeyUpdate (15 with 256 KiB buffers).
 const BATCH_PLAINTEXT: usize = (buf::BUF_SIZE - KEY_UPDATE_ROOM) / RECORD_STRIDE * MAX_PLAINTEXT;
 
+/// Plaintext a direct read into a small buffer takes at most.
+const SMALL_PLAINTEXT: usize = buf::SMALL_SIZE - KEY_UPDATE_ROOM - OVERHEAD;
+
 /// Why a TLS connection could not be set up or continued.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -906,13 +909,18 @@ impl Sink for TlsWriter {
             // A FIN seen without a buffer: nothing to seal.
             return Ok(0);
         }
-        let mut rec = buf::take();
+        // A small buffer unless the last read filled its request: a closing
+        // or quiet connection (on io_uring its FIN shows up as a read of 0)
+        // costs 4 KiB for a moment, a bulk transfer switches to big batches
+        // after its first read.
+        let bulk = plain.is_bulk();
+        let mut rec = if bulk { buf::take() } else { buf::take_small() };
         if let Err(e) = self.maybe_rotate(&mut rec) {
             buf::give(rec);
             return Err(e);
         }
         let start = rec.len();
-        let want = max.min(BATCH_PLAINTEXT);
+        let want = max.min(if bulk { BATCH_PLAINTEXT } else { SMALL_PLAINTEXT });
         let (res, mut rec) = if want <= MAX_PLAINTEXT {
             rec.extend_from_slice(&[0; HEADER_LEN]);
             let from = start + HEADER_LEN;
@@ -985,6 +993,12 @@ mod tests {
     #[test]
     fn buffers_fit_a_sealed_record() {
         assert!(buf::BUF_SIZE >= HEADER_LEN * 2 + 5 + MAX_PLAINTEXT + OVERHEAD * 2);
+    }
+
+    #[test]
+    fn small_buffers_fit_a_sealed_record_after_a_key_update() {
+        assert!(SMALL_PLAINTEXT >= 4000);
+        assert!(buf::SMALL_SIZE >= KEY_UPDATE_ROOM + HEADER_LEN + SMALL_PLAINTEXT + 1 + record::TAG_LEN);
     }
 
     #[test]
