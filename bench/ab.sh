@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# Side-by-side A/B of msc builds on the same chain, same run, same pinning:
+# for each binary, client and gateway (workers = 1) on PROXYCPU, nginx and the
+# load generator on LOADCPU, as in bench/compare.sh. Rounds alternate the
+# binaries so a drift of the machine affects all alike.
+#
+#   bash bench/ab.sh OLD_MSC NEW_MSC [MORE...]        # binaries to compare
+#   REV_A=c8906b5 bash bench/ab.sh                    # builds that commit (git worktree) against this tree
+#   WORKLOADS="ka close connect dl" ROUNDS=2 DUR=8 bash bench/ab.sh A B
+#
+# Workloads: ka (wrk, 64 keep-alive connections, 1 KiB, absolute-form),
+# close (same with Connection: close), connect (oha, a new CONNECT + TLS per
+# request), dl (5 x 100 MiB absolute-form GET with curl), dlc (same through
+# CONNECT). Output: one TSV row per binary, round and workload (requests/s or
+# MB/s, p99, client and gateway CPU per request or per GB from /proc ticks,
+# TLS handshakes and resumed ones for connect), in OUT/ab.tsv.
+# Needs: nginx, wrk, curl, oha (bench/compare.sh installs them). Bounded:
+# every run has a duration or --max-time; every wait is bounded.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+LOADCPU=${LOADCPU:-0}
+PROXYCPU=${PROXYCPU:-1}
+DUR=${DUR:-8}
+ROUNDS=${ROUNDS:-2}
+WORKLOADS=${WORKLOADS:-"ka close connect dl"}
+OHA=${OHA:-/opt/oha/bin/oha}
+W=${W:-/tmp/msc-ab}
+OUT=${OUT:-perf/runs/$(date -u +%Y-%m-%d)/ab}
+PORT_BASE=${PORT_BASE:-19500}
+ORIGIN=127.0.0.1:$((PORT_BASE + 80))
+ORIGIN_TLS=127.0.0.1:$((PORT_BASE + 443))
+GW=127.0.0.1:$((PORT_BASE + 100))
+P_HTTP=$((PORT_BASE + 101))
+P_HTTPS=$((PORT_BASE + 102))
+
+bins=("$@")
+if [ -n "${REV_A:-}" ]; then
+  wt=$W/rev-$REV_A
+  if [ ! -x "$wt/target/release/msc" ]; then
+    rm -rf "$wt"; git worktree add -f --detach "$wt" "$REV_A" >/dev/null
+    (cd "$wt" && cargo build --release -q)
+  fi
+  cargo build --release -q
+  bins=("$wt/target/release/msc" "$PWD/target/release/msc")
+fi
+[ "${#bins[@]}" -ge 1 ] || { echo "usage: bench/ab.sh MSC_A MSC_B ... (or REV_A=commit)" >&2; exit 2; }
+
+mkdir -p "$W/www" "$W/tmp" "$OUT"
+[ "$(stat -c %s "$W/www/1k" 2>/dev/null)" = 1024 ] || head -c 1024 /dev/urandom >"$W/www/1k"
+[ "$(stat -c %s "$W/www/100m" 2>/dev/null)" = $((100 << 20)) ] || head -c $((100 << 20)) /dev/urandom >"$W/www/100m"
+rm -rf "$W/pki"
+"${bins[0]}" pki init --dir "$W/pki" --gateway-listen "$GW" --http-port "$P_HTTP" --https-port "$P_HTTPS" >/dev/null
+sed -i 's/^workers = .*/workers = 1/' "$W/pki/client.toml" "$W/pki/gateway.toml"
+sed -i 's/^access = .*/access = "off"/' "$W/pki/gateway.toml"
+printf '\n[control]\nlisten = "127.0.0.1:0"\n[log]\naccess = "off"\n' >>"$W/pki/client.toml"
+cat >"$W/nginx.conf" <<EOF
+worker_processes 1;
+pid $W/nginx.pid;
+error_log $W/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off; sendfile on; tcp_nopush on; tcp_nodelay on;
+  keepalive_timeout 300s; keepalive_requests 10000000;
+  default_type application/octet-stream;
+  client_body_temp_path $W/tmp; proxy_temp_path $W/tmp; fastcgi_temp_path $W/tmp;
+  uwsgi_temp_path $W/tmp; scgi_temp_path $W/tmp;
+  server { listen $ORIGIN; root $W/www; }
+  server { listen $ORIGIN_TLS ssl; root $W/www;
+           ssl_certificate $W/pki/gateway.pem; ssl_certificate_key $W/pki/gateway-key.pem; }
+}
+EOF
+
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -f "$W/nginx.pid" ] && kill "$(cat "$W/nginx.pid")" 2>/dev/null || true
+}
+trap cleanup EXIT
+taskset -c "$LOADCPU" nginx -c "$W/nginx.conf"
+
+# TLS handshakes and resumed ones of the client so far (from its status).
+tls_counts() {
+  curl -s --max-time 5 "$control/status" | python3 -c \
+    'import json, sys; t = json.load(sys.stdin)["tls"]; print(t["handshakes"], t["resumed"])'
+}
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+wait_line() { for _ in $(seq 1 150); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "no '$2' in $1" >&2; cat "$1" >&2; return 1; }
+
+start_chain() {
+  local bin=$1
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  pids=()
+  taskset -c "$PROXYCPU" "$bin" gateway --config "$W/pki/gateway.toml" >"$W/gw.out" 2>&1 &
+  gpid=$!; pids+=("$gpid")
+  wait_line "$W/gw.out" ready
+  taskset -c "$PROXYCPU" "$bin" run --config "$W/pki/client.toml" >"$W/cl.out" 2>&1 &
+  cpid=$!; pids+=("$cpid")
+  wait_line "$W/cl.out" ready
+  control=$(sed -n 's/.*control \(http:\/\/[^/]*\)\/.*/\1/p' "$W/cl.out")
+}
+
+wrk_run() {
+  WRK_PATH="http://$ORIGIN/1k" WRK_HOST="$ORIGIN" WRK_CLOSE=$1 timeout $((DUR + 30)) \
+    taskset -c "$LOADCPU" wrk -t1 -c64 -d"${DUR}s" -s bench/compare/bench.lua "http://127.0.0.1:$P_HTTP" | grep RESULT
+}
+
+printf 'binary\tround\tworkload\tvalue\tunit\tp99_ms\tclient_cpu\tgateway_cpu\tcpu_unit\tnote\n' >"$OUT/ab.tsv"
+for round in $(seq 1 "$ROUNDS"); do
+  for bin in "${bins[@]}"; do
+    start_chain "$bin"
+    # Warm the pool and the origin connections.
+    WRK_PATH="http://$ORIGIN/1k" WRK_HOST="$ORIGIN" timeout 30 taskset -c "$LOADCPU" \
+      wrk -t1 -c64 -d2s -s bench/compare/bench.lua "http://127.0.0.1:$P_HTTP" >/dev/null
+    for wl in $WORKLOADS; do
+      c0=$(ticks "$cpid"); g0=$(ticks "$gpid")
+      case $wl in
+        ka | close)
+          r=$(wrk_run "$([ "$wl" = close ] && echo 1 || echo 0)")
+          req=$(sed 's/.*requests=\([0-9]*\).*/\1/' <<<"$r")
+          p99=$(sed 's/.*p99_us=\([0-9]*\).*/\1/' <<<"$r")
+          c1=$(ticks "$cpid"); g1=$(ticks "$gpid")
+          awk -v b="$bin" -v r="$round" -v w="$wl" -v n="$req" -v d="$DUR" -v p="$p99" \
+            -v c="$((c1 - c0))" -v g="$((g1 - g0))" 'BEGIN {
+              printf "%s\t%d\t%s\t%.0f\trequests/s\t%.2f\t%.1f\t%.1f\tus/req\t\n", b, r, w, n / d, p / 1000, c * 10000 / n, g * 10000 / n }' | tee -a "$OUT/ab.tsv"
+          ;;
+        connect)
+          tls0=$(tls_counts)
+          o=$(timeout $((DUR + 30)) taskset -c "$LOADCPU" "$OHA" -z "${DUR}s" -c 64 --disable-keepalive \
+            --insecure --no-tui -x "http://127.0.0.1:$P_HTTPS" "https://$ORIGIN_TLS/1k" 2>&1)
+          rps=$(sed -n 's/.*Requests\/sec:[[:space:]]*\([0-9.]*\).*/\1/p' <<<"$o")
+          n=$(grep -o '\[200\] [0-9]* responses' <<<"$o" | awk '{s += $2} END {print s + 0}')
+          c1=$(ticks "$cpid"); g1=$(ticks "$gpid")
+          sleep 2.5 # workers report to the control plane every second
+          read -r h1 r1 <<<"$(tls_counts)"
+          read -r h0 r0 <<<"$tls0"
+          tls="new tunnels=$((h1 - h0)) resumed=$((r1 - r0)) requests=$n"
+
+          awk -v b="$bin" -v r="$round" -v x="$rps" -v n="$n" -v c="$((c1 - c0))" -v g="$((g1 - g0))" -v t="$tls" 'BEGIN {
+              printf "%s\t%d\tconnect\t%.0f\trequests/s\t\t%.1f\t%.1f\tus/req\t%s\n", b, r, x, c * 10000 / n, g * 10000 / n, t }' | tee -a "$OUT/ab.tsv"
+          ;;
+        dl | dlc)
+          flag=(); port=$P_HTTP
+          [ "$wl" = dlc ] && flag=(-p) && port=$P_HTTPS
+          speeds=""
+          for _ in 1 2 3 4 5; do
+            s=$(taskset -c "$LOADCPU" curl -s --max-time 60 -o /dev/null -w '%{speed_download}' "${flag[@]}" \
+              -x "http://127.0.0.1:$port" "http://$ORIGIN/100m")
+            speeds="$speeds $s"
+          done
+          c1=$(ticks "$cpid"); g1=$(ticks "$gpid")
+          med=$(tr ' ' '\n' <<<"$speeds" | grep . | sort -n | sed -n 3p)
+          awk -v b="$bin" -v r="$round" -v w="$wl" -v m="$med" -v c="$((c1 - c0))" -v g="$((g1 - g0))" -v s="$speeds" 'BEGIN {
+              gb = 5 * 104857600 / 1e9
+              printf "%s\t%d\t%s\t%.0f\tMB/s (median of 5)\t\t%.3f\t%.3f\ts/GB\truns:%s\n", b, r, w, m / 1e6, c / 100 / gb, g / 100 / gb, s }' | tee -a "$OUT/ab.tsv"
+          ;;
+      esac
+    done
+  done
+done
+{
+  echo "command: ${REV_A:+REV_A=$REV_A }WORKLOADS=\"$WORKLOADS\" ROUNDS=$ROUNDS DUR=$DUR bash bench/ab.sh ${*}"
+  echo "date: $(date -u +%FT%TZ); tree: $(git rev-parse --short HEAD)"
+  for b in "${bins[@]}"; do echo "binary: $b ($("$b" --version 2>/dev/null || true))"; done
+} >>"$OUT/ab.tsv"
