@@ -44,13 +44,8 @@ pub fn listeners(
     let mut per_worker: Vec<Vec<std::net::TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
     let mut bound = Vec::new();
     for a in addrs {
-        let socks = msc_io::listen::reuseport_listeners(*a, workers, BACKLOG).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AddrInUse {
-                anyhow::anyhow!("cannot listen on {a}: the port is in use (another msc instance, or another program)")
-            } else {
-                anyhow::Error::new(e).context(format!("cannot listen on {a}"))
-            }
-        })?;
+        let socks = msc_io::listen::reuseport_listeners(*a, workers, BACKLOG)
+            .with_context(|| format!("cannot listen on {a}"))?;
         bound.push(socks[0].local_addr()?);
         for (w, s) in socks.into_iter().enumerate() {
             per_worker[w].push(s);

@@ -4,8 +4,7 @@
 //! worker accepts on its own socket and no accept lock is shared.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::Duration;
+use std::net::SocketAddr;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -14,27 +13,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 ///
 /// TCP_NODELAY is set on the listening sockets: Linux copies it to every
 /// accepted connection, which saves a `setsockopt` per connection.
-///
-/// A port another process already listens on is refused (`AddrInUse`), even
-/// when that process used SO_REUSEPORT too: otherwise a second instance (or a
-/// stale one) would silently take a share of the connections.
 pub fn reuseport_listeners(addr: SocketAddr, count: usize, backlog: i32) -> io::Result<Vec<std::net::TcpListener>> {
-    if addr.port() != 0 {
-        // Someone accepting connections there? (A connection attempt sees a
-        // listener whatever its options; connections of a process that just
-        // died, still closing on this port, do not count.)
-        let target = match addr.ip() {
-            IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port()),
-            IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port()),
-            _ => addr,
-        };
-        if std::net::TcpStream::connect_timeout(&target, Duration::from_millis(500)).is_ok() {
-            return Err(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                format!("another process is listening on {addr}"),
-            ));
-        }
-    }
     let mut out = Vec::with_capacity(count);
     let mut addr = addr;
     for _ in 0..count.max(1) {
@@ -68,17 +47,6 @@ mod tests {
         let port = ls[0].local_addr().unwrap().port();
         assert_ne!(port, 0);
         assert!(ls.iter().all(|l| l.local_addr().unwrap().port() == port));
-    }
-
-    #[test]
-    fn a_port_in_use_is_refused_even_with_reuseport() {
-        let first = reuseport_listeners("127.0.0.1:0".parse().unwrap(), 2, 16).unwrap();
-        let addr = first[0].local_addr().unwrap();
-        let e = reuseport_listeners(addr, 2, 16).unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::AddrInUse, "{e}");
-        drop(first);
-        // Free again: it binds.
-        assert_eq!(reuseport_listeners(addr, 2, 16).unwrap().len(), 2);
     }
 
     #[test]
