@@ -14,14 +14,9 @@ OUT=${OUT:-perf/runs/$(date -u +%Y-%m-%d)}
 DRIVER=${DRIVER:-auto}
 mkdir -p "$OUT"
 ulimit -n "$(ulimit -Hn)"
-cargo build --release --quiet
-MSC=$PWD/target/release/msc
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
+setup
 rss() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 
 "$MSC" pki init --dir "$work" --gateway-listen 127.0.0.1:0 --http-port 0 --https-port 0 >/dev/null

@@ -1,5 +1,20 @@
-# Shared by the bench scripts (sourced, not run).
-# Needs: MSC (the msc binary), work (a scratch directory), pids (an array).
+# Shared by the bench scripts (sourced, not run, from the repository root).
+# setup: builds the release binary and sets MSC (the msc binary), work (a
+# scratch directory, removed at exit) and pids (processes stopped at exit).
+
+setup() {
+  cargo build --release --quiet
+  MSC=$PWD/target/release/msc
+  work=$(mktemp -d)
+  pids=()
+  trap cleanup EXIT
+}
+
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
 
 # start NAME ARGS...: runs `msc ARGS...` in the background (pinned to CPU
 # $CPU when set), output in $work/NAME.out/.err, and waits (bounded, 10 s)

@@ -12,14 +12,9 @@ SIZE=${SIZE:-1073741824}
 RUNS=${RUNS:-5}
 OUT=${OUT:-perf/runs/$(date -u +%Y-%m-%d)}
 mkdir -p "$OUT"
-cargo build --release --quiet
-MSC=$PWD/target/release/msc
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
+setup
 
 "$MSC" pki init --dir "$work" --gateway-listen 127.0.0.1:0 --http-port 0 --https-port 0 >/dev/null
 sed -i 's/^workers = 0/workers = 1/' "$work/gateway.toml"
