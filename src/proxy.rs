@@ -135,7 +135,7 @@ impl Proxy {
                 };
                 // The first bytes (or the close: a closing connection then
                 // costs no request state) before the request's future is built.
-                if ready.is_err() || (c.r.data().is_empty() && !matches!(c.r.fill().await, Ok(n) if n > 0)) {
+                if ready.is_err() || !msc_io::stream::fill_first(&mut c.r).await {
                     return;
                 }
             }

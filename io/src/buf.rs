@@ -78,11 +78,6 @@ pub fn grow(buf: &mut Vec<u8>) {
     give(std::mem::replace(buf, big));
 }
 
-/// Buffers currently free in this worker's pools (bulk, small).
-pub fn free_count() -> (usize, usize) {
-    (FREE.with(|f| f.borrow().len()), FREE_SMALL.with(|f| f.borrow().len()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,13 +13,14 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use crate::waiters::Waiters;
+
 /// Granularity of the deadlines.
 pub const TICK: Duration = Duration::from_millis(250);
 
 #[derive(Default)]
 struct Table {
-    slots: RefCell<Vec<Option<(Instant, Waker)>>>,
-    free: RefCell<Vec<usize>>,
+    waiters: Waiters<Instant>,
     ticking: Cell<bool>,
     /// When the ticker next looks (while it sleeps).
     next: Cell<Option<Instant>>,
@@ -75,21 +76,12 @@ impl Future for Deadline {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if let Some(i) = self.slot {
-            // Registered and not yet fired (the ticker takes the entry of an
-            // expired waiter): still pending, no clock read needed.
-            let pending = TABLE.with(|t| match t.slots.borrow_mut().get_mut(i as usize) {
-                Some(Some((_, w))) => {
-                    if !w.will_wake(cx.waker()) {
-                        *w = cx.waker().clone();
-                    }
-                    true
-                }
-                _ => false,
-            });
-            if pending {
-                return Poll::Pending;
-            }
+        // Registered and not yet fired (the ticker takes the waker of an
+        // expired waiter): still pending, no clock read needed.
+        if let Some(i) = self.slot
+            && TABLE.with(|t| t.waiters.refresh(i as usize, cx.waker()))
+        {
+            return Poll::Pending;
         }
         if Instant::now() >= self.deadline {
             self.release();
@@ -98,21 +90,7 @@ impl Future for Deadline {
         let deadline = self.deadline;
         let slot = self.slot;
         let i = TABLE.with(|t| {
-            let mut slots = t.slots.borrow_mut();
-            let i = match slot {
-                Some(i) => i as usize,
-                None => match t.free.borrow_mut().pop() {
-                    Some(i) => i,
-                    None => {
-                        slots.push(None);
-                        slots.len() - 1
-                    }
-                },
-            };
-            match &mut slots[i] {
-                Some((_, w)) if w.will_wake(cx.waker()) => {}
-                s => *s = Some((deadline, cx.waker().clone())),
-            }
+            let i = t.waiters.register(slot.map(|i| i as usize), deadline, cx.waker());
             if !t.ticking.replace(true) {
                 monoio::spawn(tick());
             } else if slot.is_none() && t.next.get().is_some_and(|n| deadline + TICK < n) {
@@ -134,12 +112,7 @@ impl Deadline {
         if let Some(i) = self.slot.take() {
             // `try_with`: a task dropped while the thread exits finds the
             // table gone, and there is nothing to release then.
-            let _ = TABLE.try_with(|t| {
-                if let Some(s) = t.slots.borrow_mut().get_mut(i as usize) {
-                    *s = None;
-                    t.free.borrow_mut().push(i as usize);
-                }
-            });
+            let _ = TABLE.try_with(|t| t.waiters.release(i as usize));
         }
     }
 }
@@ -156,19 +129,14 @@ async fn tick() {
     loop {
         let now = Instant::now();
         let (woken, next) = TABLE.with(|t| {
-            let mut wake = Vec::new();
             let mut next: Option<Instant> = None;
-            for s in t.slots.borrow_mut().iter_mut() {
-                match s {
-                    Some((d, _)) if *d <= now => {
-                        if let Some((_, w)) = s.take() {
-                            wake.push(w);
-                        }
-                    }
-                    Some((d, _)) => next = Some(next.map_or(*d, |n: Instant| n.min(*d))),
-                    None => {}
+            let wake = t.waiters.take_if(|d| {
+                if *d <= now {
+                    return true;
                 }
-            }
+                next = Some(next.map_or(*d, |n| n.min(*d)));
+                false
+            });
             if next.is_none() {
                 t.ticking.set(false);
             }
@@ -207,7 +175,7 @@ async fn tick() {
 
 /// Waiters currently registered on this worker (for tests).
 pub fn waiting() -> usize {
-    TABLE.with(|t| t.slots.borrow().iter().filter(|s| s.is_some()).count())
+    TABLE.with(|t| t.waiters.parked())
 }
 
 #[cfg(test)]

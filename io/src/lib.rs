@@ -21,6 +21,7 @@ pub mod resolve;
 pub mod runtime;
 pub mod signal;
 pub mod stream;
+mod waiters;
 
 pub use framing::{BodyLen, BodyTracker, FramingError, ResponseKind};
 pub use head::{Form, HeadError, Method, RequestHead, ResponseHead, Span};

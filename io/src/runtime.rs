@@ -48,13 +48,13 @@ where
 {
     match choice {
         DriverChoice::Auto => {
-            let mut b = RuntimeBuilder::<FusionDriver>::new()
-                .with_entries(URING_ENTRIES)
-                .enable_timer();
-            if let Some(pool) = pool {
-                b = b.attach_thread_pool(Box::new(pool));
-            }
-            let mut rt = b.build()?;
+            let mut rt = with_pool(
+                RuntimeBuilder::<FusionDriver>::new()
+                    .with_entries(URING_ENTRIES)
+                    .enable_timer(),
+                pool,
+            )
+            .build()?;
             let driver = match &rt {
                 FusionRuntime::Uring(_) => Driver::IoUring,
                 FusionRuntime::Legacy(_) => Driver::Epoll,
@@ -63,26 +63,29 @@ where
             Ok(rt.block_on(f(driver)))
         }
         DriverChoice::IoUring => {
-            let mut b = RuntimeBuilder::<IoUringDriver>::new()
-                .with_entries(URING_ENTRIES)
-                .enable_timer();
-            if let Some(pool) = pool {
-                b = b.attach_thread_pool(Box::new(pool));
-            }
-            let mut rt = b
-                .build()
-                .map_err(|e| io::Error::new(e.kind(), format!("io_uring is not available: {e}")))?;
+            let mut rt = with_pool(
+                RuntimeBuilder::<IoUringDriver>::new()
+                    .with_entries(URING_ENTRIES)
+                    .enable_timer(),
+                pool,
+            )
+            .build()
+            .map_err(|e| io::Error::new(e.kind(), format!("io_uring is not available: {e}")))?;
             crate::stream::set_exact_readiness(true);
             Ok(rt.block_on(f(Driver::IoUring)))
         }
         DriverChoice::Epoll => {
-            let mut b = RuntimeBuilder::<LegacyDriver>::new().enable_timer();
-            if let Some(pool) = pool {
-                b = b.attach_thread_pool(Box::new(pool));
-            }
-            let mut rt = b.build()?;
+            let mut rt = with_pool(RuntimeBuilder::<LegacyDriver>::new().enable_timer(), pool).build()?;
             crate::stream::set_exact_readiness(false);
             Ok(rt.block_on(f(Driver::Epoll)))
         }
+    }
+}
+
+/// Attaches `pool` (if any) for `spawn_blocking`.
+fn with_pool<D>(b: RuntimeBuilder<D>, pool: Option<DefaultThreadPool>) -> RuntimeBuilder<D> {
+    match pool {
+        Some(p) => b.attach_thread_pool(Box::new(p)),
+        None => b,
     }
 }

@@ -1,20 +1,21 @@
 //! A one-shot, single-threaded broadcast signal (e.g. "this worker is
 //! stopping", "the other direction failed").
 //!
-//! Waiting costs one slot in a small slab, freed when the wait completes or
-//! is dropped, so millions of short waits never accumulate wakers.
+//! Waiting costs one slot in a [`Waiters`] table, freed when the wait
+//! completes or is dropped, so millions of short waits never accumulate wakers.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
+
+use crate::waiters::Waiters;
 
 /// Fires once; every current and future [`Signal::wait`] then completes.
 #[derive(Debug, Default)]
 pub struct Signal {
     fired: Cell<bool>,
-    slots: RefCell<Vec<Option<Waker>>>,
-    free: RefCell<Vec<usize>>,
+    waiters: Waiters<()>,
 }
 
 impl Signal {
@@ -31,8 +32,7 @@ impl Signal {
         if self.fired.replace(true) {
             return;
         }
-        let wakers: Vec<Waker> = self.slots.borrow_mut().iter_mut().filter_map(Option::take).collect();
-        for w in wakers {
+        for w in self.waiters.take_if(|_| true) {
             w.wake();
         }
     }
@@ -44,34 +44,16 @@ impl Signal {
 
     /// Registers (or refreshes) `waker` in `slot`; returns the slot used.
     pub(crate) fn register(&self, slot: Option<usize>, waker: &Waker) -> usize {
-        let mut slots = self.slots.borrow_mut();
-        let i = match slot {
-            Some(i) => i,
-            None => match self.free.borrow_mut().pop() {
-                Some(i) => i,
-                None => {
-                    slots.push(None);
-                    slots.len() - 1
-                }
-            },
-        };
-        match &mut slots[i] {
-            Some(w) if w.will_wake(waker) => {}
-            s => *s = Some(waker.clone()),
-        }
-        i
+        self.waiters.register(slot, (), waker)
     }
 
     pub(crate) fn release(&self, slot: usize) {
-        if let Some(s) = self.slots.borrow_mut().get_mut(slot) {
-            *s = None;
-            self.free.borrow_mut().push(slot);
-        }
+        self.waiters.release(slot);
     }
 
     /// Slots in use (for tests).
     pub fn waiters(&self) -> usize {
-        self.slots.borrow().len() - self.free.borrow().len()
+        self.waiters.reserved()
     }
 }
 

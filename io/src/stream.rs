@@ -94,6 +94,14 @@ impl<S: Source> Source for &mut S {
     }
 }
 
+/// After [`Source::ready`]: reads the first bytes of the next message unless
+/// some are buffered. False when the peer closed or the read failed. (Reading
+/// them before building a request's state means a closing connection costs
+/// no request state.)
+pub async fn fill_first<S: Source>(src: &mut S) -> bool {
+    !src.data().is_empty() || matches!(src.fill().await, Ok(n) if n > 0)
+}
+
 /// Something that writes bytes.
 #[allow(
     async_fn_in_trait,
@@ -220,17 +228,7 @@ pub async fn wait_data(half: &OwnedReadHalf<TcpStream>) -> io::Result<Peek> {
 /// checked without blocking. An idle pooled connection for which this is true
 /// must not be reused: it was closed, or it is out of sync.
 pub fn peer_spoke(half: &OwnedReadHalf<TcpStream>) -> bool {
-    use std::os::fd::{AsRawFd, BorrowedFd};
-    let stream = stream_of(half);
-    // SAFETY: the fd belongs to `stream`, which outlives this borrow; it is
-    // open for as long as the stream exists.
-    let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
-    let sock = socket2::SockRef::from(&fd);
-    let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-    match sock.recv_with_flags(&mut probe, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
-        Ok(_) => true,
-        Err(e) => e.kind() != io::ErrorKind::WouldBlock,
-    }
+    peek(half) != Peek::Empty
 }
 
 /// The reading half of a plain TCP connection, with a pooled buffer.
@@ -328,7 +326,7 @@ impl PlainReader {
         self.bulk
     }
 
-    /// Before a direct read: waits for data without holding the caller's
+    /// Before a read with nothing buffered: waits for data without holding a
     /// buffer in a read. False when the peer has finished.
     async fn direct_ready(&mut self) -> io::Result<bool> {
         debug_assert!(self.data().is_empty());
@@ -370,8 +368,7 @@ impl Source for PlainReader {
         if self.pos == self.buf.len() {
             // Nothing buffered: wait without pinning a buffer.
             self.release_if_empty();
-            if !std::mem::take(&mut self.readable) && wait_data(&self.half).await? == Peek::Eof {
-                self.eof = true;
+            if !self.direct_ready().await? {
                 return Ok(0);
             }
             if self.buf.capacity() == 0 {

@@ -207,7 +207,7 @@ impl Service for ClientService {
             };
             // The first bytes (or the FIN: a closing connection then costs no
             // request state) before the request's future is built.
-            if ready.is_err() || (br.data().is_empty() && !matches!(br.fill().await, Ok(n) if n > 0)) {
+            if ready.is_err() || !msc_io::stream::fill_first(&mut br).await {
                 break;
             }
             let request = Box::pin(self.request(&mut br, &mut bw, listener, peer));
