@@ -188,6 +188,7 @@ pub fn start_client(cfg: &ClientConfig, pool: &DefaultThreadPool) -> anyhow::Res
             probe: false,
             probe_delay: None,
             route: Some(route.into()),
+            request_limits: msc_io::head::Limits::PEER,
         })
     };
     let shared = Arc::new(ClientShared {

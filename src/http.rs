@@ -28,19 +28,39 @@ pub fn reason_phrase(status: u16) -> &'static str {
 
 /// A complete plain-text reply whose body is `reason` on one line. `who`
 /// names the component answering (`msc-client`, `msc-gateway`), so a user can
-/// tell which hop failed.
+/// tell which hop failed; so does the `Proxy-Status` field (RFC 9209), by
+/// which the client tells the gateway's own answers (an origin failed) from
+/// what an origin sent.
 pub fn error_reply(status: u16, who: &str, reason: &str, close: bool) -> Vec<u8> {
     let body = format!("{who}: {reason}\n");
-    let mut out = Vec::with_capacity(160 + body.len());
+    let mut out = Vec::with_capacity(200 + body.len() * 2);
     let _ = write!(
         out,
-        "HTTP/1.1 {status} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nCache-Control: no-store\r\n{}\r\n",
+        "HTTP/1.1 {status} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nCache-Control: no-store\r\nProxy-Status: {who}; details=\"{}\"\r\n{}\r\n",
         reason_phrase(status),
         body.len(),
+        sf_string(reason),
         if close { "Connection: close\r\n" } else { "" },
     );
     out.extend_from_slice(body.as_bytes());
     out
+}
+
+/// The inside of a structured-field string (RFC 8941): printable ASCII,
+/// with `"` and `\` escaped; anything else becomes `?`.
+fn sf_string(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '"' | '\\' => {
+                o.push('\\');
+                o.push(c);
+            }
+            ' '..='~' => o.push(c),
+            _ => o.push('?'),
+        }
+    }
+    o
 }
 
 /// Escapes text for inclusion in HTML.
@@ -91,11 +111,21 @@ const HOP_BY_HOP: [&str; 7] = [
     "proxy-authenticate",
 ];
 
+/// Fields that decide where a message ends (and, for `Host`, what it is
+/// for). `Connection` naming one of them never removes it: the next hop would
+/// then frame the message differently from this one, and the body would be
+/// read there as another request (a desync that shifts responses between
+/// users of a pooled tunnel).
+const NEVER_HOP_BY_HOP: [&str; 3] = ["content-length", "transfer-encoding", "host"];
+
 /// Whether a header must not be forwarded: a standard hop-by-hop field, or
-/// one the message's `Connection` header lists.
+/// one the message's `Connection` header lists (framing fields excepted).
 pub fn is_hop_by_hop(name: &[u8], headers: &Headers, buf: &[u8]) -> bool {
     if HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h.as_bytes())) {
         return true;
+    }
+    if NEVER_HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h.as_bytes())) {
+        return false;
     }
     let Ok(n) = std::str::from_utf8(name) else {
         return true;
@@ -105,16 +135,28 @@ pub fn is_hop_by_hop(name: &[u8], headers: &Headers, buf: &[u8]) -> bool {
 
 /// Copies the end-to-end header fields of a head: hop-by-hop fields (and
 /// `Host` when `skip_host`) are left out; `keep` may keep some back in.
+/// `Content-Length` goes out once with a single value: repeated fields or a
+/// list such as `3, 3` were accepted only because every value agreed
+/// ([`msc_io::framing`]), and the next hop must not have to agree again.
 pub fn copy_end_to_end(headers: &Headers, buf: &[u8], skip_host: bool, keep: &[&str], out: &mut Vec<u8>) {
+    let mut length_written = false;
     for h in headers.as_slice() {
         let name = h.name.get(buf);
         let kept = keep.iter().any(|k| name.eq_ignore_ascii_case(k.as_bytes()));
         if (skip_host && name.eq_ignore_ascii_case(b"host")) || (is_hop_by_hop(name, headers, buf) && !kept) {
             continue;
         }
+        let mut value = h.value.get(buf);
+        if name.eq_ignore_ascii_case(b"content-length") {
+            if length_written {
+                continue;
+            }
+            length_written = true;
+            value = value.split(|&b| b == b',').next().unwrap_or(value).trim_ascii();
+        }
         out.extend_from_slice(name);
         out.extend_from_slice(b": ");
-        out.extend_from_slice(h.value.get(buf));
+        out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
 }
@@ -200,6 +242,35 @@ mod tests {
     }
 
     #[test]
+    fn connection_never_removes_framing_fields() {
+        for (req, framing) in [
+            (
+                "POST http://a/ HTTP/1.1\r\nConnection: Content-Length\r\nContent-Length: 5\r\n\r\n",
+                "Content-Length: 5\r\n",
+            ),
+            (
+                "POST http://a/ HTTP/1.1\r\nConnection: close, transfer-encoding\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "Transfer-Encoding: chunked\r\n",
+            ),
+            (
+                "POST http://a/ HTTP/1.1\r\nContent-Length: 3, 3\r\nContent-Length: 3\r\n\r\n",
+                "Content-Length: 3\r\nVia",
+            ),
+        ] {
+            let h = RequestHead::parse(req.as_bytes()).unwrap().unwrap();
+            let mut out = Vec::new();
+            origin_request(&h, req.as_bytes(), false, "1.1 msc-gateway", &mut out);
+            let out = String::from_utf8(out).unwrap();
+            assert!(out.contains(framing), "{req:?} -> {out:?}");
+            assert!(!out.to_ascii_lowercase().contains("connection"), "{out:?}");
+            assert_eq!(
+                out.matches("Content-Length").count(),
+                usize::from(framing.contains("Length"))
+            );
+        }
+    }
+
+    #[test]
     fn via_is_appended() {
         let mut out = Vec::new();
         with_via(b"CONNECT a:1 HTTP/1.1\r\nHost: a:1\r\n\r\n", "1.1 msc", &mut out);
@@ -211,6 +282,11 @@ mod tests {
         let r = String::from_utf8(error_reply(502, "msc-client", "gateway 'a' unreachable", true)).unwrap();
         assert!(r.starts_with("HTTP/1.1 502 Bad Gateway\r\n"));
         assert!(r.ends_with("\r\n\r\nmsc-client: gateway 'a' unreachable\n"));
+        let r = String::from_utf8(error_reply(502, "msc-gateway", "bad \"x\"\u{e9}", false)).unwrap();
+        assert!(
+            r.contains("\r\nProxy-Status: msc-gateway; details=\"bad \\\"x\\\"?\"\r\n"),
+            "{r}"
+        );
         let p = String::from_utf8(block_page("<x>", "*.x", false)).unwrap();
         assert!(p.contains("&lt;x&gt;") && p.contains("*.x"));
     }

@@ -65,7 +65,7 @@ async fn serve_conn(r: &mut PlainReader, w: &mut PlainWriter) -> io::Result<()> 
     let stop = crate::worker::stopping();
     loop {
         let next = monoio::select! {
-            h = read_request_head(r, idle, Duration::from_secs(30)) => h,
+            h = read_request_head(r, idle, Duration::from_secs(30), msc_io::head::Limits::PEER) => h,
             _ = stop.wait() => return Ok(()),
         };
         let head = match next {

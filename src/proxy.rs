@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use monoio::net::TcpStream;
 use msc_io::framing::{BodyLen, BodyTracker, ResponseKind, request_body, response_kind};
-use msc_io::head::{Form, Method, RequestHead};
+use msc_io::head::{Form, Limits, Method, RequestHead};
 use msc_io::resolve::{Resolver, connect_any};
 use msc_io::stream::{
     BodyError, HeadReadError, PlainReader, PlainWriter, RelayState, Sink, Source, forward_body, read_request_head,
@@ -54,6 +54,19 @@ pub struct ProxySettings {
     pub probe_delay: Option<Duration>,
     /// Added to every access-log line (e.g. the client's `direct:on-premise`).
     pub route: Option<Arc<str>>,
+    /// What request heads must fit in: [`Limits::RELAYED`] behind the msc
+    /// client (which adds `Via`), [`Limits::PEER`] facing a browser.
+    pub request_limits: Limits,
+}
+
+/// How a proxied connection ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// Close normally (FIN, or close_notify over TLS).
+    Clean,
+    /// A response was cut after part of it went out: reset the connection so
+    /// the requester sees a cut transfer, never a clean (short) end.
+    Abort,
 }
 
 /// One worker's proxy: shared settings plus this worker's resolver cache.
@@ -90,6 +103,8 @@ struct Outcome {
     up: u64,
     down: u64,
     keep_alive: bool,
+    /// The response was cut midway: reset the requester's connection.
+    abort: bool,
 }
 
 impl Outcome {
@@ -99,6 +114,15 @@ impl Outcome {
             up: 0,
             down: bytes as u64,
             keep_alive,
+            abort: false,
+        }
+    }
+
+    fn ended(&self) -> Option<Ended> {
+        match (self.abort, self.keep_alive) {
+            (true, _) => Some(Ended::Abort),
+            (false, false) => Some(Ended::Clean),
+            (false, true) => None,
         }
     }
 }
@@ -115,7 +139,7 @@ pub struct Peer<R, W> {
 impl Proxy {
     /// Serves proxy requests from `c` until it closes or a request ends the
     /// connection. `first`: a head already read from `c.r` (still unconsumed).
-    pub async fn serve<R: Source, W: Sink>(&self, c: &mut Peer<R, W>, first: Option<RequestHead>) {
+    pub async fn serve<R: Source, W: Sink>(&self, c: &mut Peer<R, W>, first: Option<RequestHead>) -> Ended {
         let t = self.settings.timeouts;
         let mut first = first;
         // Kept between requests: the origin connection for the next request
@@ -130,43 +154,43 @@ impl Proxy {
                 let idle = msc_io::deadline::sleep(t.idle);
                 let ready = monoio::select! {
                     r = c.r.ready() => r,
-                    _ = idle => return,
-                    _ = stop.wait() => return,
+                    _ = idle => return Ended::Clean,
+                    _ = stop.wait() => return Ended::Clean,
                 };
                 // The first bytes (or the close: a closing connection then
                 // costs no request state) before the request's future is built.
                 if ready.is_err() || !msc_io::stream::fill_first(&mut c.r).await {
-                    return;
+                    return Ended::Clean;
                 }
             }
             let request = Box::pin(self.request(c, first.take(), &mut origin));
-            if !request.await {
-                return;
+            if let Some(end) = request.await {
+                return end;
             }
         }
     }
 
-    /// Reads (unless given) and handles one request. Returns whether the
-    /// connection may carry another.
+    /// Reads (unless given) and handles one request. Returns how the
+    /// connection ends, or `None` if it may carry another request.
     async fn request<R: Source, W: Sink>(
         &self,
         c: &mut Peer<R, W>,
         first: Option<RequestHead>,
         origin: &mut Option<Origin>,
-    ) -> bool {
+    ) -> Option<Ended> {
         let t = self.settings.timeouts;
         let next = match first {
             Some(h) => Ok(Some(h)),
-            None => read_request_head(&mut c.r, t.head, t.head).await,
+            None => read_request_head(&mut c.r, t.head, t.head, self.settings.request_limits).await,
         };
         let head = match next {
             Ok(Some(h)) => h,
-            Ok(None) => return false,
+            Ok(None) => return Some(Ended::Clean),
             Err(HeadReadError::Head(e)) => {
                 let r = error_reply(e.status(), self.settings.who, e.reason(), true);
                 let _ = c.w.write_bytes(&r).await;
                 self.log(c, "-", "-", &Outcome::reply(e.status(), r.len(), false), Instant::now());
-                return false;
+                return Some(Ended::Clean);
             }
             Err(HeadReadError::Timeout) => {
                 let reason = format!(
@@ -176,9 +200,9 @@ impl Proxy {
                 let _ =
                     c.w.write_bytes(&error_reply(408, self.settings.who, &reason, true))
                         .await;
-                return false;
+                return Some(Ended::Clean);
             }
-            Err(_) => return false,
+            Err(_) => return Some(Ended::Clean),
         };
         let start = Instant::now();
         let data = c.r.data();
@@ -190,7 +214,7 @@ impl Proxy {
         if let Some((method, target)) = line {
             self.log(c, &method, &target, &outcome, start);
         }
-        outcome.keep_alive
+        outcome.ended()
     }
 
     async fn handle<R: Source, W: Sink>(
@@ -331,7 +355,8 @@ impl Proxy {
         }
         let (mut or, mut ow) = msc_io::stream::split(tcp);
         let (up, down) = relay(&mut c.r, &mut c.w, &mut or, &mut ow, self.settings.timeouts.idle).await;
-        if let Err(e) = up.result.as_ref().and(down.result.as_ref()) {
+        let failed = up.result.as_ref().and(down.result.as_ref()).err();
+        if let Some(e) = failed {
             tracing::debug!("tunnel to {host}:{port} ended: {e}");
         }
         Outcome {
@@ -339,6 +364,8 @@ impl Proxy {
             up: up.bytes,
             down: down.bytes,
             keep_alive: false,
+            // A tunnel cut by either side is passed on as a cut.
+            abort: failed.is_some(),
         }
     }
 
@@ -423,7 +450,8 @@ impl Proxy {
                 client_close,
                 self.settings.timeouts,
                 &state,
-                "origin"
+                "origin",
+                Limits::PEER,
             )
         );
         let resp = match down {
@@ -435,13 +463,14 @@ impl Proxy {
                 }
                 return self.fail(c, status, &reason, false).await;
             }
-            Err(RespError::During(status, e)) => {
-                tracing::debug!("response from {}:{port} failed midway: {e}", conn.host);
+            Err(RespError::During { status, sent, reason }) => {
+                tracing::debug!("response from {}:{port} failed midway: {reason}", conn.host);
                 return Outcome {
                     status,
-                    up: 0,
-                    down: 0,
+                    up: up.as_ref().map_or(0, |n| *n),
+                    down: sent,
                     keep_alive: false,
+                    abort: true,
                 };
             }
         };
@@ -467,6 +496,7 @@ impl Proxy {
                 up: up_bytes + u.bytes,
                 down: resp.bytes + d.bytes,
                 keep_alive: false,
+                abort: u.result.is_err() || d.result.is_err(),
             };
         }
         let keep = resp.client_keep_alive && up_ok;
@@ -478,6 +508,7 @@ impl Proxy {
             up: up_bytes,
             down: resp.bytes,
             keep_alive: keep,
+            abort: false,
         }
     }
 }
@@ -485,8 +516,9 @@ impl Proxy {
 pub(crate) enum RespError {
     /// Nothing was sent to the client yet: answer with this status and reason.
     Before(u16, String),
-    /// Part of the response went out; the client connection must close.
-    During(u16, String),
+    /// Part of the response went out (`sent` bytes); the client connection
+    /// must be aborted so the cut is visible.
+    During { status: u16, sent: u64, reason: String },
 }
 
 pub(crate) struct Response {
@@ -501,8 +533,19 @@ pub(crate) struct Response {
     pub upgraded: bool,
 }
 
+/// Upper bound on the wait for a response head inside a relay: the relay's
+/// own idle rule (no byte in either direction for `idle`) is what ends a
+/// silent exchange, so an upload longer than `idle` is never cut.
+const HEAD_WAIT_CAP: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// Reads the origin's response (interim ones included) and relays it to the
-/// client with hop-by-hop fields replaced.
+/// client with hop-by-hop fields replaced. `limits`: what the upstream's
+/// heads must fit in ([`Limits::PEER`] for an origin, [`Limits::RELAYED`]
+/// for a gateway, which may add a field to what an origin sent).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call site per side; a struct would only rename them"
+)]
 pub(crate) async fn relay_response<U: Source, K: Sink>(
     or: &mut U,
     cw: &mut K,
@@ -511,12 +554,14 @@ pub(crate) async fn relay_response<U: Source, K: Sink>(
     t: ProxyTimeouts,
     state: &RelayState,
     upstream: &str,
+    limits: Limits,
 ) -> Result<Response, RespError> {
     let mut sent = 0u64;
+    let during = |status: u16, sent: u64, reason: String| RespError::During { status, sent, reason };
     // The request was just sent: its answer is coming.
     or.expect_data();
     loop {
-        let head = match state.guard(read_head_io(or, t.idle)).await {
+        let head = match state.guard(read_head_io(or, HEAD_WAIT_CAP, limits)).await {
             Ok(Some(h)) => h,
             Ok(None) if sent == 0 => {
                 state.fail();
@@ -525,7 +570,7 @@ pub(crate) async fn relay_response<U: Source, K: Sink>(
                     format!("{upstream} closed the connection without a response"),
                 ));
             }
-            Ok(None) => return Err(RespError::During(502, format!("{upstream} closed"))),
+            Ok(None) => return Err(during(502, sent, format!("{upstream} closed"))),
             Err(e) => {
                 state.fail();
                 let status = if e.kind() == std::io::ErrorKind::TimedOut {
@@ -545,7 +590,7 @@ pub(crate) async fn relay_response<U: Source, K: Sink>(
                 return Err(if sent == 0 {
                     RespError::Before(status, reason)
                 } else {
-                    RespError::During(status, reason)
+                    during(status, sent, reason)
                 });
             }
         };
@@ -554,10 +599,12 @@ pub(crate) async fn relay_response<U: Source, K: Sink>(
             Ok(k) => k,
             Err(e) => {
                 state.fail();
-                return Err(RespError::Before(
-                    502,
-                    format!("invalid response from {upstream}: {}", e.reason()),
-                ));
+                let reason = format!("invalid response from {upstream}: {}", e.reason());
+                return Err(if sent == 0 {
+                    RespError::Before(502, reason)
+                } else {
+                    during(502, sent, reason)
+                });
             }
         };
         let mut out = Vec::with_capacity(head.len + 32);
@@ -577,7 +624,7 @@ pub(crate) async fn relay_response<U: Source, K: Sink>(
                 state
                     .guard(cw.write_bytes(&out))
                     .await
-                    .map_err(|e| RespError::During(502, e.to_string()))?;
+                    .map_err(|e| during(502, sent, e.to_string()))?;
                 sent += out.len() as u64;
             }
             ResponseKind::Upgrade => {
@@ -587,7 +634,7 @@ pub(crate) async fn relay_response<U: Source, K: Sink>(
                 state
                     .guard(cw.write_bytes(&out))
                     .await
-                    .map_err(|e| RespError::During(502, e.to_string()))?;
+                    .map_err(|e| during(502, sent, e.to_string()))?;
                 return Ok(Response {
                     status: head.status,
                     bytes: sent + out.len() as u64,
@@ -602,30 +649,41 @@ pub(crate) async fn relay_response<U: Source, K: Sink>(
                     out.extend_from_slice(b"Connection: close\r\n");
                 }
                 out.extend_from_slice(b"\r\n");
-                or.consume(head_len);
                 // A small body that arrived with the head goes out in the same
-                // write: one send (one TLS record) instead of two.
+                // write: one send (one TLS record) instead of two. Checked
+                // before anything is sent: a bad start of a body is then
+                // answered with a 502 of our own rather than a cut.
                 let mut tracker = BodyTracker::new(len);
-                let mut early = 0u64;
-                if or.data().len() <= COALESCE_MAX && !tracker.until_close() {
-                    let n = tracker
-                        .advance(or.data())
-                        .map_err(|e| RespError::During(head.status, e.to_string()))?;
-                    out.extend_from_slice(&or.data()[..n]);
-                    or.consume(n);
-                    early = n as u64;
+                let mut early = 0;
+                if data.len() - head_len <= COALESCE_MAX && !tracker.until_close() {
+                    match tracker.advance(&data[head_len..]) {
+                        Ok(n) => {
+                            out.extend_from_slice(&data[head_len..head_len + n]);
+                            early = n;
+                        }
+                        Err(e) => {
+                            state.fail();
+                            let reason = format!("invalid response from {upstream}: {}", e.reason());
+                            return Err(if sent == 0 {
+                                RespError::Before(502, reason)
+                            } else {
+                                during(502, sent, reason)
+                            });
+                        }
+                    }
                 }
+                or.consume(head_len + early);
                 state
                     .guard(cw.write_bytes(&out))
                     .await
-                    .map_err(|e| RespError::During(head.status, e.to_string()))?;
-                sent += out.len() as u64 - early;
+                    .map_err(|e| during(head.status, sent, e.to_string()))?;
+                sent += out.len() as u64;
                 let n = forward_body(or, cw, &mut tracker, state)
                     .await
-                    .map_err(|e| RespError::During(head.status, e.to_string()))?;
+                    .map_err(|e| during(head.status, sent, e.to_string()))?;
                 return Ok(Response {
                     status: head.status,
-                    bytes: sent + early + n,
+                    bytes: sent + n,
                     client_keep_alive: keep,
                     origin_reusable: !origin_close && len != BodyLen::UntilClose,
                     upgraded: false,
@@ -636,8 +694,12 @@ pub(crate) async fn relay_response<U: Source, K: Sink>(
 }
 
 /// Reads a response head; malformed heads and timeouts become I/O errors.
-async fn read_head_io<U: Source>(or: &mut U, wait: Duration) -> std::io::Result<Option<msc_io::ResponseHead>> {
-    match read_response_head(or, wait).await {
+async fn read_head_io<U: Source>(
+    or: &mut U,
+    wait: Duration,
+    limits: Limits,
+) -> std::io::Result<Option<msc_io::ResponseHead>> {
+    match read_response_head(or, wait, limits).await {
         Ok(h) => Ok(h),
         Err(HeadReadError::Timeout) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "timeout")),
         Err(HeadReadError::Head(e)) => Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e.reason())),

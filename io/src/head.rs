@@ -13,6 +13,40 @@ pub const MAX_HEAD_LEN: usize = 64 * 1024;
 /// Most header fields accepted in one head.
 pub const MAX_HEADERS: usize = 100;
 
+/// What msc's own hop may add to a head that met [`Limits::PEER`] (`Via`,
+/// `Connection: close`), so the next msc hop never refuses what the first
+/// one accepted.
+const RELAY_SLACK_LEN: usize = 1024;
+const RELAY_SLACK_HEADERS: usize = 8;
+
+/// The size limits a head must fit in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub max_len: usize,
+    pub max_headers: usize,
+}
+
+impl Limits {
+    /// Heads from a browser or an origin: [`MAX_HEAD_LEN`] and [`MAX_HEADERS`].
+    pub const PEER: Limits = Limits {
+        max_len: MAX_HEAD_LEN,
+        max_headers: MAX_HEADERS,
+    };
+
+    /// Heads relayed by the other msc hop (client -> gateway requests,
+    /// gateway -> client responses): a head that met [`Limits::PEER`] plus
+    /// the few fields a hop adds. A web page or an origin can therefore never
+    /// make one hop send what the next refuses (which would look like a
+    /// failing gateway).
+    pub const RELAYED: Limits = Limits {
+        max_len: MAX_HEAD_LEN + RELAY_SLACK_LEN,
+        max_headers: MAX_HEADERS + RELAY_SLACK_HEADERS,
+    };
+}
+
+/// The httparse array: room for the largest limit.
+const PARSE_HEADERS: usize = MAX_HEADERS + RELAY_SLACK_HEADERS;
+
 /// A byte range into the buffer a head was parsed from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Span {
@@ -28,7 +62,7 @@ impl Span {
     }
 
     fn new(start: usize, end: usize) -> Span {
-        debug_assert!(end <= MAX_HEAD_LEN * 2);
+        debug_assert!(end <= Limits::RELAYED.max_len * 2);
         Span {
             start: u32::try_from(start).unwrap_or(u32::MAX),
             end: u32::try_from(end).unwrap_or(u32::MAX),
@@ -205,11 +239,17 @@ fn map_httparse(e: httparse::Error) -> HeadError {
 
 /// The head's length from httparse's answer, with the size limit applied:
 /// `Ok(None)` means read more.
-fn head_len(parsed: httparse::Result<usize>, buf: &[u8]) -> Result<Option<usize>, HeadError> {
+fn head_len(
+    parsed: httparse::Result<usize>,
+    buf: &[u8],
+    limits: Limits,
+    fields: usize,
+) -> Result<Option<usize>, HeadError> {
     match parsed {
-        Ok(httparse::Status::Complete(n)) if n > MAX_HEAD_LEN => Err(HeadError::TooLarge),
+        Ok(httparse::Status::Complete(n)) if n > limits.max_len => Err(HeadError::TooLarge),
+        Ok(httparse::Status::Complete(_)) if fields > limits.max_headers => Err(HeadError::TooManyHeaders),
         Ok(httparse::Status::Complete(n)) => Ok(Some(n)),
-        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD_LEN => Err(HeadError::TooLarge),
+        Ok(httparse::Status::Partial) if buf.len() >= limits.max_len => Err(HeadError::TooLarge),
         Ok(httparse::Status::Partial) => Ok(None),
         Err(e) => Err(map_httparse(e)),
     }
@@ -272,9 +312,16 @@ impl RequestHead {
     /// `Ok(None)`: incomplete, read more (unless `buf` already holds
     /// [`MAX_HEAD_LEN`] bytes, which yields [`HeadError::TooLarge`]).
     pub fn parse(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
-        let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        RequestHead::parse_within(buf, Limits::PEER)
+    }
+
+    /// [`RequestHead::parse`] with explicit limits.
+    pub fn parse_within(buf: &[u8], limits: Limits) -> Result<Option<RequestHead>, HeadError> {
+        let mut raw = [httparse::EMPTY_HEADER; PARSE_HEADERS];
         let mut req = httparse::Request::new(&mut raw);
-        let Some(len) = head_len(req.parse(buf), buf)? else {
+        let parsed = req.parse(buf);
+        let fields = req.headers.len();
+        let Some(len) = head_len(parsed, buf, limits, fields)? else {
             return Ok(None);
         };
         let method_str = req.method.unwrap_or("");
@@ -439,9 +486,16 @@ pub struct ResponseHead {
 impl ResponseHead {
     /// Parses a response head from the start of `buf`; `Ok(None)` means read more.
     pub fn parse(buf: &[u8]) -> Result<Option<ResponseHead>, HeadError> {
-        let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        ResponseHead::parse_within(buf, Limits::PEER)
+    }
+
+    /// [`ResponseHead::parse`] with explicit limits.
+    pub fn parse_within(buf: &[u8], limits: Limits) -> Result<Option<ResponseHead>, HeadError> {
+        let mut raw = [httparse::EMPTY_HEADER; PARSE_HEADERS];
         let mut resp = httparse::Response::new(&mut raw);
-        let Some(len) = head_len(resp.parse(buf), buf)? else {
+        let parsed = resp.parse(buf);
+        let fields = resp.headers.len();
+        let Some(len) = head_len(parsed, buf, limits, fields)? else {
             return Ok(None);
         };
         let mut head = ResponseHead {
@@ -552,6 +606,19 @@ mod tests {
         }
         many.push_str("\r\n");
         assert_eq!(req(&many).unwrap_err(), HeadError::TooManyHeaders);
+        // What one msc hop accepted and added a field to, the next accepts.
+        let mut hundred = String::from("GET http://a/ HTTP/1.1\r\n");
+        for i in 0..MAX_HEADERS {
+            hundred.push_str(&format!("X-{i}: v\r\n"));
+        }
+        assert!(req(&format!("{hundred}\r\n")).unwrap().is_some());
+        let relayed = format!("{hundred}Via: 1.1 msc-client\r\n\r\n");
+        assert_eq!(req(&relayed).unwrap_err(), HeadError::TooManyHeaders);
+        assert!(
+            RequestHead::parse_within(relayed.as_bytes(), Limits::RELAYED)
+                .unwrap()
+                .is_some()
+        );
         assert_eq!(req("\x16\x03\x01\x02\x00\x01\r\n\r\n").unwrap_err().status(), 400);
     }
 

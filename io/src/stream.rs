@@ -21,7 +21,7 @@ use monoio::net::TcpStream;
 
 use crate::buf;
 use crate::framing::{BodyTracker, FramingError};
-use crate::head::{HeadError, MAX_HEAD_LEN, RequestHead, ResponseHead, find_head_end};
+use crate::head::{HeadError, Limits, RequestHead, ResponseHead, find_head_end};
 use crate::signal::Signal;
 
 /// Something that reads bytes into its own buffer.
@@ -271,6 +271,23 @@ pub fn split(stream: TcpStream) -> (PlainReader, PlainWriter) {
 /// first shut the write side down (monoio's write half does so on drop).
 pub fn close(r: PlainReader, w: PlainWriter) {
     if let Ok(stream) = r.half.reunite(w.half) {
+        drop(stream);
+    }
+}
+
+/// Makes the next close of `stream` a reset (RST) rather than a FIN: the
+/// way to tell a peer that what it received is incomplete.
+pub fn reset_on_close(stream: &TcpStream) {
+    use std::os::fd::{AsRawFd, BorrowedFd};
+    // SAFETY: the fd belongs to `stream`, which outlives this borrow.
+    let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+    let _ = socket2::SockRef::from(&fd).set_linger(Some(Duration::ZERO));
+}
+
+/// Closes a plain connection with a reset: the peer sees a cut, not an end.
+pub fn abort(r: PlainReader, w: PlainWriter) {
+    if let Ok(stream) = r.half.reunite(w.half) {
+        reset_on_close(&stream);
         drop(stream);
     }
 }
@@ -634,25 +651,37 @@ pub async fn read_head<S: Source, H>(
     src: &mut S,
     idle: Duration,
     head: Duration,
-    parse: impl Fn(&[u8]) -> Result<Option<H>, HeadError>,
+    limits: Limits,
+    parse: impl Fn(&[u8], Limits) -> Result<Option<H>, HeadError>,
 ) -> Result<Option<H>, HeadReadError> {
     let mut scanned = 0;
     let mut deadline: Option<Instant> = None;
     loop {
+        // Empty lines before a message are ignored (RFC 9112 section 2.2):
+        // they must never be taken, or forwarded, as its first line.
+        if scanned == 0 {
+            let blank = leading_blank_lines(src.data());
+            if blank > 0 {
+                src.consume(blank);
+                if src.data().is_empty() {
+                    deadline = None;
+                }
+            }
+        }
         let data = src.data();
         if !data.is_empty() {
             if let Some(end) = find_head_end(data, scanned) {
-                return match parse(&data[..end]) {
+                return match parse(&data[..end], limits) {
                     Ok(Some(h)) => Ok(Some(h)),
                     Ok(None) => Err(HeadReadError::Head(HeadError::Malformed("malformed head"))),
                     Err(e) => Err(HeadReadError::Head(e)),
                 };
             }
             // Refuse garbage early instead of waiting for 64 KiB of it.
-            if let Err(e) = parse(data) {
+            if let Err(e) = parse(data, limits) {
                 return Err(HeadReadError::Head(e));
             }
-            if data.len() >= MAX_HEAD_LEN {
+            if data.len() >= limits.max_len {
                 return Err(HeadReadError::Head(HeadError::TooLarge));
             }
             scanned = data.len();
@@ -693,18 +722,36 @@ pub async fn read_head<S: Source, H>(
     }
 }
 
+/// Bytes of empty lines (`\r\n` or a bare `\n`) at the start of `data`. A
+/// lone trailing `\r` is left: it may be the start of `\r\n`.
+fn leading_blank_lines(data: &[u8]) -> usize {
+    let mut i = 0;
+    loop {
+        match data.get(i..) {
+            Some([b'\n', ..]) => i += 1,
+            Some([b'\r', b'\n', ..]) => i += 2,
+            _ => return i,
+        }
+    }
+}
+
 /// [`read_head`] for requests.
 pub async fn read_request_head<S: Source>(
     src: &mut S,
     idle: Duration,
     head: Duration,
+    limits: Limits,
 ) -> Result<Option<RequestHead>, HeadReadError> {
-    read_head(src, idle, head, RequestHead::parse).await
+    read_head(src, idle, head, limits, RequestHead::parse_within).await
 }
 
 /// [`read_head`] for responses.
-pub async fn read_response_head<S: Source>(src: &mut S, wait: Duration) -> Result<Option<ResponseHead>, HeadReadError> {
-    read_head(src, wait, wait, ResponseHead::parse).await
+pub async fn read_response_head<S: Source>(
+    src: &mut S,
+    wait: Duration,
+    limits: Limits,
+) -> Result<Option<ResponseHead>, HeadReadError> {
+    read_head(src, wait, wait, limits, ResponseHead::parse_within).await
 }
 
 /// Why forwarding a message body stopped.

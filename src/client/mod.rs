@@ -18,7 +18,7 @@ use std::time::{Instant, SystemTime};
 
 use monoio::net::TcpStream;
 use msc_io::framing::{BodyLen, BodyTracker, request_body};
-use msc_io::head::{Form, Method, RequestHead};
+use msc_io::head::{Form, Limits, Method, RequestHead};
 use msc_io::stream::{
     BodyError, HeadReadError, PlainReader, PlainWriter, RelayState, Sink, Source, forward_body, read_request_head,
     relay,
@@ -28,7 +28,7 @@ use crate::config::client::ClientTimeouts;
 use crate::control::feedback::Recorder;
 use crate::gateway::access::{AccessLog, Record};
 use crate::http::{copy_end_to_end, error_reply, write_upgrade};
-use crate::proxy::{Peer, Proxy, ProxySettings, ProxyTimeouts, RespError, relay_response};
+use crate::proxy::{Ended, Peer, Proxy, ProxySettings, ProxyTimeouts, RespError, relay_response};
 use crate::upstream::{Routing, RoutingHandle};
 use crate::worker::Service;
 use pool::{OpenError, Tunnel, TunnelPool, retire};
@@ -91,13 +91,16 @@ impl ClientService {
     }
 
     /// Serves the rest of the connection without a gateway, starting with `head`.
-    async fn direct(&self, proxy: &Proxy, r: &mut PlainReader, w: &mut PlainWriter, head: RequestHead) {
+    async fn direct(&self, proxy: &Proxy, r: &mut PlainReader, w: &mut PlainWriter, head: RequestHead) -> Next {
         let mut peer = Peer {
             r,
             w,
             user: self.shared.user.clone(),
         };
-        proxy.serve(&mut peer, Some(head)).await;
+        match proxy.serve(&mut peer, Some(head)).await {
+            Ended::Clean => Next::Close,
+            Ended::Abort => Next::Abort,
+        }
     }
 
     /// A tunnel for `slot`: a pooled one to the first gateway that has one,
@@ -174,6 +177,9 @@ enum Next {
     KeepAlive,
     /// Close the browser connection.
     Close,
+    /// Reset the browser connection: a response was cut after part of it
+    /// went out, and the browser must see a cut, not a clean end.
+    Abort,
     /// CONNECT or an upgrade: relay bytes both ways until both sides end,
     /// then close. Run by the connection's future after the request's
     /// future is gone, so a long-lived tunnel holds only the relay's state.
@@ -197,6 +203,7 @@ impl Service for ClientService {
     async fn serve(self: Rc<Self>, listener: usize, stream: TcpStream, peer: SocketAddr) {
         let (mut br, mut bw) = msc_io::stream::split(stream);
         let stop = crate::worker::stopping();
+        let mut cut = false;
         loop {
             // Idle too long, stopping, or the socket failed: close quietly.
             let idle = msc_io::deadline::sleep(self.t.idle);
@@ -214,13 +221,21 @@ impl Service for ClientService {
             match request.await {
                 Next::KeepAlive => {}
                 Next::Close => break,
+                Next::Abort => {
+                    cut = true;
+                    break;
+                }
                 Next::Tunnel(u) => {
-                    Box::pin(self.relay_tunnel(&mut br, &mut bw, *u)).await;
+                    cut = Box::pin(self.relay_tunnel(&mut br, &mut bw, *u)).await;
                     break;
                 }
             }
         }
-        msc_io::stream::close(br, bw);
+        if cut {
+            msc_io::stream::abort(br, bw);
+        } else {
+            msc_io::stream::close(br, bw);
+        }
     }
 }
 
@@ -231,7 +246,7 @@ impl ClientService {
         // Listeners come in pairs per slot: http_port, https_port.
         let slot = listener / 2;
         let t = self.t;
-        let head = match read_request_head(br, t.head, t.head).await {
+        let head = match read_request_head(br, t.head, t.head, Limits::PEER).await {
             Ok(Some(h)) => h,
             Ok(None) => return Next::Close,
             Err(HeadReadError::Head(e)) => {
@@ -260,14 +275,12 @@ impl ClientService {
         let routing = self.shared.routing.load_full();
         if routing.direct_on_premise {
             self.recorder.direct(|d| d.on_premise += 1);
-            Box::pin(self.direct(&self.on_premise, br, bw, head)).await;
-            return Next::Close;
+            return Box::pin(self.direct(&self.on_premise, br, bw, head)).await;
         }
         if routing.none_available {
             if self.shared.fail_open {
                 self.recorder.direct(|d| d.fail_open += 1);
-                Box::pin(self.direct(&self.fail_open, br, bw, head)).await;
-                return Next::Close;
+                return Box::pin(self.direct(&self.fail_open, br, bw, head)).await;
             }
             self.recorder.direct(|d| d.fail_closed += 1);
             let reason = format!(
@@ -321,7 +334,11 @@ impl ClientService {
         tunnel_head(&head, &data[..head.len], upgrade, &mut up);
         br.consume(head.len);
 
-        let (mut tun, mut pooled) = match self.tunnel_for(routing, slot, peer, body != BodyLen::Empty).await {
+        let idempotent = matches!(method, Method::Get | Method::Head | Method::Options | Method::Connect);
+        // A request that must not be repeated gets a checked tunnel: one the
+        // gateway closed while it sat idle is found before anything is sent.
+        let check = body != BodyLen::Empty || !idempotent;
+        let (mut tun, mut pooled) = match self.tunnel_for(routing, slot, peer, check).await {
             Ok(t) => t,
             Err(e) => {
                 answer(bw, e.status, &e.reason).await;
@@ -334,19 +351,20 @@ impl ClientService {
             connect: self.t.connect,
         };
         // One retry on a fresh tunnel (failing over across the slot's
-        // gateways) if the tunnel fails before anything came back, no body
-        // byte was taken from the browser, and repeating is safe: the tunnel
-        // came from the pool (the request never reached an origin), or the
-        // method is idempotent.
-        let idempotent = matches!(method, Method::Get | Method::Head | Method::Options | Method::Connect);
+        // gateways) if the tunnel fails before anything came back and no
+        // body byte was taken from the browser, and only if repeating is
+        // safe: the method is idempotent, or nothing of the request reached
+        // the gateway (the write itself failed: the gateway had closed the
+        // tunnel). A request that may have reached an origin is never sent
+        // twice.
         let mut retried = false;
         let (up_res, resp) = loop {
             let gw_index = tun.gw;
-            let may_retry = !retried && body == BodyLen::Empty && (pooled || idempotent);
             let failure = match tun.w.write_bytes(&up).await {
                 Err(e) => Some(e.to_string()),
                 Ok(()) => None,
             };
+            let may_retry = !retried && body == BodyLen::Empty && (idempotent || failure.is_some());
             let outcome = match failure {
                 Some(reason) => Err(reason),
                 None => {
@@ -354,7 +372,16 @@ impl ClientService {
                     let mut tracker = BodyTracker::new(body);
                     let (up_res, resp) = monoio::join!(
                         forward_body(br, &mut tun.w, &mut tracker, &state),
-                        relay_response(&mut tun.r, bw, method, browser_close, timeouts, &state, "gateway")
+                        relay_response(
+                            &mut tun.r,
+                            bw,
+                            method,
+                            browser_close,
+                            timeouts,
+                            &state,
+                            "gateway",
+                            Limits::RELAYED
+                        )
                     );
                     match &resp {
                         // The browser went away (or broke its body): not the gateway's fault.
@@ -363,6 +390,11 @@ impl ClientService {
                         {
                             Ok((up_res, resp))
                         }
+                        // Nothing came back within the idle time: the gateway
+                        // may be waiting on a slow origin. Answered 504, never
+                        // retried (the request may be running) and not held
+                        // against the gateway (probes judge its health).
+                        Err(RespError::Before(504, _)) => Ok((up_res, resp)),
                         Err(RespError::Before(_, reason)) => Err(reason.clone()),
                         _ => Ok((up_res, resp)),
                     }
@@ -416,14 +448,18 @@ impl ClientService {
                         return Next::Close;
                     }
                     Ok(_) => {
-                        self.recorder.tunnel_failed(gw, &reason);
                         let label = routing.gateways.get(gw).map(|g| g.label()).unwrap_or_default();
-                        (
-                            status,
-                            format!(
-                                "gateway {label} closed the tunnel before answering (is this client's certificate accepted?): {reason}"
-                            ),
-                        )
+                        if status == 504 {
+                            (504, format!("gateway {label}: {reason}"))
+                        } else {
+                            self.recorder.tunnel_failed(gw, &reason);
+                            (
+                                status,
+                                format!(
+                                    "gateway {label} closed the tunnel before answering (is this client's certificate accepted?): {reason}"
+                                ),
+                            )
+                        }
                     }
                 };
                 tracing::warn!("{peer}: {reason}");
@@ -431,11 +467,11 @@ impl ClientService {
                 self.log(&req, status, up_bytes, 0, gw);
                 return Next::Close;
             }
-            Err(RespError::During(status, e)) => {
-                tracing::debug!("{peer}: response relay failed midway: {e}");
+            Err(RespError::During { status, sent, reason }) => {
+                tracing::debug!("{peer}: response relay failed midway: {reason}");
                 retire(tun);
-                self.log(&req, status, up_bytes, 0, gw);
-                return Next::Close;
+                self.log(&req, status, up_bytes, sent, gw);
+                return Next::Abort;
             }
         };
         if resp.upgraded && up_res.is_ok() {
@@ -462,7 +498,9 @@ impl ClientService {
     }
 
     /// Relays a CONNECT or upgraded connection until both sides are done.
-    async fn relay_tunnel(&self, br: &mut PlainReader, bw: &mut PlainWriter, u: Upgraded) {
+    /// Returns whether it was cut (either side failed): the browser
+    /// connection is then reset, not closed.
+    async fn relay_tunnel(&self, br: &mut PlainReader, bw: &mut PlainWriter, u: Upgraded) -> bool {
         let Upgraded {
             mut tun,
             req,
@@ -472,6 +510,7 @@ impl ClientService {
         } = u;
         let (u, d) = relay(br, bw, &mut tun.r, &mut tun.w, self.t.idle).await;
         self.log(&req, status, up + u.bytes, down + d.bytes, tun.gw);
+        u.result.is_err() || d.result.is_err()
     }
 
     /// A new tunnel, failing over across the slot's gateways in order.

@@ -61,7 +61,14 @@ pub fn etag_matches(inm: &str, etag: &str) -> bool {
 pub async fn serve(state: Rc<RefCell<State>>, stream: TcpStream) {
     let (mut r, mut w) = msc_io::stream::split(stream);
     loop {
-        let head = match read_request_head(&mut r, Duration::from_secs(30), Duration::from_secs(10)).await {
+        let head = match read_request_head(
+            &mut r,
+            Duration::from_secs(30),
+            Duration::from_secs(10),
+            msc_io::head::Limits::PEER,
+        )
+        .await
+        {
             Ok(Some(h)) => h,
             Ok(None) => return,
             Err(HeadReadError::Head(e)) => {

@@ -36,7 +36,7 @@ pub async fn probe(
     w.write_bytes(req.as_bytes())
         .await
         .map_err(|e| format!("request: {e}"))?;
-    let head = match read_response_head(&mut r, handshake).await {
+    let head = match read_response_head(&mut r, handshake, msc_io::head::Limits::RELAYED).await {
         Ok(Some(h)) => h,
         Ok(None) => return Err("closed without answering (client certificate refused?)".into()),
         Err(HeadReadError::Timeout) => return Err("no answer in time".into()),

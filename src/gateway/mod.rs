@@ -16,7 +16,7 @@ use msc_io::stream::Sink;
 use msc_tls::{Identity, TlsStream};
 
 use crate::config::gateway::GatewayConfig;
-use crate::proxy::{Peer, Proxy, ProxySettings, ProxyTimeouts};
+use crate::proxy::{Ended, Peer, Proxy, ProxySettings, ProxyTimeouts};
 use crate::worker::Service;
 use access::AccessLog;
 
@@ -54,6 +54,7 @@ impl GatewayShared {
                 probe: true,
                 probe_delay: cfg.probe_delay,
                 route: None,
+                request_limits: msc_io::head::Limits::RELAYED,
             }),
         })
     }
@@ -101,8 +102,17 @@ impl Service for Gateway {
             w,
             user: id.principal().into(),
         };
-        self.proxy.serve(&mut c, None).await;
-        let _ = c.w.close_write().await;
+        match self.proxy.serve(&mut c, None).await {
+            Ended::Clean => {
+                let _ = c.w.close_write().await;
+            }
+            // No close_notify: the client must see the cut as a cut.
+            Ended::Abort => {
+                msc_tls::abort(c.r, c.w);
+                tracing::debug!("tunnel from {peer} aborted after a cut response");
+                return;
+            }
+        }
         tracing::debug!("tunnel from {peer} ({}) closed", c.user);
     }
 }

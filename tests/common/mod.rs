@@ -410,3 +410,158 @@ pub fn pattern_bytes(n: usize) -> Vec<u8> {
     let p = msc::origin::pattern();
     (0..n).map(|i| p[i % p.len()]).collect()
 }
+
+/// What a [`RawOrigin`] does with one request.
+pub enum Reply {
+    /// Send these bytes and keep the connection for the next request.
+    Send(Vec<u8>),
+    /// Send these bytes, then close the connection (FIN).
+    SendThenClose(Vec<u8>),
+    /// Send these bytes, then reset the connection (RST, no FIN).
+    SendThenReset(Vec<u8>),
+    /// Send these bytes, then hold the connection open without another byte
+    /// until the peer goes away (bounded by [`WAIT`]).
+    SendThenHold(Vec<u8>),
+}
+
+/// A scripted origin for hostile or broken responses: every request it
+/// receives (head and `Content-Length` body, exactly as received) is recorded,
+/// and `script(head)` decides the answer.
+pub struct RawOrigin {
+    pub addr: SocketAddr,
+    requests: mpsc::Receiver<Vec<u8>>,
+}
+
+impl RawOrigin {
+    pub fn start(script: impl Fn(&str) -> Reply + Send + Sync + 'static) -> RawOrigin {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let script = std::sync::Arc::new(script);
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(s) = s else { continue };
+                let (tx, script) = (tx.clone(), script.clone());
+                std::thread::spawn(move || raw_origin_conn(s, &tx, &*script));
+            }
+        });
+        RawOrigin { addr, requests: rx }
+    }
+
+    /// Requests received so far (each head + body as received).
+    pub fn received(&self) -> Vec<String> {
+        self.requests
+            .try_iter()
+            .map(|r| String::from_utf8_lossy(&r).into_owned())
+            .collect()
+    }
+
+    /// Waits (bounded) for the next request.
+    pub fn next_request(&self) -> String {
+        let r = self.requests.recv_timeout(WAIT).expect("the origin received a request");
+        String::from_utf8_lossy(&r).into_owned()
+    }
+
+    /// Every request that arrives within `d` (waits the whole of `d`).
+    pub fn requests_within(&self, d: Duration) -> Vec<String> {
+        let end = Instant::now() + d;
+        let mut got = Vec::new();
+        while let Ok(r) = self
+            .requests
+            .recv_timeout(end.saturating_duration_since(Instant::now()))
+        {
+            got.push(String::from_utf8_lossy(&r).into_owned());
+        }
+        got
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+fn raw_origin_conn(mut s: TcpStream, tx: &mpsc::Sender<Vec<u8>>, script: &(dyn Fn(&str) -> Reply + Sync)) {
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.set_write_timeout(Some(WAIT)).unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        // One request: head, then a Content-Length body if any.
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            match s.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        let len = head
+            .lines()
+            .find_map(|l| {
+                let l = l.to_ascii_lowercase();
+                l.strip_prefix("content-length:")
+                    .map(|v| v.split(',').next().unwrap().trim().parse::<usize>().unwrap_or(0))
+            })
+            .unwrap_or(0);
+        while buf.len() < head_end + len {
+            match s.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let request: Vec<u8> = buf.drain(..head_end + len).collect();
+        let _ = tx.send(request);
+        match script(&head) {
+            Reply::Send(b) => {
+                if s.write_all(&b).is_err() {
+                    return;
+                }
+            }
+            Reply::SendThenClose(b) => {
+                let _ = s.write_all(&b);
+                return;
+            }
+            Reply::SendThenReset(b) => {
+                let _ = s.write_all(&b);
+                let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+                return;
+            }
+            Reply::SendThenHold(b) => {
+                let _ = s.write_all(&b);
+                // Until the peer closes or WAIT passes.
+                let _ = s.read(&mut chunk);
+                return;
+            }
+        }
+    }
+}
+
+/// A complete response with `body` and `Content-Length`.
+pub fn ok_response(body: &[u8]) -> Vec<u8> {
+    let mut r = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+    r.extend_from_slice(body);
+    r
+}
+
+/// The path of a request head (`GET /x HTTP/1.1` -> `/x`).
+pub fn request_path(head: &str) -> &str {
+    head.split_whitespace().nth(1).unwrap_or("")
+}
+
+/// A blocking mutual-TLS connection to a gateway with the Env's client certificate.
+pub fn mtls(env: &Env, gw: SocketAddr) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let cfg = msc_tls::config::client_config(
+        &msc_tls::config::ClientCreds {
+            ca: &env.path("ca.pem"),
+            cert: &env.path("client.pem"),
+            key: &env.path("client-key.pem"),
+        },
+        4,
+    )
+    .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(cfg, name).unwrap();
+    rustls::StreamOwned::new(conn, tcp(gw))
+}

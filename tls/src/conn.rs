@@ -427,6 +427,21 @@ impl TlsStream {
     }
 }
 
+/// Closes a TLS connection with a TCP reset and no close_notify: the peer
+/// sees the cut as a cut (a truncation attack and a crash look the same to
+/// it, and neither is a clean end).
+pub fn abort(r: TlsReader, w: TlsWriter) {
+    let TlsReader { half: rh, buf, .. } = r;
+    let TlsWriter { half: wh, .. } = w;
+    if buf.capacity() > 0 {
+        buf::give(buf);
+    }
+    if let Ok(stream) = rh.reunite(wh) {
+        msc_io::stream::reset_on_close(&stream);
+        drop(stream);
+    }
+}
+
 /// The receiving half: decrypts records in place and serves their plaintext.
 pub struct TlsReader {
     half: OwnedReadHalf<TcpStream>,

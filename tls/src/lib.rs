@@ -28,7 +28,7 @@ pub mod record;
 pub mod tickets;
 
 pub use certs::Identity;
-pub use conn::{SessionInfo, TlsError, TlsReader, TlsStream, TlsWriter};
+pub use conn::{SessionInfo, TlsError, TlsReader, TlsStream, TlsWriter, abort};
 pub use rustls;
 pub use rustls_pki_types::ServerName;
 
