@@ -4,6 +4,7 @@
 //! both sides). Runs on the same thread-per-core engine as the client.
 
 pub mod access;
+pub mod egress;
 pub mod policy;
 
 use std::net::SocketAddr;
