@@ -46,6 +46,7 @@ impl GatewayShared {
                 who: "msc-gateway",
                 via: "1.1 msc-gateway",
                 deny: cfg.deny.clone(),
+                egress: Some(cfg.egress.clone()),
                 timeouts: ProxyTimeouts {
                     head: t.head,
                     idle: t.idle,
