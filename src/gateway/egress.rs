@@ -171,6 +171,25 @@ impl Egress {
     }
 }
 
+impl fmt::Display for Egress {
+    /// One line for the start-up log.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("internal address ranges refused")?;
+        if !self.allow.is_empty() {
+            let allow: Vec<String> = self.allow.iter().map(IpNet::to_string).collect();
+            write!(f, " except {}", allow.join(", "))?;
+        }
+        match &self.connect_ports {
+            ConnectPorts::Any => f.write_str("; CONNECT to any port"),
+            ConnectPorts::Only(v) if v.is_empty() => f.write_str("; CONNECT refused"),
+            ConnectPorts::Only(v) => {
+                let v: Vec<String> = v.iter().map(u16::to_string).collect();
+                write!(f, "; CONNECT to ports {}", v.join(", "))
+            }
+        }
+    }
+}
+
 /// Why the gateway will not connect to a destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
@@ -394,6 +413,14 @@ mod tests {
         assert!(e.port_refusal(1).ends_with("443, 8443)"));
         assert!(Egress::new(Vec::new(), ConnectPorts::Any).connect_port_allowed(22));
         assert!(!Egress::new(Vec::new(), ConnectPorts::Only(vec![])).connect_port_allowed(443));
+        assert_eq!(
+            Egress::default().to_string(),
+            "internal address ranges refused; CONNECT to ports 443"
+        );
+        assert_eq!(
+            Egress::new(vec![net("127.0.0.0/8"), net("::1/128")], ConnectPorts::Any).to_string(),
+            "internal address ranges refused except 127.0.0.0/8, ::1/128; CONNECT to any port"
+        );
     }
 
     fn sa(s: &str) -> SocketAddr {
