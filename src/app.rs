@@ -179,6 +179,8 @@ pub fn start_client(cfg: &ClientConfig, pool: &DefaultThreadPool) -> anyhow::Res
             who: "msc-client",
             via: "1.1 msc-client",
             deny: DenyList::default(),
+            // Direct access to intranet addresses is legitimate on premise.
+            egress: None,
             timeouts: ProxyTimeouts {
                 head: t.head,
                 idle: t.idle,

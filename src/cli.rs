@@ -188,6 +188,7 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 gw.workers.driver,
                 cfg.deny.len()
             ));
+            tracing::info!("egress policy: {}", cfg.egress);
             let sig = app::wait_for_signal()?;
             tracing::info!("signal {sig}: stopping (open connections get {:?})", app::GRACE);
             gw.stop();

@@ -170,6 +170,14 @@ deny = ["blocked.example", "*.blocked.example"]
 
 [log]
 access = "-"             # "-" = stderr, "off", or a file path
+
+# `msc pki init` sets up a test or demo installation whose origins run on this
+# machine (loopback, any port). The built-in defaults are strict: every internal
+# address range refused and CONNECT to port 443 only. On a real gateway, delete
+# this table or list only the intranet ranges users must reach.
+[egress]
+allow = ["127.0.0.0/8", "::1/128"]
+connect_ports = ["*"]    # "*" = every port
 "#
     )
 }

@@ -20,6 +20,7 @@ use msc_io::stream::{
 };
 
 use crate::gateway::access::{AccessLog, Record};
+use crate::gateway::egress::Egress;
 use crate::gateway::policy::{DenyList, normalize_host};
 use crate::http::{block_page, copy_end_to_end, error_reply, origin_request, write_upgrade};
 
@@ -46,6 +47,9 @@ pub struct ProxySettings {
     /// The `Via` value added to forwarded requests (`1.1 msc-gateway`).
     pub via: &'static str,
     pub deny: DenyList,
+    /// Which resolved addresses and CONNECT ports may be reached: set by the
+    /// gateway only (the client's direct relay reaches the intranet on purpose).
+    pub egress: Option<Egress>,
     pub timeouts: ProxyTimeouts,
     pub log: AccessLog,
     /// Answer the probe endpoint (gateways only).
@@ -318,11 +322,19 @@ impl Proxy {
 
     async fn dial(&self, host: &str, port: u16) -> Result<TcpStream, (u16, String)> {
         let t = self.settings.timeouts;
-        let addrs = self
+        let mut addrs = self
             .resolver
             .resolve(host, port)
             .await
             .map_err(|e| (502, format!("cannot resolve {host}: {e}")))?;
+        // On the addresses about to be dialled (no second lookup), before any
+        // attempt: an open and a closed port answer alike.
+        crate::gateway::egress::admit(&self.settings.deny, self.settings.egress.as_ref(), host, &mut addrs).map_err(
+            |r| {
+                tracing::info!("refused {host}:{port}: {r:?}");
+                (403, r.to_string())
+            },
+        )?;
         connect_any(&addrs, t.connect).await.map_err(|e| {
             if e.kind() == std::io::ErrorKind::TimedOut {
                 (
@@ -342,6 +354,11 @@ impl Proxy {
     async fn tunnel<R: Source, W: Sink>(&self, c: &mut Peer<R, W>, head: &RequestHead, host: String) -> Outcome {
         let port = head.port;
         c.r.consume(head.len);
+        if let Some(e) = &self.settings.egress
+            && !e.connect_port_allowed(port)
+        {
+            return self.fail(c, 403, &e.port_refusal(port), true).await;
+        }
         let tcp = match self.dial(&host, port).await {
             Ok(s) => s,
             Err((status, reason)) => return self.fail(c, status, &reason, true).await,

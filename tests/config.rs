@@ -133,6 +133,30 @@ fn errors_name_file_key_and_reason() {
             "tls",
             "missing field `client_ca`",
         ),
+        (
+            "g6.toml",
+            gateway.replace("allow = [\"127.0.0.0/8\"", "allow = [\"10.0.0.0/8\", \"10.0.0.0/33\""),
+            "egress.allow[1]",
+            "'10.0.0.0/33' is not a CIDR range",
+        ),
+        (
+            "g7.toml",
+            gateway.replace("connect_ports = [\"*\"]", "connect_ports = [443, 70000]"),
+            "egress.connect_ports[1]",
+            "70000 is not a port",
+        ),
+        (
+            "g8.toml",
+            gateway.replace("connect_ports = [\"*\"]", "connect_ports = [443, \"all\"]"),
+            "egress.connect_ports[1]",
+            "'all' is not a port number or \"*\"",
+        ),
+        (
+            "g9.toml",
+            gateway.replace("connect_ports = ", "conect_ports = "),
+            "egress.conect_ports",
+            "unknown field `conect_ports`",
+        ),
     ];
     for (name, text, key, reason) in cases {
         let f = env.write(name, &text);

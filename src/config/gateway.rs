@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 pub use super::AccessLogTarget;
 use super::{Check, ConfigError, load_toml, parse_toml};
+use crate::gateway::egress::{ConnectPorts, DEFAULT_CONNECT_PORTS, Egress};
 use crate::gateway::policy::DenyList;
 
 #[derive(Deserialize)]
@@ -21,6 +22,8 @@ struct Raw {
     tls: RawTls,
     #[serde(default)]
     policy: RawPolicy,
+    #[serde(default)]
+    egress: RawEgress,
     #[serde(default)]
     timeouts: RawTimeouts,
     #[serde(default)]
@@ -48,6 +51,22 @@ struct RawTls {
 struct RawPolicy {
     #[serde(default)]
     deny: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawEgress {
+    #[serde(default)]
+    allow: Vec<String>,
+    connect_ports: Option<Vec<RawPort>>,
+}
+
+/// A port number, or `"*"` for every port.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawPort {
+    Number(i64),
+    Text(String),
 }
 
 #[derive(Deserialize, Default)]
@@ -92,6 +111,8 @@ pub struct GatewayConfig {
     pub listen: SocketAddr,
     pub tls: GatewayTls,
     pub deny: DenyList,
+    /// Internal address ranges re-admitted and CONNECT ports (`[egress]`).
+    pub egress: Egress,
     pub timeouts: GatewayTimeouts,
     pub access_log: AccessLogTarget,
     /// Extra delay before answering probes (simulates a distant gateway in tests and demos).
@@ -122,6 +143,7 @@ fn validate(file: &Path, raw: Raw) -> Result<GatewayConfig, ConfigError> {
         deny.add(rule)
             .map_err(|reason| c.err(format!("policy.deny[{i}]"), reason))?;
     }
+    let egress = egress(&c, &raw.egress)?;
     let t = &raw.timeouts;
     let d = |key: &str, v: &Option<String>, default: Duration| c.duration_or(key, v, default);
     let timeouts = GatewayTimeouts {
@@ -143,8 +165,58 @@ fn validate(file: &Path, raw: Raw) -> Result<GatewayConfig, ConfigError> {
         listen,
         tls,
         deny,
+        egress,
         timeouts,
         access_log,
         probe_delay,
     })
+}
+
+fn egress(c: &Check<'_>, raw: &RawEgress) -> Result<Egress, ConfigError> {
+    let mut allow = Vec::with_capacity(raw.allow.len());
+    for (i, v) in raw.allow.iter().enumerate() {
+        let v = v.trim();
+        // A bare address is its own /32 or /128.
+        let net = v
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| v.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map_err(|_| {
+                c.err(
+                    format!("egress.allow[{i}]"),
+                    format!("'{v}' is not a CIDR range (e.g. \"10.20.0.0/16\", \"fd00::/8\")"),
+                )
+            })?;
+        allow.push(net);
+    }
+    let ports = match &raw.connect_ports {
+        None => ConnectPorts::Only(DEFAULT_CONNECT_PORTS.to_vec()),
+        Some(list) => {
+            let mut ports = Vec::with_capacity(list.len());
+            let mut any = false;
+            for (i, p) in list.iter().enumerate() {
+                match p {
+                    RawPort::Text(s) if s.trim() == "*" => any = true,
+                    RawPort::Number(n) => match u16::try_from(*n) {
+                        Ok(p) if p != 0 => ports.push(p),
+                        _ => {
+                            let reason = format!("{n} is not a port (1-65535)");
+                            return Err(c.err(format!("egress.connect_ports[{i}]"), reason));
+                        }
+                    },
+                    RawPort::Text(s) => {
+                        return Err(c.err(
+                            format!("egress.connect_ports[{i}]"),
+                            format!("'{s}' is not a port number or \"*\" (every port)"),
+                        ));
+                    }
+                }
+            }
+            if any {
+                ConnectPorts::Any
+            } else {
+                ConnectPorts::Only(ports)
+            }
+        }
+    };
+    Ok(Egress::new(allow, ports))
 }

@@ -4,6 +4,7 @@
 //! both sides). Runs on the same thread-per-core engine as the client.
 
 pub mod access;
+pub mod egress;
 pub mod policy;
 
 use std::net::SocketAddr;
@@ -45,6 +46,7 @@ impl GatewayShared {
                 who: "msc-gateway",
                 via: "1.1 msc-gateway",
                 deny: cfg.deny.clone(),
+                egress: Some(cfg.egress.clone()),
                 timeouts: ProxyTimeouts {
                     head: t.head,
                     idle: t.idle,

@@ -1,14 +1,19 @@
-//! The gateway's deny list: exact hosts and `*.domain` suffixes.
+//! The gateway's deny list: exact hosts, `*.domain` suffixes and IP
+//! addresses (matched by address after resolution, see [`DenyList::matches_addr`]).
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 
 /// Hosts the gateway refuses to reach. `*.example.com` blocks example.com and
 /// every name under it; `ads.example.com` blocks exactly that host. Matching
-/// is case-insensitive and ignores a trailing dot.
+/// is case-insensitive and ignores a trailing dot. An IP rule also blocks
+/// every name and spelling that resolves to that address.
 #[derive(Clone, Debug, Default)]
 pub struct DenyList {
     exact: HashMap<String, String>,
     suffix: HashMap<String, String>,
+    /// IP rules by canonical address (IPv4-mapped IPv6 folded to IPv4).
+    addrs: HashMap<IpAddr, String>,
 }
 
 /// Lower-cases and strips one trailing dot.
@@ -34,10 +39,8 @@ impl DenyList {
             None => (false, r),
         };
         let body = normalize_host(body);
-        let ip = body
-            .trim_matches(|c| c == '[' || c == ']')
-            .parse::<std::net::IpAddr>()
-            .is_ok();
+        let addr = body.trim_matches(|c| c == '[' || c == ']').parse::<IpAddr>().ok();
+        let ip = addr.is_some();
         if !(valid_domain(&body) || (!is_suffix && ip)) {
             return Err(format!("'{rule}' is not a host name, IP address or *.domain suffix"));
         }
@@ -46,6 +49,9 @@ impl DenyList {
         } else {
             body
         };
+        if let Some(a) = addr {
+            self.addrs.insert(a.to_canonical(), r.to_string());
+        }
         if is_suffix {
             self.suffix.insert(key, r.to_string());
         } else {
@@ -60,6 +66,21 @@ impl DenyList {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The IP rule (as written) that blocks the resolved address `ip`, if
+    /// any: the check that catches `http://167838211/`, `127.1`-style
+    /// spellings and names resolving to a denied address. IPv6 forms that
+    /// embed an IPv4 address (mapped, NAT64, 6to4) match a rule for it.
+    pub fn matches_addr(&self, ip: IpAddr) -> Option<&str> {
+        if self.addrs.is_empty() {
+            return None;
+        }
+        let inner = super::egress::embedded_v4(ip).map(IpAddr::V4);
+        self.addrs
+            .get(&ip.to_canonical())
+            .or_else(|| inner.and_then(|i| self.addrs.get(&i)))
+            .map(String::as_str)
     }
 
     /// The rule (as written) that blocks `host`, if any. Checks the host and
@@ -102,6 +123,23 @@ mod tests {
         assert_eq!(d.matches("x.ads.example.com"), None);
         assert_eq!(d.matches("10.1.2.3"), Some("10.1.2.3"));
         assert_eq!(d.matches("example.com"), None);
+    }
+
+    #[test]
+    fn ip_rules_match_by_address() {
+        let mut d = DenyList::default();
+        d.add("10.1.2.3").unwrap();
+        d.add("[2001:db8::7]").unwrap();
+        d.add("::ffff:10.9.9.9").unwrap();
+        d.add("ads.example.com").unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(d.matches_addr(ip("10.1.2.3")), Some("10.1.2.3"));
+        assert_eq!(d.matches_addr(ip("::ffff:10.1.2.3")), Some("10.1.2.3"));
+        assert_eq!(d.matches_addr(ip("64:ff9b::a01:203")), Some("10.1.2.3"));
+        assert_eq!(d.matches_addr(ip("2001:db8::7")), Some("[2001:db8::7]"));
+        assert_eq!(d.matches_addr(ip("10.9.9.9")), Some("::ffff:10.9.9.9"));
+        assert_eq!(d.matches_addr(ip("10.1.2.4")), None);
+        assert_eq!(DenyList::default().matches_addr(ip("10.1.2.3")), None);
     }
 
     #[test]

@@ -236,6 +236,21 @@ impl Env {
         self.gateway_with("gateway", "")
     }
 
+    /// Starts a gateway whose `[egress]` table is `egress` instead of the
+    /// generated one (which admits loopback on every port); `""` leaves the
+    /// built-in strict defaults. `edit` may change the rest of the file.
+    pub fn gateway_egress(&self, name: &str, egress: &str, edit: impl FnOnce(String) -> String) -> (Proc, SocketAddr) {
+        let base = std::fs::read_to_string(self.path("gateway.toml")).unwrap();
+        let at = base
+            .find("[egress]")
+            .expect("generated gateway.toml has an [egress] table");
+        let text = edit(base[..at].replace("workers = 0", "workers = 2")) + egress;
+        let f = self.write(&format!("{name}.toml"), &text);
+        let p = Proc::start(&["gateway", "--config", f.to_str().unwrap()], self.dir.path(), name);
+        let a = p.addr_after("listening on ");
+        (p, a)
+    }
+
     /// Starts a gateway listening on `listen` with `tail` appended (tables).
     pub fn gateway_at(&self, name: &str, listen: &str, tail: &str) -> (Proc, SocketAddr) {
         let base = std::fs::read_to_string(self.path("gateway.toml")).unwrap();
