@@ -37,15 +37,17 @@ pub fn blocking_pool() -> DefaultThreadPool {
 
 /// Opens `workers` SO_REUSEPORT sockets for each address; returns them
 /// grouped per worker, and the bound addresses (port 0 becomes a real port).
+/// `what(i)` names address `i` for the error when its port is taken.
 pub fn listeners(
     addrs: &[SocketAddr],
     workers: usize,
+    what: impl Fn(usize) -> String,
 ) -> anyhow::Result<(Vec<Vec<std::net::TcpListener>>, Vec<SocketAddr>)> {
     let mut per_worker: Vec<Vec<std::net::TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
     let mut bound = Vec::new();
-    for a in addrs {
+    for (i, a) in addrs.iter().enumerate() {
         let socks = msc_io::listen::reuseport_listeners(*a, workers, BACKLOG)
-            .with_context(|| format!("cannot listen on {a}"))?;
+            .map_err(|e| crate::ports::explain_bind(*a, &what(i), e))?;
         bound.push(socks[0].local_addr()?);
         for (w, s) in socks.into_iter().enumerate() {
             per_worker[w].push(s);
@@ -72,7 +74,7 @@ impl RunningGateway {
 pub fn start_gateway(cfg: &GatewayConfig, pool: &DefaultThreadPool) -> anyhow::Result<RunningGateway> {
     let (log, log_thread) = AccessLog::start(&cfg.access_log).context("cannot open the access log")?;
     let shared = Arc::new(GatewayShared::new(cfg, log)?);
-    let (socks, bound) = listeners(&[cfg.listen], cfg.workers)?;
+    let (socks, bound) = listeners(&[cfg.listen], cfg.workers, |_| "listen".into())?;
     let workers = Workers::start("gateway", cfg.driver, socks, pool.clone(), GRACE, move |_, _| {
         Ok(Rc::new(Gateway::new(shared.clone())))
     })?;
@@ -139,6 +141,7 @@ pub fn initial_routing(cfg: &ClientConfig) -> Routing {
         slots: (0..cfg.servers.len()).map(|i| vec![i]).collect(),
         direct_on_premise: false,
         none_available: false,
+        direct_permitted: true,
         last_failure: vec![None; cfg.servers.len()],
     }
 }
@@ -167,7 +170,10 @@ pub fn start_client(cfg: &ClientConfig, pool: &DefaultThreadPool) -> anyhow::Res
         addrs.push(SocketAddr::new(cfg.listen, s.http_port));
         addrs.push(SocketAddr::new(cfg.listen, s.https_port));
     }
-    let (socks, bound) = listeners(&addrs, cfg.workers)?;
+    let (socks, bound) = listeners(&addrs, cfg.workers, |i| {
+        let port = if i % 2 == 0 { "http_port" } else { "https_port" };
+        format!("servers[{}].{port}", i / 2)
+    })?;
     let slots: Vec<(SocketAddr, SocketAddr)> = bound.chunks(2).map(|p| (p[0], p[1])).collect();
     let ports: Vec<(u16, u16)> = slots.iter().map(|(h, s)| (h.port(), s.port())).collect();
     let pac = crate::control::render_pac(cfg, &ports)?;
@@ -251,7 +257,7 @@ pub fn start_origin(
     workers: usize,
     pool: &DefaultThreadPool,
 ) -> anyhow::Result<(Workers, SocketAddr)> {
-    let (socks, bound) = listeners(&[addr], workers)?;
+    let (socks, bound) = listeners(&[addr], workers, |_| "--listen".into())?;
     let w = Workers::start(
         "origin",
         msc_io::runtime::DriverChoice::Auto,

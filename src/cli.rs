@@ -126,12 +126,28 @@ pub fn main() -> ExitCode {
     match run(cli.cmd) {
         Ok(code) => code,
         Err(e) => {
-            tracing::error!("{e:#}");
+            // Flush queued log lines first; the error is printed once.
             drop(_guard);
             eprintln!("error: {e:#}");
-            ExitCode::from(1)
+            ExitCode::from(exit_code(&e))
         }
     }
+}
+
+/// The exit status for a failed start (docs/config.md, "Exit status"):
+/// 2 = the configuration cannot be used (a file, a key, a certificate, a
+/// port in use), 3 = a port msc needs is held by another user (possible
+/// squatting), 1 = anything else.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    if let Some(h) = e.chain().find_map(|c| c.downcast_ref::<crate::ports::PortHeld>()) {
+        return if h.other_user { 3 } else { 2 };
+    }
+    if e.chain()
+        .any(|c| c.is::<msc_tls::SetupError>() || c.is::<crate::config::ConfigError>())
+    {
+        return 2;
+    }
+    1
 }
 
 fn ready(line: &str) {

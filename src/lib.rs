@@ -21,6 +21,7 @@ pub mod gateway;
 pub mod http;
 pub mod origin;
 pub mod pki;
+pub mod ports;
 pub mod proxy;
 pub mod status;
 pub mod upstream;

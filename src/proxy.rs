@@ -23,6 +23,7 @@ use crate::gateway::access::{AccessLog, Record};
 use crate::gateway::egress::Egress;
 use crate::gateway::policy::{DenyList, normalize_host};
 use crate::http::{block_page, copy_end_to_end, error_reply, origin_request, write_upgrade};
+use crate::upstream::{FailureKind, classify_io};
 
 /// Body bytes that arrived with a response head and are sent with it (copied
 /// into the head's buffer) rather than in a second write.
@@ -473,7 +474,7 @@ impl Proxy {
         );
         let resp = match down {
             Ok(r) => r,
-            Err(RespError::Before(status, reason)) => {
+            Err(RespError::Before(status, reason, _)) => {
                 // A broken request body is the requester's fault: say so.
                 if let Err(BodyError::Framing(e)) = &up {
                     return self.fail(c, 400, e.reason(), false).await;
@@ -531,8 +532,11 @@ impl Proxy {
 }
 
 pub(crate) enum RespError {
-    /// Nothing was sent to the client yet: answer with this status and reason.
-    Before(u16, String),
+    /// Nothing was sent to the client yet: answer with this status and
+    /// reason. The kind says what the upstream's fault was, for judging a
+    /// gateway; `None` when it says nothing about the upstream's health (it
+    /// was only slow to answer, or this machine ran out of resources).
+    Before(u16, String, Option<FailureKind>),
     /// Part of the response went out (`sent` bytes); the client connection
     /// must be aborted so the cut is visible.
     During { status: u16, sent: u64, reason: String },
@@ -585,6 +589,7 @@ pub(crate) async fn relay_response<U: Source, K: Sink>(
                 return Err(RespError::Before(
                     502,
                     format!("{upstream} closed the connection without a response"),
+                    Some(FailureKind::Unreachable),
                 ));
             }
             Ok(None) => return Err(during(502, sent, format!("{upstream} closed"))),
@@ -604,8 +609,15 @@ pub(crate) async fn relay_response<U: Source, K: Sink>(
                     }
                     _ => format!("invalid response from {upstream}: {e}"),
                 };
+                let fault = if e.kind() == std::io::ErrorKind::TimedOut {
+                    None
+                } else if e.get_ref().is_some_and(|i| i.is::<msc_io::HeadError>()) {
+                    Some(FailureKind::Broken)
+                } else {
+                    classify_io(&e)
+                };
                 return Err(if sent == 0 {
-                    RespError::Before(status, reason)
+                    RespError::Before(status, reason, fault)
                 } else {
                     during(status, sent, reason)
                 });
@@ -618,7 +630,7 @@ pub(crate) async fn relay_response<U: Source, K: Sink>(
                 state.fail();
                 let reason = format!("invalid response from {upstream}: {}", e.reason());
                 return Err(if sent == 0 {
-                    RespError::Before(502, reason)
+                    RespError::Before(502, reason, Some(FailureKind::Broken))
                 } else {
                     during(502, sent, reason)
                 });
@@ -682,7 +694,7 @@ pub(crate) async fn relay_response<U: Source, K: Sink>(
                             state.fail();
                             let reason = format!("invalid response from {upstream}: {}", e.reason());
                             return Err(if sent == 0 {
-                                RespError::Before(502, reason)
+                                RespError::Before(502, reason, Some(FailureKind::Broken))
                             } else {
                                 during(502, sent, reason)
                             });
@@ -719,7 +731,9 @@ async fn read_head_io<U: Source>(
     match read_response_head(or, wait, limits).await {
         Ok(h) => Ok(h),
         Err(HeadReadError::Timeout) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "timeout")),
-        Err(HeadReadError::Head(e)) => Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e.reason())),
+        // The HeadError itself inside: the caller tells a malformed head
+        // (a broken upstream) from a failed TLS record.
+        Err(HeadReadError::Head(e)) => Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
         Err(HeadReadError::Truncated) => Err(std::io::Error::new(
             std::io::ErrorKind::UnexpectedEof,
             "closed in the middle of the response head",

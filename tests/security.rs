@@ -415,3 +415,198 @@ fn length_lists_are_normalised_and_hundred_fields_pass() {
     );
     assert_eq!(status, 200, "{head}");
 }
+
+/// A client config for one gateway with fast probes.
+fn fast_client(env: &Env, name: &str, gw: SocketAddr, server_name: &str, extra: &str) -> std::path::PathBuf {
+    env.write(
+        &format!("{name}.toml"),
+        &format!(
+            "workers = 2\n[tls]\nca = \"ca.pem\"\ncert = \"client.pem\"\nkey = \"client-key.pem\"\n\
+             [selection]\nprobe_interval = \"300ms\"\nkeepalive_interval = \"200ms\"\nevaluate_interval = \"200ms\"\n\
+             {extra}\n[[servers]]\nname = \"gw1\"\naddress = \"{gw}\"\nserver_name = \"{server_name}\"\n\
+             http_port = 0\nhttps_port = 0\n[control]\nlisten = \"127.0.0.1:0\"\n"
+        ),
+    )
+}
+
+/// Medium 4: a gateway whose certificate fails verification (another CA,
+/// or the wrong name) looks exactly like a man in the middle. Requests are
+/// refused, never relayed DIRECT, although `fail_open` is on; the status
+/// says why.
+#[test]
+fn untrusted_gateway_never_leads_to_direct() {
+    let env = Env::new();
+    let other = Env::new();
+    let origin = RawOrigin::start(echo_path);
+    let (_foreign, foreign) = other.gateway_at("gw-foreign", "127.0.0.1:0", "");
+    let (_ours, ours) = env.gateway_at("gw-ours", "127.0.0.1:0", "");
+    for (case, addr, server_name) in [
+        ("foreign-ca", foreign, "localhost"),
+        ("wrong-name", ours, "wrong.example"),
+    ] {
+        let cfg = fast_client(&env, case, addr, server_name, "");
+        let (client, proxy) = env.client_from(case, &cfg);
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let (code, out, err) = curl(&["-x", &proxy.to_string(), "-w", "\n%{http_code}", &origin.url("/x")]);
+            let text = String::from_utf8_lossy(&out).into_owned();
+            let status = text.lines().last().unwrap_or("").to_string();
+            assert!(code == 0, "{case}: {err}");
+            assert_ne!(status, "200", "{case}: a request went through: {text}");
+            if status_json(&client)["traffic"] == "refused:untrusted" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{case}: never judged untrusted: {text}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Several more probe rounds: still refused, never DIRECT.
+        for _ in 0..5 {
+            std::thread::sleep(Duration::from_millis(300));
+            let (code, out, _) = curl(&["-x", &proxy.to_string(), "-w", "\n%{http_code}", &origin.url("/x")]);
+            let text = String::from_utf8_lossy(&out).into_owned();
+            assert_eq!(code, 0);
+            assert!(text.ends_with("503"), "{case}: {text}");
+            assert!(text.contains("not sent directly"), "{case}: {text}");
+        }
+        let st = status_json(&client);
+        assert_eq!(st["direct"]["fail_open"], 0, "{case}: {st:#}");
+        assert!(
+            st["direct"]["refused_untrusted"].as_u64().unwrap() > 0,
+            "{case}: {st:#}"
+        );
+        assert!(st["error"].as_str().unwrap().contains("certificate"), "{case}: {st:#}");
+        assert!(client.stderr().contains("could not be authenticated"), "{case}");
+    }
+    assert!(origin.received().is_empty(), "a request reached the origin");
+}
+
+/// Medium 5: this machine running out of descriptors (a local user holding
+/// connections) is not a gateway failure: the client neither fails open
+/// nor stays off its gateway after the user leaves.
+#[test]
+fn local_descriptor_exhaustion_is_not_a_gateway_failure() {
+    let env = Env::new();
+    let origin = RawOrigin::start(echo_path);
+    let (_gw, gw) = env.gateway_at("gateway", "127.0.0.1:0", "");
+    let cfg = fast_client(&env, "client-fd", gw, "localhost", "[pool]\nidle = 1\n");
+    let client = Proc::start_wrapped(
+        &["prlimit", "--nofile=48:48", "--"],
+        &["run", "--config", cfg.to_str().unwrap()],
+        env.dir.path(),
+        "client-fd",
+    );
+    let proxy = client.addr_after("slot 1 http ");
+    let (status, _, _) = exchange(
+        proxy,
+        format!("GET {} HTTP/1.1\r\nHost: x\r\n\r\n", origin.url("/before")).as_bytes(),
+    );
+    assert_eq!(status, 200);
+    // A local user holds more connections than the client may have files.
+    let held: Vec<std::net::TcpStream> = (0..80).map(|_| tcp(proxy)).collect();
+    client.wait_stderr("local resource is exhausted");
+    // Several probe rounds while exhausted.
+    std::thread::sleep(Duration::from_secs(2));
+    drop(held);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (code, out, _) = curl(&["-x", &proxy.to_string(), &origin.url("/after")]);
+        if code == 0 && out == b"/after" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the client did not recover");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let st = status_json(&client);
+    assert_eq!(st["traffic"], "gateway", "{st:#}");
+    assert_eq!(st["selected"], "gw1", "{st:#}");
+    assert_eq!(st["direct"]["fail_open"], 0, "{st:#}");
+    assert!(
+        !client.stderr().contains("probe of gateway gw1 failed"),
+        "{}",
+        client.stderr()
+    );
+}
+
+/// Runs `msc run` to its exit (bounded); returns (status, stderr).
+fn run_to_exit(env: &Env, cfg: &std::path::Path) -> (i32, String) {
+    let out = std::process::Command::new("timeout")
+        .args(["20", MSC, "run", "--config", cfg.to_str().unwrap()])
+        .current_dir(env.dir.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Medium 10: a port msc needs, held by another user before msc starts,
+/// stops the start with exit status 3 and names the holder; held by the
+/// same user, exit status 2.
+#[test]
+fn squatted_ports_stop_the_start_loudly() {
+    let env = Env::new();
+    // msc's own binary as the squatter, running as `nobody`.
+    let squat = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = squat.local_addr().unwrap().port();
+    drop(squat);
+    let squatter = Proc::start_wrapped(
+        &["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"],
+        &["origin", "--listen", &format!("127.0.0.1:{port}")],
+        env.dir.path(),
+        "squatter",
+    );
+    let base = |control: &str, http: &str| {
+        format!(
+            "[tls]\nca = \"ca.pem\"\ncert = \"client.pem\"\nkey = \"client-key.pem\"\n[[servers]]\nname = \"gw1\"\n\
+             address = \"127.0.0.1:9\"\nserver_name = \"localhost\"\nhttp_port = {http}\nhttps_port = 0\n\
+             [control]\nlisten = \"{control}\"\n"
+        )
+    };
+    let control = env.write("squat-control.toml", &base(&format!("127.0.0.1:{port}"), "0"));
+    let (code, err) = run_to_exit(&env, &control);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("control.listen") && err.contains("uid 65534"), "{err}");
+    assert_eq!(err.matches("error:").count(), 1, "printed once: {err}");
+    let slot = env.write("squat-slot.toml", &base("127.0.0.1:0", &port.to_string()));
+    let (code, err) = run_to_exit(&env, &slot);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("servers[0].http_port") && err.contains("uid 65534"),
+        "{err}"
+    );
+    drop(squatter);
+    // Held by this same user: exit status 2, "another msc?".
+    let mine = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let cfg = env.write("mine.toml", &base(&mine.local_addr().unwrap().to_string(), "0"));
+    let (code, err) = run_to_exit(&env, &cfg);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("another msc"), "{err}");
+}
+
+/// Medium 10: the PAC is never sniffed, and web pages cannot load it.
+#[test]
+fn pac_refuses_web_pages() {
+    let c = Chain::start();
+    let ctl = c.client.control_addr();
+    let get = |extra: &str| {
+        exchange(
+            ctl,
+            format!("GET /proxy.pac HTTP/1.1\r\nHost: localhost\r\n{extra}Connection: close\r\n\r\n").as_bytes(),
+        )
+    };
+    let (status, head, _) = get("");
+    assert_eq!(status, 200);
+    assert!(head.contains("X-Content-Type-Options: nosniff\r\n"), "{head}");
+    for bad in [
+        "Sec-Fetch-Site: cross-site\r\n",
+        "Sec-Fetch-Dest: script\r\nSec-Fetch-Site: same-site\r\n",
+    ] {
+        let (status, _, body) = get(bad);
+        assert_eq!(status, 403, "{bad}: {}", String::from_utf8_lossy(&body));
+    }
+    // The browser's own PAC fetch and same-origin navigation still work.
+    let (status, _, _) = get("Sec-Fetch-Site: none\r\nSec-Fetch-Dest: document\r\n");
+    assert_eq!(status, 200);
+}

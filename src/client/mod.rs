@@ -29,7 +29,7 @@ use crate::control::feedback::Recorder;
 use crate::gateway::access::{AccessLog, Record};
 use crate::http::{copy_end_to_end, error_reply, write_upgrade};
 use crate::proxy::{Ended, Peer, Proxy, ProxySettings, ProxyTimeouts, RespError, relay_response};
-use crate::upstream::{Routing, RoutingHandle};
+use crate::upstream::{Routing, RoutingHandle, classify_io};
 use crate::worker::Service;
 use pool::{OpenError, Tunnel, TunnelPool, retire};
 
@@ -278,6 +278,17 @@ impl ClientService {
             return Box::pin(self.direct(&self.on_premise, br, bw, head)).await;
         }
         if routing.none_available {
+            if !routing.direct_permitted {
+                // A gateway that fails authentication is what interception
+                // looks like: never a reason to go DIRECT.
+                self.recorder.direct(|d| d.refused_untrusted += 1);
+                let reason = format!(
+                    "no trusted gateway is available; requests are refused, not sent directly: {}",
+                    routing.unavailable_reason()
+                );
+                answer(bw, 503, &reason).await;
+                return Next::Close;
+            }
             if self.shared.fail_open {
                 self.recorder.direct(|d| d.fail_open += 1);
                 return Box::pin(self.direct(&self.fail_open, br, bw, head)).await;
@@ -361,7 +372,7 @@ impl ClientService {
         let (up_res, resp) = loop {
             let gw_index = tun.gw;
             let failure = match tun.w.write_bytes(&up).await {
-                Err(e) => Some(e.to_string()),
+                Err(e) => Some((e.to_string(), classify_io(&e))),
                 Ok(()) => None,
             };
             let may_retry = !retried && body == BodyLen::Empty && (idempotent || failure.is_some());
@@ -390,24 +401,25 @@ impl ClientService {
                         {
                             Ok((up_res, resp))
                         }
-                        // Nothing came back within the idle time: the gateway
-                        // may be waiting on a slow origin. Answered 504, never
-                        // retried (the request may be running) and not held
-                        // against the gateway (probes judge its health).
-                        Err(RespError::Before(504, _)) => Ok((up_res, resp)),
-                        Err(RespError::Before(_, reason)) => Err(reason.clone()),
+                        // Nothing came back within the idle time (the gateway
+                        // may be waiting on a slow origin), or this machine
+                        // ran out of something: answered, never retried (the
+                        // request may be running) and not held against the
+                        // gateway (probes judge its health).
+                        Err(RespError::Before(_, _, None)) => Ok((up_res, resp)),
+                        Err(RespError::Before(_, reason, kind)) => Err((reason.clone(), *kind)),
                         _ => Ok((up_res, resp)),
                     }
                 }
             };
-            let reason = match outcome {
+            let (reason, kind) = match outcome {
                 Ok(done) => break done,
-                Err(reason) => reason,
+                Err(failed) => failed,
             };
             retire(tun);
             let label = routing.gateways.get(gw_index).map(|g| g.label()).unwrap_or_default();
-            if !pooled {
-                self.recorder.tunnel_failed(gw_index, &reason);
+            if let (false, Some(kind)) = (pooled, kind) {
+                self.recorder.tunnel_failed(gw_index, kind, &reason);
             }
             if may_retry {
                 tracing::debug!("{peer}: tunnel to {label} failed before answering ({reason}); retrying");
@@ -436,7 +448,7 @@ impl ClientService {
         };
         let resp = match resp {
             Ok(r) => r,
-            Err(RespError::Before(status, reason)) => {
+            Err(RespError::Before(status, reason, _)) => {
                 // Nothing reached the browser: it gets a clear answer.
                 retire(tun);
                 let (status, reason) = match up_res {
@@ -448,18 +460,9 @@ impl ClientService {
                         return Next::Close;
                     }
                     Ok(_) => {
+                        // Slow or local (see above): not held against the gateway.
                         let label = routing.gateways.get(gw).map(|g| g.label()).unwrap_or_default();
-                        if status == 504 {
-                            (504, format!("gateway {label}: {reason}"))
-                        } else {
-                            self.recorder.tunnel_failed(gw, &reason);
-                            (
-                                status,
-                                format!(
-                                    "gateway {label} closed the tunnel before answering (is this client's certificate accepted?): {reason}"
-                                ),
-                            )
-                        }
+                        (status, format!("gateway {label}: {reason}"))
                     }
                 };
                 tracing::warn!("{peer}: {reason}");
@@ -528,6 +531,7 @@ impl ClientService {
         Err(last.unwrap_or(OpenError {
             status: 502,
             reason: "no gateway is configured for this port".into(),
+            kind: None,
         }))
     }
 }

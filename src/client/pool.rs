@@ -23,7 +23,7 @@ use msc_tls::{TlsError, TlsReader, TlsStream, TlsWriter};
 
 use crate::config::client::{ClientTimeouts, PoolConfig};
 use crate::control::feedback::Recorder;
-use crate::upstream::GatewayRoute;
+use crate::upstream::{FailureKind, GatewayRoute, classify_io, classify_tls};
 
 /// A tunnel returned this recently is assumed alive (see [`TunnelPool::take`]).
 const RECENT: Duration = Duration::from_millis(500);
@@ -41,11 +41,14 @@ pub struct Tunnel {
     pub since: Instant,
 }
 
-/// Why no tunnel could be opened: the status for the browser and a one-line reason.
+/// Why no tunnel could be opened: the status for the browser, a one-line
+/// reason, and what kind of failure it was (`None`: this machine ran out of
+/// something, which is held against no gateway).
 #[derive(Debug)]
 pub struct OpenError {
     pub status: u16,
     pub reason: String,
+    pub kind: Option<FailureKind>,
 }
 
 #[derive(Debug, Default)]
@@ -161,7 +164,12 @@ impl TunnelPool {
         let res = self.connect(gw).await;
         match &res {
             Ok(_) => self.recorder.tunnel_ok(gw.index, t0.elapsed()),
-            Err(e) => self.recorder.tunnel_failed(gw.index, &e.reason),
+            Err(OpenError {
+                kind: Some(kind),
+                reason,
+                ..
+            }) => self.recorder.tunnel_failed(gw.index, *kind, reason),
+            Err(_) => {}
         }
         res
     }
@@ -172,10 +180,17 @@ impl TunnelPool {
             return Err(OpenError {
                 status: 502,
                 reason: format!("gateway {}: address could not be resolved", gw.label()),
+                kind: Some(FailureKind::Unreachable),
             });
         }
         let tcp = connect_any(&gw.addrs, t.connect).await.map_err(|e| {
-            if e.kind() == std::io::ErrorKind::TimedOut {
+            if classify_io(&e).is_none() {
+                OpenError {
+                    status: 503,
+                    reason: format!("this computer is out of resources for new connections ({e}); try again shortly"),
+                    kind: None,
+                }
+            } else if e.kind() == std::io::ErrorKind::TimedOut {
                 OpenError {
                     status: 504,
                     reason: format!(
@@ -183,11 +198,13 @@ impl TunnelPool {
                         gw.label(),
                         humantime::format_duration(t.connect)
                     ),
+                    kind: Some(FailureKind::Unreachable),
                 }
             } else {
                 OpenError {
                     status: 502,
                     reason: format!("gateway {} unreachable: {e}", gw.label()),
+                    kind: Some(FailureKind::Unreachable),
                 }
             }
         })?;
@@ -201,9 +218,11 @@ impl TunnelPool {
                         gw.label(),
                         humantime::format_duration(t.handshake)
                     ),
+                    kind: Some(FailureKind::Unreachable),
                 },
                 e => OpenError {
                     status: 502,
+                    kind: classify_tls(&e),
                     reason: format!("TLS handshake with gateway {} failed: {e}", gw.label()),
                 },
             })?;

@@ -96,10 +96,15 @@ impl Check<'_> {
         } else {
             self.file.parent().unwrap_or(Path::new(".")).join(p)
         };
-        if !p.is_file() {
-            return Err(self.err(key, format!("file not found: {}", p.display())));
+        match std::fs::metadata(&p) {
+            Ok(m) if m.is_file() => Ok(p),
+            Ok(m) if m.is_dir() => Err(self.err(key, format!("is a directory, not a file: {}", p.display()))),
+            Ok(_) => Err(self.err(key, format!("not a regular file: {}", p.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(self.err(key, format!("file not found: {}", p.display())))
+            }
+            Err(e) => Err(self.err(key, format!("cannot read {}: {e}", p.display()))),
         }
-        Ok(p)
     }
 
     pub(crate) fn socket_addr(&self, key: &str, v: &str) -> Result<SocketAddr, ConfigError> {

@@ -109,6 +109,28 @@ fn respond(state: &Rc<RefCell<State>>, head: &RequestHead, buf: &[u8]) -> (Vec<u
             );
         }
     }
+    // A web page may try to load the PAC (or the status) as a script to
+    // learn the proxy set-up; browsers label such requests, PAC fetchers
+    // and command-line tools do not.
+    let fetch = |name: &str| {
+        head.headers
+            .values(buf, name)
+            .next()
+            .map(|v| v.trim_ascii().to_ascii_lowercase())
+    };
+    if fetch("sec-fetch-site").as_deref() == Some(b"cross-site".as_slice())
+        || fetch("sec-fetch-dest").as_deref() == Some(b"script".as_slice())
+    {
+        return (
+            error_reply(
+                403,
+                WHO,
+                "the control API does not answer requests made by web pages",
+                true,
+            ),
+            false,
+        );
+    }
     if !matches!(head.method, Method::Get | Method::Head) {
         return (error_reply(405, WHO, "only GET and HEAD are supported", close), !close);
     }
@@ -116,7 +138,12 @@ fn respond(state: &Rc<RefCell<State>>, head: &RequestHead, buf: &[u8]) -> (Vec<u
     let path = head.path.str(buf);
     let path = path.split('?').next().unwrap_or("");
     let st = state.borrow();
-    let conn = if close { "Connection: close\r\n" } else { "" };
+    // Never sniffed into something executable.
+    let conn = if close {
+        "X-Content-Type-Options: nosniff\r\nConnection: close\r\n"
+    } else {
+        "X-Content-Type-Options: nosniff\r\n"
+    };
     let mut out = match path {
         "/proxy.pac" | "/wpad.dat" => {
             let pac = &st.pac;

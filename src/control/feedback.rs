@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
+use crate::upstream::FailureKind;
+
 /// Tunnel set-up latency and outcomes for one gateway.
 #[derive(Debug, Clone)]
 pub struct GatewayTraffic {
@@ -45,6 +47,9 @@ pub struct DirectCounts {
     pub fail_open: u64,
     /// Refused with 503 because no gateway could be used (fail-closed).
     pub fail_closed: u64,
+    /// Refused with 503 because a gateway failed authentication or answered
+    /// wrongly (never DIRECT, whatever `fail_open` says).
+    pub refused_untrusted: u64,
 }
 
 /// Tunnel handshakes and how many resumed a TLS 1.3 session.
@@ -65,7 +70,11 @@ pub enum Feedback {
         tls: TlsCounts,
     },
     /// A tunnel to this gateway just failed before any byte was relayed.
-    Failed { gateway: usize, reason: String },
+    Failed {
+        gateway: usize,
+        kind: FailureKind,
+        reason: String,
+    },
 }
 
 #[derive(Debug)]
@@ -113,12 +122,13 @@ impl Recorder {
     }
 
     /// A tunnel to `gw` could not be set up; reported at once as well.
-    pub fn tunnel_failed(self: &Rc<Self>, gw: usize, reason: &str) {
+    pub fn tunnel_failed(self: &Rc<Self>, gw: usize, kind: FailureKind, reason: &str) {
         if let Some(g) = self.pending.borrow_mut().gateways.get_mut(gw) {
             g.failed += 1;
         }
         let _ = self.tx.try_send(Feedback::Failed {
             gateway: gw,
+            kind,
             reason: reason.to_owned(),
         });
         self.schedule();

@@ -15,14 +15,13 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::Context;
 use monoio::blocking::DefaultThreadPool;
 use monoio::net::TcpListener;
 use serde::Serialize;
 
 use crate::config::client::ClientConfig;
 use crate::upstream::rank::{GatewayStatus, Ranker, SampleOutcome, Source, Switch, SwitchReason};
-use crate::upstream::{GatewayRoute, Routing, RoutingHandle};
+use crate::upstream::{Failure, FailureKind, GatewayRoute, Routing, RoutingHandle};
 use feedback::{DirectCounts, Feedback, TlsCounts};
 use premise::PremiseCheck;
 
@@ -71,7 +70,9 @@ pub struct State {
     started: Instant,
     ranker: Ranker,
     /// Per gateway: the last failure seen (probe or data path), until a success.
-    last_failure: Vec<Option<Arc<str>>>,
+    last_failure: Vec<Option<Failure>>,
+    /// When a local resource error (out of descriptors...) was last logged.
+    local_logged: Option<Instant>,
 }
 
 #[derive(Debug, Serialize)]
@@ -131,6 +132,13 @@ pub struct Status {
     pub direct: DirectCounts,
     /// Tunnel handshakes since start, and how many resumed a session.
     pub tls: TlsCounts,
+    /// Where browser traffic goes right now: `gateway`, `direct:on-premise`,
+    /// `direct:fail-open` (no gateway reachable), `refused:fail-closed`, or
+    /// `refused:untrusted` (a gateway failed authentication or answered
+    /// wrongly: never DIRECT).
+    pub traffic: &'static str,
+    /// What is wrong, in one line, when traffic is not going through a gateway.
+    pub error: Option<String>,
 }
 
 impl State {
@@ -200,6 +208,8 @@ impl State {
             }),
             direct: self.direct,
             tls: self.tls,
+            traffic: traffic_route(&routing, self.cfg.fail_open),
+            error: (routing.none_available && !routing.direct_on_premise).then(|| routing.unavailable_reason()),
         }
     }
 
@@ -222,8 +232,40 @@ impl State {
             slots: self.ranker.slots(self.slots.len(), self.cfg.selection.pinned, now),
             direct_on_premise: self.on_premise_direct(),
             none_available: self.ranker.current().is_none(),
+            direct_permitted: self.last_failure.iter().flatten().all(|f| f.kind.permits_direct()),
             last_failure: self.last_failure.clone(),
         }));
+    }
+
+    /// Records a gateway's failure; an authentication failure is logged
+    /// loudly (it is what interception looks like).
+    fn failed(&mut self, gw: usize, kind: FailureKind, reason: String) {
+        if kind == FailureKind::Untrusted
+            && self
+                .last_failure
+                .get(gw)
+                .is_some_and(|f| f.as_ref().is_none_or(|f| f.kind != kind))
+        {
+            tracing::error!(
+                "gateway {} could not be authenticated ({reason}): it is never used, and no request falls back to DIRECT because of it",
+                self.name(gw)
+            );
+        }
+        if let Some(f) = self.last_failure.get_mut(gw) {
+            *f = Some(Failure {
+                kind,
+                reason: reason.into(),
+            });
+        }
+    }
+
+    /// An error this machine raised (out of descriptors...): logged at most
+    /// every 10 s, held against no gateway.
+    fn local_error(&mut self, what: &str) {
+        if self.local_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+            self.local_logged = Some(Instant::now());
+            tracing::warn!("{what}: a local resource is exhausted; not held against any gateway");
+        }
     }
 
     /// Logs a change of the selected gateway and publishes the new routing.
@@ -249,6 +291,7 @@ impl State {
                 self.direct.on_premise += direct.on_premise;
                 self.direct.fail_open += direct.fail_open;
                 self.direct.fail_closed += direct.fail_closed;
+                self.direct.refused_untrusted += direct.refused_untrusted;
                 // Traffic outcomes feed reputation and fail-over; latency comes
                 // from probes so that every gateway is measured the same way.
                 // Failures were already reported one by one (`Failed`).
@@ -261,13 +304,11 @@ impl State {
                     }
                 }
             }
-            Feedback::Failed { gateway, reason } => {
+            Feedback::Failed { gateway, kind, reason } => {
                 if let Some(g) = self.gateways.get(gateway) {
                     tracing::warn!("gateway {} failed on the data path: {reason}", g.label());
                 }
-                if let Some(f) = self.last_failure.get_mut(gateway) {
-                    *f = Some(reason.into());
-                }
+                self.failed(gateway, kind, reason);
                 let sw = self.ranker.record(gateway, SampleOutcome::Failed, Source::Traffic, now);
                 self.switched(sw);
             }
@@ -275,7 +316,7 @@ impl State {
     }
 
     /// A probe result.
-    fn probed(&mut self, gw: usize, res: Result<Duration, String>, source: Source) {
+    fn probed(&mut self, gw: usize, res: Result<Duration, probe::ProbeError>, source: Source) {
         let now = Instant::now();
         let outcome = match res {
             Ok(d) => {
@@ -284,11 +325,16 @@ impl State {
                 }
                 SampleOutcome::Ok(d)
             }
-            Err(e) => {
-                tracing::info!("probe of gateway {} failed: {e}", self.name(gw));
-                if let Some(f) = self.last_failure.get_mut(gw) {
-                    *f = Some(format!("probe failed: {e}").into());
-                }
+            Err(probe::ProbeError { kind: None, reason }) => {
+                self.local_error(&format!("probe of gateway {}: {reason}", self.name(gw)));
+                return;
+            }
+            Err(probe::ProbeError {
+                kind: Some(kind),
+                reason,
+            }) => {
+                tracing::info!("probe of gateway {} failed: {reason}", self.name(gw));
+                self.failed(gw, kind, format!("probe failed: {reason}"));
                 SampleOutcome::Failed
             }
         };
@@ -364,7 +410,7 @@ pub struct Inputs {
 /// Binds the control listener and starts the control thread.
 pub fn start(inputs: Inputs, pool: DefaultThreadPool) -> anyhow::Result<Control> {
     let listener = std::net::TcpListener::bind(inputs.cfg.control)
-        .with_context(|| format!("cannot listen on {} (control.listen)", inputs.cfg.control))?;
+        .map_err(|e| crate::ports::explain_bind(inputs.cfg.control, "control.listen", e))?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let (stop_tx, stop_rx) = flume::bounded::<()>(0);
@@ -418,6 +464,7 @@ async fn run(
         started: Instant::now(),
         ranker,
         last_failure: vec![None; n_gateways],
+        local_logged: None,
     }));
     state.borrow().publish();
 
@@ -440,7 +487,9 @@ async fn run(
                     });
                 }
                 Err(e) => {
-                    tracing::warn!("control API accept failed: {e}");
+                    // Out of descriptors and similar: back off, and say so
+                    // once per episode rather than ten times a second.
+                    st.borrow_mut().local_error(&format!("control API accept failed: {e}"));
                     monoio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
@@ -575,4 +624,19 @@ fn start_probing(state: &Rc<RefCell<State>>, stop: &flume::Receiver<()>) {
             s.switched(sw);
         }
     });
+}
+
+/// Where browser traffic goes under `routing` (see [`Status::traffic`]).
+fn traffic_route(routing: &Routing, fail_open: bool) -> &'static str {
+    if routing.direct_on_premise {
+        "direct:on-premise"
+    } else if !routing.none_available {
+        "gateway"
+    } else if !routing.direct_permitted {
+        "refused:untrusted"
+    } else if fail_open {
+        "direct:fail-open"
+    } else {
+        "refused:fail-closed"
+    }
 }

@@ -10,7 +10,22 @@ use msc_io::stream::{HeadReadError, Sink, read_response_head};
 use msc_tls::TlsStream;
 
 use crate::gateway::PROBE_PATH;
-use crate::upstream::GatewayRoute;
+use crate::upstream::{FailureKind, GatewayRoute, classify_io, classify_tls};
+
+/// Why a probe failed: the kind (`None`: a local error such as running out
+/// of descriptors, which says nothing about the gateway) and a reason.
+#[derive(Debug)]
+pub struct ProbeError {
+    pub kind: Option<FailureKind>,
+    pub reason: String,
+}
+
+fn fail(kind: Option<FailureKind>, reason: impl Into<String>) -> ProbeError {
+    ProbeError {
+        kind,
+        reason: reason.into(),
+    }
+}
 
 /// One probe: the whole exchange's duration, or why it failed.
 pub async fn probe(
@@ -19,15 +34,18 @@ pub async fn probe(
     tls: Arc<rustls::ClientConfig>,
     connect: Duration,
     handshake: Duration,
-) -> Result<Duration, String> {
+) -> Result<Duration, ProbeError> {
+    use FailureKind::{Broken, Unreachable};
     if addrs.is_empty() {
-        return Err("address not resolvable".into());
+        return Err(fail(Some(Unreachable), "address not resolvable"));
     }
     let t0 = Instant::now();
-    let tcp = connect_any(addrs, connect).await.map_err(|e| format!("connect: {e}"))?;
+    let tcp = connect_any(addrs, connect)
+        .await
+        .map_err(|e| fail(classify_io(&e).map(|_| Unreachable), format!("connect: {e}")))?;
     let tls = TlsStream::connect(tls, gw.server_name.clone(), tcp, handshake)
         .await
-        .map_err(|e| format!("TLS: {e}"))?;
+        .map_err(|e| fail(classify_tls(&e), format!("TLS: {e}")))?;
     let (mut r, mut w) = tls.split();
     let req = format!(
         "GET {PROBE_PATH} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
@@ -35,19 +53,27 @@ pub async fn probe(
     );
     w.write_bytes(req.as_bytes())
         .await
-        .map_err(|e| format!("request: {e}"))?;
+        .map_err(|e| fail(classify_io(&e), format!("request: {e}")))?;
     let head = match read_response_head(&mut r, handshake, msc_io::head::Limits::RELAYED).await {
         Ok(Some(h)) => h,
-        Ok(None) => return Err("closed without answering (client certificate refused?)".into()),
-        Err(HeadReadError::Timeout) => return Err("no answer in time".into()),
-        Err(HeadReadError::Head(e)) => return Err(format!("bad answer: {e}")),
-        Err(HeadReadError::Truncated) => return Err("answer truncated".into()),
-        Err(HeadReadError::Io(e)) => return Err(format!("answer: {e}")),
+        Ok(None) => {
+            return Err(fail(
+                Some(Unreachable),
+                "closed without answering (client certificate refused?)",
+            ));
+        }
+        Err(HeadReadError::Timeout) => return Err(fail(Some(Unreachable), "no answer in time")),
+        Err(HeadReadError::Head(e)) => return Err(fail(Some(Broken), format!("bad answer: {e}"))),
+        Err(HeadReadError::Truncated) => return Err(fail(Some(Unreachable), "answer truncated")),
+        Err(HeadReadError::Io(e)) => return Err(fail(classify_io(&e), format!("answer: {e}"))),
     };
     let elapsed = t0.elapsed();
     let _ = monoio::time::timeout(Duration::from_secs(1), w.close_write()).await;
     if head.status != 204 {
-        return Err(format!("probe answered {} instead of 204", head.status));
+        return Err(fail(
+            Some(Broken),
+            format!("probe answered {} instead of 204", head.status),
+        ));
     }
     Ok(elapsed)
 }

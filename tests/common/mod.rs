@@ -36,9 +36,25 @@ impl Proc {
     }
 
     pub fn start_env(args: &[&str], dir: &Path, name: &str, env: &[(&str, &str)]) -> Proc {
+        Proc::start_full(&[], args, dir, name, env)
+    }
+
+    /// Starts `wrapper... msc args...` (e.g. `prlimit --nofile=64:64 --`).
+    pub fn start_wrapped(wrapper: &[&str], args: &[&str], dir: &Path, name: &str) -> Proc {
+        Proc::start_full(wrapper, args, dir, name, &[])
+    }
+
+    fn start_full(wrapper: &[&str], args: &[&str], dir: &Path, name: &str, env: &[(&str, &str)]) -> Proc {
         let stderr_path = dir.join(format!("{name}.stderr"));
         let stderr = std::fs::File::create(&stderr_path).unwrap();
-        let mut cmd = Command::new(MSC);
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(MSC);
+                c
+            }
+            None => Command::new(MSC),
+        };
         cmd.args(args)
             .stdout(Stdio::piped())
             .stderr(stderr)
