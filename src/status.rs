@@ -50,6 +50,20 @@ pub fn render(json: &str) -> anyhow::Result<String> {
             "fail-closed"
         }
     );
+    let traffic = match v["traffic"].as_str().unwrap_or("?") {
+        "gateway" => "through the gateway".to_string(),
+        "direct:on-premise" => "DIRECT (on premise)".to_string(),
+        "direct:fail-open" => "DIRECT, UNSCANNED: no gateway is reachable (fail-open)".to_string(),
+        "refused:fail-closed" => "refused: no gateway is reachable (fail-closed)".to_string(),
+        "refused:untrusted" => {
+            "refused: a gateway failed authentication or answered wrongly (never DIRECT)".to_string()
+        }
+        t => t.to_string(),
+    };
+    let _ = writeln!(o, "traffic: {traffic}");
+    if let Some(e) = v["error"].as_str() {
+        let _ = writeln!(o, "  why: {e}");
+    }
     let p = &v["premise"];
     if p["configured"].as_bool() == Some(true) {
         let _ = writeln!(
@@ -123,8 +137,8 @@ pub fn render(json: &str) -> anyhow::Result<String> {
     let d = &v["direct"];
     let _ = writeln!(
         o,
-        "without a gateway: {} on premise, {} failed open, {} refused (fail-closed)",
-        d["on_premise"], d["fail_open"], d["fail_closed"]
+        "without a gateway: {} on premise, {} failed open, {} refused (fail-closed), {} refused (untrusted gateway)",
+        d["on_premise"], d["fail_open"], d["fail_closed"], d["refused_untrusted"]
     );
     Ok(o)
 }

@@ -227,3 +227,44 @@ fn pki_init_writes_private_keys_0600_and_refuses_to_overwrite() {
         assert_eq!(code, 0, "{err}");
     }
 }
+
+/// Start-up errors in files a config names are configuration errors too:
+/// exit status 2, printed once, naming the file and the reason.
+#[test]
+fn unusable_credentials_exit_2_once() {
+    let env = Env::new();
+    let other = Env::new();
+    let gateway = std::fs::read_to_string(env.path("gateway.toml")).unwrap();
+    std::fs::write(env.path("garbage.pem"), "not a certificate\n").unwrap();
+    std::fs::create_dir(env.path("keydir")).unwrap();
+    std::fs::copy(other.path("gateway-key.pem"), env.path("other-key.pem")).unwrap();
+    let cases = [
+        (
+            "bad-cert.toml",
+            gateway.replace("\"gateway.pem\"", "\"garbage.pem\""),
+            "garbage.pem",
+        ),
+        (
+            "mismatch.toml",
+            gateway.replace("\"gateway-key.pem\"", "\"other-key.pem\""),
+            "other-key.pem",
+        ),
+        (
+            "dir-key.toml",
+            gateway.replace("\"gateway-key.pem\"", "\"keydir\""),
+            "is a directory",
+        ),
+    ];
+    for (name, text, needle) in cases {
+        let f = env.write(name, &text);
+        let out = Command::new("timeout")
+            .args(["20", MSC, "gateway", "--config", f.to_str().unwrap()])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        assert!(err.contains(needle), "{name}: {err}");
+        assert_eq!(err.matches("error").count(), 1, "{name}: printed once: {err}");
+    }
+}
