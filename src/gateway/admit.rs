@@ -414,7 +414,67 @@ impl Drop for SlotGuard {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use super::*;
+
+    fn limits(conns: usize, handshakes: usize, tunnels: usize) -> GatewayLimits {
+        GatewayLimits {
+            max_connections: conns,
+            max_handshakes: handshakes,
+            max_tunnels_per_identity: tunnels,
+        }
+    }
+
+    #[monoio::test_all(timer_enabled = true)]
+    async fn slots_are_handed_to_waiters_in_order_and_a_timeout_gives_up() {
+        let a = Admission::new(limits(10, 1, 1));
+        let held = a.handshake_slot(Duration::from_millis(1)).await.unwrap();
+        // Full: a short wait gives up, and leaves nothing behind.
+        assert!(a.handshake_slot(Duration::from_millis(10)).await.is_none());
+        let a = Rc::new(a);
+        let (a1, a2) = (a.clone(), a.clone());
+        let first =
+            monoio::spawn(async move { a1.handshake_slot(Duration::from_secs(5)).await.map(|_| Instant::now()) });
+        let second =
+            monoio::spawn(async move { a2.handshake_slot(Duration::from_secs(5)).await.map(|_| Instant::now()) });
+        monoio::time::sleep(Duration::from_millis(20)).await;
+        drop(held);
+        let (t1, t2) = (first.await.unwrap(), second.await.unwrap());
+        assert!(t1 <= t2);
+        // Both released: the slot is free again.
+        assert!(a.handshake_slot(Duration::from_millis(1)).await.is_some());
+    }
+
+    #[monoio::test_all(timer_enabled = true)]
+    async fn at_the_cap_the_oldest_connection_waiting_for_its_hello_makes_room() {
+        let a = Admission::new(limits(2, 1, 1));
+        let c1 = a.connection().unwrap();
+        let w1 = a.pre_hello();
+        let c2 = a.connection().unwrap();
+        let w2 = a.pre_hello();
+        // Full: the third evicts the first, not the second.
+        let c3 = a.connection().unwrap();
+        assert!(w1.sig.is_fired() && !w2.sig.is_fired());
+        w1.evicted().await;
+        drop((w1, c1));
+        // The second moved past its ClientHello: nothing left to evict.
+        drop(w2);
+        assert!(a.connection().is_none());
+        drop((c2, c3));
+        assert_eq!(a.connections(), 0);
+    }
+
+    #[test]
+    fn the_tunnel_cap_counts_per_identity() {
+        let a = Admission::new(limits(10, 1, 2));
+        let t1 = a.tunnel("alice").unwrap();
+        let _t2 = a.tunnel("alice").unwrap();
+        assert!(a.tunnel("alice").is_none());
+        assert!(a.tunnel("bob").is_some());
+        drop(t1);
+        assert!(a.tunnel("alice").is_some());
+    }
 
     #[test]
     fn summary_lists_nonzero_counts_in_order() {
