@@ -35,7 +35,12 @@ fn curl_mtls(env: &Env, gw: SocketAddr, url: &str) -> (i32, String, String, f64)
         &key,
         url,
     ]);
-    (code, String::from_utf8_lossy(&out).into_owned(), err, t.elapsed().as_secs_f64())
+    (
+        code,
+        String::from_utf8_lossy(&out).into_owned(),
+        err,
+        t.elapsed().as_secs_f64(),
+    )
 }
 
 /// Whether the gateway has closed `s` (EOF or reset) within `within`.
@@ -89,14 +94,23 @@ fn silent_and_stalled_connections_do_not_keep_a_real_client_out() {
     // after timeouts.first_byte (1.5 s), well before timeouts.handshake (10 s).
     let t = Instant::now();
     for s in &mut flood {
-        assert!(closed_within(s, Duration::from_secs(4)), "a flood connection is still open");
+        assert!(
+            closed_within(s, Duration::from_secs(4)),
+            "a flood connection is still open"
+        );
     }
     assert!(t.elapsed() < Duration::from_secs(4));
     // Refusals are summed up per interval, not logged one line each.
     let line = gw.wait_stderr("TLS handshakes refused in the last 10s");
-    assert!(line.contains("timed out waiting for first bytes") || line.contains("evicted"), "{line}");
+    assert!(
+        line.contains("timed out waiting for first bytes") || line.contains("evicted"),
+        "{line}"
+    );
     let log = gw.stderr();
-    let single = log.lines().filter(|l| l.contains("INFO") && l.contains("TLS handshake from")).count();
+    let single = log
+        .lines()
+        .filter(|l| l.contains("INFO") && l.contains("TLS handshake from"))
+        .count();
     assert!(single <= 5, "{single} single refusal lines at info:\n{log}");
 }
 
@@ -110,7 +124,14 @@ fn the_per_identity_tunnel_cap_answers_429() {
     // One tunnel held open by openssl with the same client certificate.
     let mut held = Command::new("openssl")
         .args(["s_client", "-quiet", "-connect", &gw_addr.to_string()])
-        .args(["-CAfile", &env.p("ca.pem"), "-cert", &env.p("client.pem"), "-key", &env.p("client-key.pem")])
+        .args([
+            "-CAfile",
+            &env.p("ca.pem"),
+            "-cert",
+            &env.p("client.pem"),
+            "-key",
+            &env.p("client-key.pem"),
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -160,7 +181,10 @@ fn the_per_identity_tunnel_cap_answers_429() {
         }
     };
     assert!(status.starts_with("HTTP/1.1 429"), "{body}");
-    assert!(body.contains("msc-gateway: too many tunnels for alice@example.com"), "{body}");
+    assert!(
+        body.contains("msc-gateway: too many tunnels for alice@example.com"),
+        "{body}"
+    );
     assert!(body.contains("(limit 1 per gateway worker)"), "{body}");
     gw.wait_stderr("over the per-identity tunnel cap");
 
@@ -175,5 +199,41 @@ fn the_per_identity_tunnel_cap_answers_429() {
             break;
         }
         assert!(Instant::now() < deadline, "still refused: {status} {err}");
+    }
+}
+
+#[test]
+fn invalid_limits_name_the_file_and_key() {
+    let env = Env::new();
+    let base = std::fs::read_to_string(env.path("gateway.toml")).unwrap();
+    for (tail, key, reason) in [
+        (
+            "[limits]\nmax_handshakes = 0\n",
+            "limits.max_handshakes",
+            "must be at least 1",
+        ),
+        ("[limits]\nmax_connections = -1\n", "max_connections", ""),
+        (
+            "[timeouts]\nfirst_byte = \"20s\"\n",
+            "timeouts.first_byte",
+            "must not exceed timeouts.handshake",
+        ),
+        (
+            "[timeouts]\nfirst_byte = \"soon\"\n",
+            "timeouts.first_byte",
+            "invalid duration",
+        ),
+    ] {
+        let f = env.write("bad.toml", &format!("{base}\n{tail}"));
+        let out = Command::new(MSC)
+            .args(["check-config", f.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{tail}: {err}");
+        assert!(
+            err.contains("bad.toml") && err.contains(key) && err.contains(reason),
+            "{tail}: {err}"
+        );
     }
 }
