@@ -44,12 +44,11 @@ impl GatewayShared {
             client_ca: &cfg.tls.client_ca,
         })?;
         let t = cfg.timeouts;
-        warn_if_over_fd_limit(cfg);
         Ok(GatewayShared {
             tls,
             handshake: t.handshake,
             first_byte: t.first_byte,
-            limits: cfg.limits,
+            limits: fit_fd_limit(cfg),
             proxy: Arc::new(ProxySettings {
                 who: "msc-gateway",
                 via: "1.1 msc-gateway",
@@ -69,20 +68,29 @@ impl GatewayShared {
 }
 
 /// The connection cap only protects the accept loop if it is reached before
-/// the process runs out of file descriptors.
-fn warn_if_over_fd_limit(cfg: &GatewayConfig) {
+/// the process runs out of file descriptors (a tunnel can hold two: client
+/// and origin). A cap the open-file limit cannot honour is lowered (and
+/// logged): past it, `accept` fails (EMFILE) and new clients wait in the
+/// backlog behind the flood.
+fn fit_fd_limit(cfg: &GatewayConfig) -> GatewayLimits {
+    let mut limits = cfg.limits;
     let Ok((soft, _)) = rlimit::getrlimit(rlimit::Resource::NOFILE) else {
-        return;
+        return limits;
     };
-    let want = (cfg.limits.max_connections as u64).saturating_mul(cfg.workers as u64);
-    if want > soft {
-        tracing::warn!(
-            "limits.max_connections ({}) x {} workers exceeds the open-file limit ({soft}): \
-             under a flood, accept fails (EMFILE) before the cap applies",
-            cfg.limits.max_connections,
+    let workers = cfg.workers.max(1) as u64;
+    let fit = usize::try_from(soft.saturating_sub(256) / 2 / workers)
+        .unwrap_or(usize::MAX)
+        .max(1);
+    if limits.max_connections > fit {
+        tracing::info!(
+            "limits.max_connections lowered from {} to {fit} per worker: the open-file limit is {soft} \
+             ({} workers, up to two descriptors per tunnel)",
+            limits.max_connections,
             cfg.workers
         );
+        limits.max_connections = fit;
     }
+    limits
 }
 
 /// One worker's gateway service.
