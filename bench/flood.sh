@@ -9,13 +9,17 @@
 #   OLD_MSC=path/to/older/msc bash bench/flood.sh   # adds a run of an older build, same config
 #
 # Variants: "defended" (default [limits] and timeouts), "limits-off" (limits
-# raised out of reach, first_byte = handshake = 10s), and "old" if OLD_MSC is
-# set. One gateway worker. 127.0.0.1 only; every loop is bounded.
+# raised out of reach, first_byte = handshake = 10s), "old" if OLD_MSC is set,
+# and "defended-nofileN" / "old-nofileN": the same with the gateway's
+# open-file limit at NOFILE (default 4096, below the flood's 6,500
+# connections, as on a host with a small limit). One gateway worker.
+# 127.0.0.1 only; every loop is bounded.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SILENT=${SILENT:-1500}
 STALLED=${STALLED:-5000}
 SECONDS_FLOOD=${FLOOD_SECONDS:-20}
+NOFILE=${NOFILE:-4096}
 OUT=${OUT:-perf/runs/$(date -u +%Y-%m-%d)/flood}
 mkdir -p "$OUT"
 ulimit -n "$(ulimit -Hn)"
@@ -29,6 +33,14 @@ sed -i 's/^workers = 0/workers = 1/; s/^access = "-"/access = "off"/' "$work/gat
 cp "$work/gateway.toml" "$work/gateway-old.toml"
 cp "$work/gateway.toml" "$work/gateway-off.toml"
 printf '\n[limits]\nmax_connections = 1000000\nmax_handshakes = 1000000\n[timeouts]\nfirst_byte = "10s"\n' >>"$work/gateway-off.toml"
+
+# low_nofile BINARY: a wrapper that runs BINARY with the open-file limit at $NOFILE.
+low_nofile() {
+  local w; w=$work/nofile-$(basename "$1")-$RANDOM
+  printf '#!/bin/sh\nexec prlimit --nofile=%s:%s %s "$@"\n' "$NOFILE" "$NOFILE" "$1" >"$w"
+  chmod +x "$w"
+  echo "$w"
+}
 
 run() { # NAME BINARY CONFIG
   local name=$1 bin=$2 cfg=$3
@@ -56,6 +68,10 @@ run() { # NAME BINARY CONFIG
 {
   run defended "$NEW_MSC" "$work/gateway.toml"
   run limits-off "$NEW_MSC" "$work/gateway-off.toml"
-  if [ -n "${OLD_MSC:-}" ]; then run old "$OLD_MSC" "$work/gateway-old.toml"; fi
-  echo "command: SILENT=$SILENT STALLED=$STALLED FLOOD_SECONDS=$SECONDS_FLOOD${OLD_MSC:+ OLD_MSC=<msc built from an older commit>} bash bench/flood.sh; commit $(git rev-parse --short HEAD)"
+  run "defended-nofile$NOFILE" "$(low_nofile "$NEW_MSC")" "$work/gateway.toml"
+  if [ -n "${OLD_MSC:-}" ]; then
+    run old "$OLD_MSC" "$work/gateway-old.toml"
+    run "old-nofile$NOFILE" "$(low_nofile "$OLD_MSC")" "$work/gateway-old.toml"
+  fi
+  echo "command: SILENT=$SILENT STALLED=$STALLED FLOOD_SECONDS=$SECONDS_FLOOD NOFILE=$NOFILE${OLD_MSC:+ OLD_MSC=<msc built from an older commit>} bash bench/flood.sh; commit $(git rev-parse --short HEAD)"
 } | tee "$OUT/summary.txt"

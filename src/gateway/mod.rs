@@ -153,6 +153,15 @@ impl Service for Gateway {
                 return;
             }
         };
+        // Boxed: the tunnel's state is much larger than what a connection
+        // needs until its handshake completes, and a flood's connections
+        // never get this far.
+        Box::pin(self.tunnel(tls, peer)).await;
+    }
+}
+
+impl Gateway {
+    async fn tunnel(&self, tls: TlsStream, peer: SocketAddr) {
         let id = tls
             .info()
             .peer_certs
