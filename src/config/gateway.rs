@@ -30,6 +30,16 @@ struct Raw {
     log: RawLog,
     #[serde(default)]
     probe: RawProbe,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_connections: Option<usize>,
+    max_handshakes: Option<usize>,
+    max_tunnels_per_identity: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -73,6 +83,7 @@ enum RawPort {
 #[serde(deny_unknown_fields)]
 struct RawTimeouts {
     handshake: Option<String>,
+    first_byte: Option<String>,
     head: Option<String>,
     idle: Option<String>,
     connect: Option<String>,
@@ -96,6 +107,8 @@ pub struct GatewayTls {
 #[derive(Clone, Copy, Debug)]
 pub struct GatewayTimeouts {
     pub handshake: Duration,
+    /// From accept until the client's first TLS record (its ClientHello) is complete.
+    pub first_byte: Duration,
     pub head: Duration,
     pub idle: Duration,
     pub connect: Duration,
@@ -117,6 +130,15 @@ pub struct GatewayConfig {
     pub access_log: AccessLogTarget,
     /// Extra delay before answering probes (simulates a distant gateway in tests and demos).
     pub probe_delay: Option<Duration>,
+    pub limits: GatewayLimits,
+}
+
+/// Flood limits, each per worker thread (so the data path stays lock-free).
+#[derive(Clone, Copy, Debug)]
+pub struct GatewayLimits {
+    pub max_connections: usize,
+    pub max_handshakes: usize,
+    pub max_tunnels_per_identity: usize,
 }
 
 impl GatewayConfig {
@@ -148,9 +170,24 @@ fn validate(file: &Path, raw: Raw) -> Result<GatewayConfig, ConfigError> {
     let d = |key: &str, v: &Option<String>, default: Duration| c.duration_or(key, v, default);
     let timeouts = GatewayTimeouts {
         handshake: d("timeouts.handshake", &t.handshake, Duration::from_secs(10))?,
+        first_byte: d("timeouts.first_byte", &t.first_byte, Duration::from_secs(2))?,
         head: d("timeouts.head", &t.head, Duration::from_secs(30))?,
         idle: d("timeouts.idle", &t.idle, Duration::from_secs(300))?,
         connect: d("timeouts.connect", &t.connect, Duration::from_secs(10))?,
+    };
+    if timeouts.first_byte > timeouts.handshake {
+        return Err(c.err("timeouts.first_byte", "must not exceed timeouts.handshake"));
+    }
+    let l = &raw.limits;
+    let n = |key: &str, v: Option<usize>, default: usize| match v {
+        Some(0) => Err(c.err(key, "must be at least 1")),
+        Some(v) => Ok(v),
+        None => Ok(default),
+    };
+    let limits = GatewayLimits {
+        max_connections: n("limits.max_connections", l.max_connections, 10_000)?,
+        max_handshakes: n("limits.max_handshakes", l.max_handshakes, 256)?,
+        max_tunnels_per_identity: n("limits.max_tunnels_per_identity", l.max_tunnels_per_identity, 512)?,
     };
     let access_log = c.access_log("log.access", raw.log.access.as_deref())?;
     let probe_delay = match &raw.probe.delay {
@@ -169,6 +206,7 @@ fn validate(file: &Path, raw: Raw) -> Result<GatewayConfig, ConfigError> {
         timeouts,
         access_log,
         probe_delay,
+        limits,
     })
 }
 

@@ -4,22 +4,26 @@
 //! both sides). Runs on the same thread-per-core engine as the client.
 
 pub mod access;
+pub mod admit;
 pub mod egress;
 pub mod policy;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use monoio::buf::IoBufMut;
+use monoio::io::AsyncReadRent;
 use monoio::net::TcpStream;
-use msc_io::stream::Sink;
+use msc_io::stream::{Sink, Source};
 use msc_tls::{Identity, TlsStream};
 
-use crate::config::gateway::GatewayConfig;
+use crate::config::gateway::{GatewayConfig, GatewayLimits};
 use crate::proxy::{Ended, Peer, Proxy, ProxySettings, ProxyTimeouts};
 use crate::worker::Service;
 use access::AccessLog;
+use admit::{Admission, Refusal};
 
 pub use crate::proxy::PROBE_PATH;
 
@@ -28,6 +32,8 @@ pub use crate::proxy::PROBE_PATH;
 pub struct GatewayShared {
     pub tls: Arc<rustls::ServerConfig>,
     pub handshake: Duration,
+    pub first_byte: Duration,
+    pub limits: GatewayLimits,
     pub proxy: Arc<ProxySettings>,
 }
 
@@ -42,6 +48,8 @@ impl GatewayShared {
         Ok(GatewayShared {
             tls,
             handshake: t.handshake,
+            first_byte: t.first_byte,
+            limits: fit_fd_limit(cfg),
             proxy: Arc::new(ProxySettings {
                 who: "msc-gateway",
                 via: "1.1 msc-gateway",
@@ -62,35 +70,101 @@ impl GatewayShared {
     }
 }
 
+/// The connection cap only protects the accept loop if it is reached before
+/// the process runs out of file descriptors (a tunnel can hold two: client
+/// and origin). A cap the open-file limit cannot honour is lowered (and
+/// logged): past it, `accept` fails (EMFILE) and new clients wait in the
+/// backlog behind the flood.
+fn fit_fd_limit(cfg: &GatewayConfig) -> GatewayLimits {
+    let mut limits = cfg.limits;
+    let Ok((soft, _)) = rlimit::getrlimit(rlimit::Resource::NOFILE) else {
+        return limits;
+    };
+    let workers = cfg.workers.max(1) as u64;
+    let fit = usize::try_from(soft.saturating_sub(256) / 2 / workers)
+        .unwrap_or(usize::MAX)
+        .max(1);
+    if limits.max_connections > fit {
+        tracing::info!(
+            "limits.max_connections lowered from {} to {fit} per worker: the open-file limit is {soft} \
+             ({} workers, up to two descriptors per tunnel)",
+            limits.max_connections,
+            cfg.workers
+        );
+        limits.max_connections = fit;
+    }
+    limits
+}
+
 /// One worker's gateway service.
 #[derive(Debug)]
 pub struct Gateway {
     shared: Arc<GatewayShared>,
     proxy: Proxy,
+    admit: Admission,
 }
 
 impl Gateway {
     pub fn new(shared: Arc<GatewayShared>) -> Gateway {
         let proxy = Proxy::new(shared.proxy.clone());
-        Gateway { shared, proxy }
+        let admit = Admission::new(shared.limits);
+        Gateway { shared, proxy, admit }
     }
 }
 
 impl Service for Gateway {
-    async fn serve(self: Rc<Self>, _listener: usize, stream: TcpStream, peer: SocketAddr) {
-        // Boxed in its own statement: the handshake state is large and short-lived.
-        let handshake = Box::pin(TlsStream::accept(
-            self.shared.tls.clone(),
-            stream,
-            self.shared.handshake,
-        ));
-        let tls = match handshake.await {
-            Ok(tls) => tls,
-            Err(e) => {
-                tracing::info!("TLS handshake from {peer} refused: {e}");
+    async fn serve(self: Rc<Self>, _listener: usize, mut stream: TcpStream, peer: SocketAddr) {
+        let start = Instant::now();
+        let Some(_conn) = self.admit.connection() else {
+            // Closing at once keeps the accept queue moving; legitimate
+            // clients behind a flood are not left waiting in the backlog.
+            let n = self.admit.connections();
+            self.admit
+                .refused(peer, Refusal::ConnectionCap, &format_args!("{n} connections open"));
+            return;
+        };
+        // Until the ClientHello record is complete the connection holds no
+        // TLS state and no handshake slot: a silent or stalled client costs
+        // a socket and this task, for at most timeouts.first_byte.
+        let waiting = self.admit.pre_hello();
+        let hello = monoio::select! {
+            r = read_hello(&mut stream, start + self.shared.first_byte) => r,
+            _ = waiting.evicted() => Err((Refusal::Evicted, "made room for a new connection at limits.max_connections".into())),
+        };
+        drop(waiting);
+        let hello = match hello {
+            Ok(h) => h,
+            Err((why, detail)) => {
+                self.admit.refused(peer, why, &detail);
                 return;
             }
         };
+        let budget = self.shared.handshake.saturating_sub(start.elapsed());
+        let Some(slot) = self.admit.handshake_slot(budget).await else {
+            self.admit.refused(peer, Refusal::NoSlot, &"all handshake slots busy");
+            return;
+        };
+        // Boxed in its own statement: the handshake state is large and short-lived.
+        let budget = self.shared.handshake.saturating_sub(start.elapsed());
+        let handshake = Box::pin(TlsStream::accept_after(self.shared.tls.clone(), stream, hello, budget));
+        let res = handshake.await;
+        drop(slot);
+        let tls = match res {
+            Ok(tls) => tls,
+            Err(e) => {
+                self.admit.refused(peer, Refusal::of(&e), &e);
+                return;
+            }
+        };
+        // Boxed: the tunnel's state is much larger than what a connection
+        // needs until its handshake completes, and a flood's connections
+        // never get this far.
+        Box::pin(self.tunnel(tls, peer)).await;
+    }
+}
+
+impl Gateway {
+    async fn tunnel(&self, tls: TlsStream, peer: SocketAddr) {
         let id = tls
             .info()
             .peer_certs
@@ -103,6 +177,13 @@ impl Service for Gateway {
             r,
             w,
             user: id.principal().into(),
+        };
+        let Some(_tunnel) = self.admit.tunnel(&c.user) else {
+            let max = self.admit.max_tunnels_per_identity();
+            let reason = format!("too many tunnels for {} (limit {max} per gateway worker)", c.user);
+            self.admit.refused(peer, Refusal::TunnelCap, &reason);
+            refuse_tunnel(&mut c, &reason, self.shared.proxy.timeouts.head).await;
+            return;
         };
         match self.proxy.serve(&mut c, None).await {
             Ended::Clean => {
@@ -117,4 +198,88 @@ impl Service for Gateway {
         }
         tracing::debug!("tunnel from {peer} ({}) closed", c.user);
     }
+}
+
+/// The largest first record accepted: 2^14 plaintext bytes (RFC 8446
+/// 5.1) plus the slack rustls itself allows.
+const MAX_HELLO_RECORD: usize = (1 << 14) + 2048;
+
+/// Reads the client's first TLS record (the ClientHello) by `deadline`.
+/// Waits for readability before each read, so a connection that says
+/// nothing holds no buffer, and one that stalls holds only what it sent.
+async fn read_hello(stream: &mut TcpStream, deadline: Instant) -> Result<Vec<u8>, (Refusal, String)> {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut need = 5;
+    let late = |got: usize, need: usize| {
+        if got == 0 {
+            (Refusal::Silent, "no bytes before timeouts.first_byte".to_string())
+        } else {
+            (
+                Refusal::StalledHello,
+                format!("ClientHello incomplete ({got} of {need} bytes) at timeouts.first_byte"),
+            )
+        }
+    };
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match monoio::time::timeout(left, stream.readable(false)).await {
+            Err(_) => return Err(late(buf.len(), need)),
+            Ok(Err(e)) => return Err((Refusal::Closed, e.to_string())),
+            Ok(Ok(())) => {}
+        }
+        let len = buf.len();
+        buf.reserve_exact(need - len);
+        let left = deadline.saturating_duration_since(Instant::now());
+        let read = stream.read(std::mem::take(&mut buf).slice_mut(len..need));
+        let (res, slice) = match monoio::time::timeout(left, read).await {
+            Ok(r) => r,
+            // The read was cancelled with the buffer: nothing to keep.
+            Err(_) => return Err(late(len, need)),
+        };
+        buf = slice.into_inner();
+        match res {
+            Ok(0) => return Err((Refusal::Closed, "closed before its ClientHello".into())),
+            Ok(_) => {}
+            Err(e) => return Err((Refusal::Closed, e.to_string())),
+        }
+        if need == 5 && buf.len() == 5 {
+            // TLSPlaintext header: handshake(22), legacy version 3.x, length.
+            let len = usize::from(u16::from_be_bytes([buf[3], buf[4]]));
+            if buf[0] != 22 || buf[1] != 3 || len == 0 || len > MAX_HELLO_RECORD {
+                return Err((Refusal::NotTls, "the first bytes are not a TLS handshake record".into()));
+            }
+            need = 5 + len;
+        } else if buf.len() == need {
+            return Ok(buf);
+        }
+    }
+}
+
+/// Answers the tunnel's first request with 429 and closes it. The request is
+/// read first, and the close waits (briefly) for the client's, so the answer
+/// is not lost to a reset.
+async fn refuse_tunnel<R: Source, W: Sink>(c: &mut Peer<R, W>, reason: &str, head: Duration) {
+    let _ = monoio::time::timeout(head, msc_io::stream::fill_first(&mut c.r)).await;
+    let body = format!("msc-gateway: {reason}\n");
+    let reply = format!(
+        "HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain; charset=utf-8\r\n\
+         Content-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    if c.w.write_bytes(reply.as_bytes()).await.is_err() {
+        return;
+    }
+    let _ = c.w.close_write().await;
+    let drain = async {
+        loop {
+            match c.r.fill().await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let n = c.r.data().len();
+                    c.r.consume(n);
+                }
+            }
+        }
+    };
+    let _ = monoio::time::timeout(Duration::from_secs(1), drain).await;
 }

@@ -193,6 +193,7 @@ async fn accept_loop<S: Service>(
     active: Rc<Cell<usize>>,
 ) {
     let mut last_warn: Option<Instant> = None;
+    let mut failures = 0u64;
     loop {
         let accepted = monoio::select! {
             r = l.accept() => r,
@@ -212,12 +213,23 @@ async fn accept_loop<S: Service>(
                 });
             }
             Err(e) => {
-                // Out of file descriptors and similar: back off instead of spinning.
+                // At most one line per 5 s, with the count of the ones in between.
+                failures += 1;
                 if last_warn.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
-                    tracing::warn!("accept failed: {e}");
+                    tracing::warn!("accept failed: {e} ({failures} accept failures since the last report)");
                     last_warn = Some(Instant::now());
+                    failures = 0;
                 }
-                monoio::time::sleep(Duration::from_millis(50)).await;
+                // Out of file descriptors or memory: back off instead of
+                // spinning (the backlog keeps the connections meanwhile).
+                // Anything else concerns one connection: go on at once.
+                let resource = matches!(
+                    e.raw_os_error(),
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                );
+                if resource {
+                    monoio::time::sleep(Duration::from_millis(50)).await;
+                }
             }
         }
     }

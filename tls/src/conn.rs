@@ -317,16 +317,33 @@ impl TlsStream {
     /// Accepts a client over `tcp` (the configuration decides whether a client
     /// certificate is required).
     pub async fn accept(config: Arc<ServerConfig>, tcp: TcpStream, timeout: Duration) -> Result<TlsStream, TlsError> {
-        let conn = UnbufferedServerConnection::new(config)?;
-        TlsStream::handshake(conn, tcp, timeout).await
+        TlsStream::accept_after(config, tcp, Vec::new(), timeout).await
     }
 
-    async fn handshake<C: Unbuffered>(
-        mut conn: C,
-        mut tcp: TcpStream,
+    /// [`TlsStream::accept`] for a connection whose first bytes the caller
+    /// has already read (`read`, e.g. the complete ClientHello record): a
+    /// server can wait for a client's first flight holding no TLS state.
+    pub async fn accept_after(
+        config: Arc<ServerConfig>,
+        tcp: TcpStream,
+        read: Vec<u8>,
         timeout: Duration,
     ) -> Result<TlsStream, TlsError> {
-        let mut incoming = Vec::with_capacity(16 * 1024);
+        let conn = UnbufferedServerConnection::new(config)?;
+        TlsStream::handshake_from(conn, tcp, read, timeout).await
+    }
+
+    async fn handshake<C: Unbuffered>(conn: C, tcp: TcpStream, timeout: Duration) -> Result<TlsStream, TlsError> {
+        TlsStream::handshake_from(conn, tcp, Vec::new(), timeout).await
+    }
+
+    async fn handshake_from<C: Unbuffered>(
+        mut conn: C,
+        mut tcp: TcpStream,
+        mut incoming: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<TlsStream, TlsError> {
+        incoming.reserve(16 * 1024);
         let mut early = Vec::new();
         let mut peer_closed = false;
         let driven = drive(&mut conn, &mut tcp, &mut incoming, &mut early, &mut peer_closed);
