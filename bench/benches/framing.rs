@@ -43,7 +43,7 @@ fn bench(c: &mut Criterion) {
                     pos += 2;
                     break;
                 }
-                pos += size as usize + 2;
+                pos += usize::try_from(size).expect("chunk size fits in memory") + 2;
             }
             black_box(pos)
         })

@@ -96,8 +96,8 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    let key: [u8; 32] = std::array::from_fn(|i| i as u8);
-    let iv: [u8; 12] = std::array::from_fn(|i| (i * 3) as u8);
+    let key: [u8; 32] = std::array::from_fn(|i| i.to_le_bytes()[0]);
+    let iv: [u8; 12] = std::array::from_fn(|i| (i * 3).to_le_bytes()[0]);
     let mut tx = RecordKey::from_raw(&ring::aead::AES_256_GCM, &key, iv, 0).unwrap();
     let mut rx = RecordKey::from_raw(&ring::aead::AES_256_GCM, &key, iv, 0).unwrap();
     // Plaintext as a socket read would leave it: straight in the record buffer.

@@ -94,7 +94,9 @@ mod tests {
         assert!(is_small(&s) && s.capacity() >= SMALL_SIZE);
         let ps = s.as_ptr();
         give(s);
-        assert_eq!(take_for(100).as_ptr(), ps);
+        let again = take_for(100);
+        assert_eq!(again.as_ptr(), ps);
+        drop(again);
         give(Vec::with_capacity(10)); // too small: dropped, not pooled
         let mut g = take_small();
         g.extend_from_slice(b"abc");

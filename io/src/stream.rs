@@ -176,8 +176,13 @@ pub fn set_exact_readiness(exact: bool) {
 /// What a non-blocking one-byte peek says about a socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Peek {
-    /// Bytes are waiting (or an error the next read will report).
+    /// Bytes are waiting.
     Data,
+    /// The socket has failed (a reset): the OS error code. A peek consumes
+    /// a pending socket error, so the read after it would only see an end
+    /// of file; the error must be reported from here, or a reset (a cut
+    /// transfer) would pass for a clean close.
+    Failed(i32),
     /// The peer closed (FIN) with nothing before it.
     Eof,
     /// Nothing yet: the readiness that woke us was stale.
@@ -196,7 +201,7 @@ pub fn peek(half: &OwnedReadHalf<TcpStream>) -> Peek {
         Ok(0) => Peek::Eof,
         Ok(_) => Peek::Data,
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Peek::Empty,
-        Err(_) => Peek::Data,
+        Err(e) => Peek::Failed(e.raw_os_error().unwrap_or(libc::EIO)),
     }
 }
 
@@ -219,6 +224,7 @@ pub async fn wait_data(half: &OwnedReadHalf<TcpStream>) -> io::Result<Peek> {
         stream_of(half).readable(!strict).await?;
         match peek(half) {
             Peek::Empty => strict = true,
+            Peek::Failed(code) => return Err(io::Error::from_raw_os_error(code)),
             p => return Ok(p),
         }
     }
@@ -831,5 +837,38 @@ pub async fn forward_body<S: Source, K: Sink>(
             state.fail();
             Err(e)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    /// A peer's reset after some bytes must surface as an error, never as a
+    /// clean end of file (a cut transfer would pass for a complete one).
+    #[monoio::test_all(timer_enabled = true)]
+    async fn a_reset_is_an_error_not_an_end() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (mut s, _) = l.accept().unwrap();
+        s.write_all(&[7u8; 3000]).unwrap();
+        socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO)).unwrap();
+        drop(s);
+        let (mut r, w) = split(c);
+        let mut got = 0;
+        let end = loop {
+            match r.fill().await {
+                Ok(0) => break Ok(got),
+                Ok(n) => {
+                    got += n;
+                    r.consume(n);
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        assert!(end.is_err(), "a reset was read as a clean end after {end:?} bytes");
+        close(r, w);
     }
 }

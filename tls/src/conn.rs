@@ -1024,19 +1024,19 @@ mod tests {
 
     #[test]
     fn buffers_fit_a_sealed_record() {
-        assert!(buf::BUF_SIZE >= HEADER_LEN * 2 + 5 + MAX_PLAINTEXT + OVERHEAD * 2);
+        const { assert!(buf::BUF_SIZE >= HEADER_LEN * 2 + 5 + MAX_PLAINTEXT + OVERHEAD * 2) };
     }
 
     #[test]
     fn small_buffers_fit_a_sealed_record_after_a_key_update() {
-        assert!(SMALL_PLAINTEXT >= 4000);
-        assert!(buf::SMALL_SIZE >= KEY_UPDATE_ROOM + HEADER_LEN + SMALL_PLAINTEXT + 1 + record::TAG_LEN);
+        const { assert!(SMALL_PLAINTEXT >= 4000) };
+        const { assert!(buf::SMALL_SIZE >= KEY_UPDATE_ROOM + HEADER_LEN + SMALL_PLAINTEXT + 1 + record::TAG_LEN) };
     }
 
     #[test]
     fn buffers_fit_a_sealed_batch_after_a_key_update() {
-        assert!(BATCH_PLAINTEXT >= 3 * MAX_PLAINTEXT);
-        assert!(buf::BUF_SIZE >= KEY_UPDATE_ROOM + BATCH_PLAINTEXT / MAX_PLAINTEXT * RECORD_STRIDE);
-        assert!(msc_io::iov::MAX_SLOTS >= BATCH_PLAINTEXT / MAX_PLAINTEXT);
+        const { assert!(BATCH_PLAINTEXT >= 3 * MAX_PLAINTEXT) };
+        const { assert!(buf::BUF_SIZE >= KEY_UPDATE_ROOM + BATCH_PLAINTEXT / MAX_PLAINTEXT * RECORD_STRIDE) };
+        const { assert!(msc_io::iov::MAX_SLOTS >= BATCH_PLAINTEXT / MAX_PLAINTEXT) };
     }
 }

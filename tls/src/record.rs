@@ -186,8 +186,8 @@ mod tests {
     use rustls::crypto::cipher::{AeadKey, Iv};
 
     fn pair(kind: u8) -> (RecordKey, RecordKey) {
-        let key: [u8; 32] = std::array::from_fn(|i| i as u8);
-        let iv: [u8; 12] = std::array::from_fn(|i| (i * 7) as u8);
+        let key: [u8; 32] = std::array::from_fn(|i| i.to_le_bytes()[0]);
+        let iv: [u8; 12] = std::array::from_fn(|i| (i * 7).to_le_bytes()[0]);
         let mk = || match kind {
             0 => RecordKey::from_raw(&aead::AES_128_GCM, &key[..16], iv, 0).unwrap(),
             1 => RecordKey::new(

@@ -117,7 +117,7 @@ async fn read_all<S: Source>(r: &mut S) -> Vec<u8> {
 }
 
 fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i * 31 % 251) as u8).collect()
+    (0..len).map(|i| (i * 31 % 251).to_le_bytes()[0]).collect()
 }
 
 #[monoio::test_all(timer_enabled = true)]
@@ -276,7 +276,7 @@ async fn burst_of_handshakes_all_resume() {
     }
     // (WARM - 1) resumptions consumed one ticket each; WARM handshakes sent
     // TICKETS_PER_HANDSHAKE each.
-    assert!(WARM * msc_tls::config::TICKETS_PER_HANDSHAKE - (WARM - 1) >= BURST);
+    const { assert!(WARM * msc_tls::config::TICKETS_PER_HANDSHAKE - (WARM - 1) >= BURST) };
     let mut held = Vec::new();
     for i in 0..BURST {
         let tcp = TcpStream::connect_addr(addr).await.unwrap();
