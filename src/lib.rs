@@ -1,11 +1,22 @@
 //! msc: the mobile security client and its gateway.
 //!
-//! - [`client`]: the client's data path (`msc run`), one service per worker.
-//! - [`gateway`]: the server side (`msc gateway`).
-//! - [`worker`]: the thread-per-core engine both run on.
+//! Data path (worker threads, on msc-io's thread-per-core engine):
+//! - [`client`]: `msc run`: browser connections, the tunnel pool, the exchange.
+//! - [`gateway`]: `msc gateway`: the mutual-TLS front and admission limits.
+//! - [`forward`]: the HTTP forward-proxy loop both sides share: framing,
+//!   policy (deny list, egress), the access log.
+//!
+//! The contract between them and the control plane:
+//! - [`upstream`]: the routing table workers read, the feedback they write,
+//!   and the pure ranking.
+//!
+//! Off the data path:
+//! - [`control`]: the control-plane thread: probes, ranking rounds, the
+//!   control API (PAC, status).
 //! - [`config`]: configuration files, raw and validated.
-//! - [`upstream`]: the routing table workers read.
-//! - [`app`]: process assembly; [`pki`], [`demo`], [`origin`]: the tools around them.
+//! - [`app`]: process assembly (listeners, threads, signals); [`ports`]:
+//!   who holds a port msc needs.
+//! - [`cli`]: the commands and tools (`pki`, `demo`, `origin`, `status`).
 //!
 //! The data path never blocks, locks or allocates per chunk; anything that
 //! does (config, resolution of gateway names, logging I/O) lives elsewhere.
@@ -16,13 +27,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod control;
-pub mod demo;
+pub mod forward;
 pub mod gateway;
-pub mod http;
-pub mod origin;
-pub mod pki;
 pub mod ports;
-pub mod proxy;
-pub mod status;
 pub mod upstream;
-pub mod worker;

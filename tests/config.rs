@@ -202,7 +202,7 @@ fn pki_init_writes_private_keys_0600_and_refuses_to_overwrite() {
     };
     let out = run(&[]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    for f in msc::pki::FILES {
+    for f in msc::cli::pki::FILES {
         let meta = std::fs::metadata(d.join(f)).unwrap_or_else(|_| panic!("{f} missing"));
         let mode = meta.permissions().mode() & 0o777;
         if f.ends_with("-key.pem") {

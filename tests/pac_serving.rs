@@ -169,6 +169,6 @@ fn on_premise_direct_mode_relays_without_the_gateway() {
     let (code, body, _) = curl(&["-x", &format!("http://{proxy2}"), &format!("http://{origin}/echo")]);
     assert_eq!(code, 0);
     assert!(String::from_utf8_lossy(&body).contains("Via: 1.1 msc-gateway"));
-    let v: serde_json::Value = serde_json::from_str(&msc::status::fetch(c2.control_addr()).unwrap()).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&msc::cli::status::fetch(c2.control_addr()).unwrap()).unwrap();
     assert_eq!(v["premise"]["on_premise"], false, "{v}");
 }

@@ -15,7 +15,7 @@ use serde_json::Value;
 fn tls_counts(ctl: SocketAddr, at_least: u64) -> (u64, u64) {
     let deadline = Instant::now() + WAIT;
     loop {
-        let v: Value = serde_json::from_str(&msc::status::fetch(ctl).unwrap()).unwrap();
+        let v: Value = serde_json::from_str(&msc::cli::status::fetch(ctl).unwrap()).unwrap();
         let h = v["tls"]["handshakes"].as_u64().unwrap();
         let r = v["tls"]["resumed"].as_u64().unwrap();
         if h >= at_least || Instant::now() > deadline {

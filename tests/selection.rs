@@ -12,7 +12,7 @@ use common::*;
 use serde_json::Value;
 
 fn status(ctl: SocketAddr) -> Value {
-    serde_json::from_str(&msc::status::fetch(ctl).unwrap()).unwrap()
+    serde_json::from_str(&msc::cli::status::fetch(ctl).unwrap()).unwrap()
 }
 
 fn gw<'a>(v: &'a Value, name: &str) -> &'a Value {

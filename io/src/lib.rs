@@ -22,6 +22,7 @@ pub mod runtime;
 pub mod signal;
 pub mod stream;
 mod waiters;
+pub mod worker;
 
 pub use framing::{BodyLen, BodyTracker, FramingError, ResponseKind};
 pub use head::{Form, HeadError, Method, RequestHead, ResponseHead, Span};

@@ -25,12 +25,12 @@ use msc_io::stream::{
 };
 
 use crate::config::client::ClientTimeouts;
-use crate::control::feedback::Recorder;
-use crate::gateway::access::{AccessLog, Record};
-use crate::http::{copy_end_to_end, error_reply, write_upgrade};
-use crate::proxy::{Ended, Peer, Proxy, ProxySettings, ProxyTimeouts, RespError, relay_response};
+use crate::forward::access::{AccessLog, Record};
+use crate::forward::http::{copy_end_to_end, error_reply, write_upgrade};
+use crate::forward::{Ended, Peer, Proxy, ProxySettings, ProxyTimeouts, RespError, relay_response};
+use crate::upstream::feedback::Recorder;
 use crate::upstream::{Routing, RoutingHandle, classify_io};
-use crate::worker::Service;
+use msc_io::worker::Service;
 use pool::{OpenError, Tunnel, TunnelPool, retire};
 
 const WHO: &str = "msc-client";
@@ -202,7 +202,7 @@ impl Service for ClientService {
     /// future that exists while the request does.
     async fn serve(self: Rc<Self>, listener: usize, stream: TcpStream, peer: SocketAddr) {
         let (mut br, mut bw) = msc_io::stream::split(stream);
-        let stop = crate::worker::stopping();
+        let stop = msc_io::worker::stopping();
         let mut cut = false;
         loop {
             // Idle too long, stopping, or the socket failed: close quietly.

@@ -22,7 +22,7 @@ use msc_io::stream::Sink;
 use msc_tls::{TlsError, TlsReader, TlsStream, TlsWriter};
 
 use crate::config::client::{ClientTimeouts, PoolConfig};
-use crate::control::feedback::Recorder;
+use crate::upstream::feedback::Recorder;
 use crate::upstream::{FailureKind, GatewayRoute, classify_io, classify_tls};
 
 /// A tunnel returned this recently is assumed alive (see [`TunnelPool::take`]).

@@ -8,8 +8,8 @@ use serde::Deserialize;
 
 pub use super::AccessLogTarget;
 use super::{Check, ConfigError, load_toml, parse_toml};
-use crate::gateway::egress::{ConnectPorts, DEFAULT_CONNECT_PORTS, Egress};
-use crate::gateway::policy::DenyList;
+use crate::forward::egress::{ConnectPorts, DEFAULT_CONNECT_PORTS, Egress};
+use crate::forward::policy::DenyList;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

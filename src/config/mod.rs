@@ -19,13 +19,7 @@ pub(crate) struct RawRuntime {
     pub(crate) driver: Option<String>,
 }
 
-/// Where access log lines go.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AccessLogTarget {
-    Stderr,
-    File(PathBuf),
-    Off,
-}
+pub use crate::forward::access::AccessLogTarget;
 
 /// A configuration problem: which file, which key, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]

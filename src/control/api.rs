@@ -16,7 +16,7 @@ use msc_io::head::{Method, RequestHead};
 use msc_io::stream::{HeadReadError, Sink, Source, read_request_head};
 
 use super::State;
-use crate::http::error_reply;
+use crate::forward::http::error_reply;
 
 const WHO: &str = "msc-control";
 

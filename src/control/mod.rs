@@ -4,7 +4,6 @@
 //! publishes the routing table workers read (atomically, lock-free for them).
 
 pub mod api;
-pub mod feedback;
 pub mod premise;
 pub mod probe;
 
@@ -20,9 +19,9 @@ use monoio::net::TcpListener;
 use serde::Serialize;
 
 use crate::config::client::ClientConfig;
-use crate::upstream::rank::{GatewayStatus, Ranker, SampleOutcome, Source, Switch, SwitchReason};
+use crate::upstream::feedback::{DirectCounts, Feedback, TlsCounts};
+use crate::upstream::rank::{Evidence, GatewayStatus, Ranker, SampleOutcome, Switch, SwitchReason};
 use crate::upstream::{Failure, FailureKind, GatewayRoute, Routing, RoutingHandle};
-use feedback::{DirectCounts, Feedback, TlsCounts};
 use premise::PremiseCheck;
 
 /// The PAC as served.
@@ -309,14 +308,16 @@ impl State {
                     tracing::warn!("gateway {} failed on the data path: {reason}", g.label());
                 }
                 self.failed(gateway, kind, reason);
-                let sw = self.ranker.record(gateway, SampleOutcome::Failed, Source::Traffic, now);
+                let sw = self
+                    .ranker
+                    .record(gateway, SampleOutcome::Failed, Evidence::Traffic, now);
                 self.switched(sw);
             }
         }
     }
 
     /// A probe result.
-    fn probed(&mut self, gw: usize, res: Result<Duration, probe::ProbeError>, source: Source) {
+    fn probed(&mut self, gw: usize, res: Result<Duration, probe::ProbeError>, source: Evidence) {
         let now = Instant::now();
         let outcome = match res {
             Ok(d) => {
@@ -585,7 +586,7 @@ fn start_probing(state: &Rc<RefCell<State>>, stop: &flume::Receiver<()>) {
                 let addrs = probe::resolve(host.clone(), port).await;
                 st.borrow_mut().set_addrs(i, addrs.clone());
                 let res = probe::probe(&gw, &addrs, tls.clone(), t.connect, t.handshake).await;
-                st.borrow_mut().probed(i, res, Source::Probe);
+                st.borrow_mut().probed(i, res, Evidence::Probe);
                 monoio::select! {
                     _ = monoio::time::sleep(jitter.around(interval)) => {},
                     _ = stop.recv_async() => return,
@@ -607,7 +608,7 @@ fn start_probing(state: &Rc<RefCell<State>>, stop: &flume::Receiver<()>) {
             let Some(i) = cur else { continue };
             let gw = st.borrow().gateways[i].clone();
             let res = probe::probe(&gw, &gw.addrs, tls2.clone(), t.connect, t.handshake).await;
-            st.borrow_mut().probed(i, res, Source::KeepAlive);
+            st.borrow_mut().probed(i, res, Evidence::KeepAlive);
         }
     });
     // Damping rounds; republish every round (slots below the first may move).

@@ -9,7 +9,7 @@ use msc_io::resolve::connect_any;
 use msc_io::stream::{HeadReadError, Sink, read_response_head};
 use msc_tls::TlsStream;
 
-use crate::gateway::PROBE_PATH;
+use crate::forward::PROBE_PATH;
 use crate::upstream::{FailureKind, GatewayRoute, classify_io, classify_tls};
 
 /// Why a probe failed: the kind (`None`: a local error such as running out
@@ -80,9 +80,25 @@ pub async fn probe(
 
 /// Resolves a gateway's address on the blocking pool.
 pub async fn resolve(host: String, port: u16) -> Vec<SocketAddr> {
-    monoio::spawn_blocking(move || crate::app::resolve_gateway(&host, port))
+    monoio::spawn_blocking(move || resolve_blocking(&host, port))
         .await
         .unwrap_or_default()
+}
+
+/// Resolves a gateway address on the calling (non-worker) thread.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "start-up and control thread only, never a worker"
+)]
+pub fn resolve_blocking(host: &str, port: u16) -> Vec<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    match (host, port).to_socket_addrs() {
+        Ok(a) => a.collect(),
+        Err(e) => {
+            tracing::warn!("cannot resolve gateway address {host}:{port}: {e}");
+            Vec::new()
+        }
+    }
 }
 
 /// A small deterministic-per-process PRNG for probe jitter (no security use).

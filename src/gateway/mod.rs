@@ -1,12 +1,9 @@
 //! The gateway (`msc gateway`): terminates mutual TLS, identifies the user
 //! from the client certificate, then serves the tunnel with the forward proxy
-//! loop in [`crate::proxy`] (policy, CONNECT, absolute-form with keep-alive on
+//! loop in [`crate::forward`] (policy, CONNECT, absolute-form with keep-alive on
 //! both sides). Runs on the same thread-per-core engine as the client.
 
-pub mod access;
 pub mod admit;
-pub mod egress;
-pub mod policy;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -20,12 +17,12 @@ use msc_io::stream::{Sink, Source};
 use msc_tls::{Identity, TlsStream};
 
 use crate::config::gateway::{GatewayConfig, GatewayLimits};
-use crate::proxy::{Ended, Peer, Proxy, ProxySettings, ProxyTimeouts};
-use crate::worker::Service;
-use access::AccessLog;
+use crate::forward::access::AccessLog;
+use crate::forward::{Ended, Peer, Proxy, ProxySettings, ProxyTimeouts};
 use admit::{Admission, Refusal};
+use msc_io::worker::Service;
 
-pub use crate::proxy::PROBE_PATH;
+pub use crate::forward::PROBE_PATH;
 
 /// Settings every gateway worker shares (immutable).
 #[derive(Debug)]

@@ -73,7 +73,7 @@ pub struct RankConfig {
     /// A traffic merge whose failures are at least this fraction of its
     /// attempts counts as "the data path reports the gateway failing"
     /// (default 0.5). A single [`SampleOutcome::Failed`] from
-    /// [`Source::Traffic`] always does.
+    /// [`Evidence::Traffic`] always does.
     pub traffic_failover_ratio: f64,
 }
 
@@ -227,12 +227,12 @@ pub enum SampleOutcome {
     Failed,
 }
 
-/// Where a sample comes from. Only [`Source::KeepAlive`] and
-/// [`Source::Traffic`] failures trigger immediate fail-over; a failed
-/// [`Source::Probe`] only lowers the reputation.
+/// Where a sample comes from. Only [`Evidence::KeepAlive`] and
+/// [`Evidence::Traffic`] failures trigger immediate fail-over; a failed
+/// [`Evidence::Probe`] only lowers the reputation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Source {
+pub enum Evidence {
     /// The periodic full probe (TCP connect + TLS handshake + application round trip).
     Probe,
     /// The keep-alive probe of a gateway in use.
@@ -257,7 +257,7 @@ pub enum SwitchReason {
     },
     /// The current gateway failed its keep-alive probe, or the data path
     /// reported it failing: immediate fail-over.
-    Failed { source: Source },
+    Failed { source: Evidence },
     /// The current gateway's reputation fell below the down threshold.
     Unavailable { reputation: f64, threshold: f64 },
     /// A gateway became usable while none was current, or while the current
@@ -332,9 +332,9 @@ impl fmt::Display for Switch {
             }
             SwitchReason::Failed { source } => {
                 match source {
-                    Source::KeepAlive => write!(f, "{from} failed its keep-alive probe")?,
-                    Source::Traffic => write!(f, "the data path reported {from} failing")?,
-                    Source::Probe => write!(f, "{from} failed a probe")?,
+                    Evidence::KeepAlive => write!(f, "{from} failed its keep-alive probe")?,
+                    Evidence::Traffic => write!(f, "the data path reported {from} failing")?,
+                    Evidence::Probe => write!(f, "{from} failed a probe")?,
                 }
                 write!(f, ": switched to {to}")
             }
@@ -676,13 +676,13 @@ impl Ranker {
         &self.cfg
     }
 
-    /// Records one sample. A failure from [`Source::KeepAlive`] or
-    /// [`Source::Traffic`] marks the gateway failed until its next success;
+    /// Records one sample. A failure from [`Evidence::KeepAlive`] or
+    /// [`Evidence::Traffic`] marks the gateway failed until its next success;
     /// if it is the current one and another gateway is eligible, the switch
     /// happens in this call and is returned. Any call that makes the current
     /// gateway unavailable (or makes one available when none was) also
     /// switches at once. Unknown `gw` indices are ignored.
-    pub fn record(&mut self, gw: usize, outcome: SampleOutcome, source: Source, now: Instant) -> Option<Switch> {
+    pub fn record(&mut self, gw: usize, outcome: SampleOutcome, source: Evidence, now: Instant) -> Option<Switch> {
         let k = self.slice_of(now);
         let cfg = &self.cfg;
         let g = self.gateways.get_mut(gw)?;
@@ -696,7 +696,7 @@ impl Ranker {
             SampleOutcome::Failed => {
                 g.window.fail(k, 1);
                 g.reputation.update(0, 1, now, cfg);
-                let hard = source != Source::Probe;
+                let hard = source != Evidence::Probe;
                 g.failed |= hard;
                 hard
             }
@@ -711,7 +711,7 @@ impl Ranker {
     /// count is the number of successes) and a failure count. Values beyond
     /// `max_latency` are clamped. If failures are at least
     /// `traffic_failover_ratio` of the attempts, this is a failure report as
-    /// in [`Ranker::record`] with [`Source::Traffic`]; otherwise any success
+    /// in [`Ranker::record`] with [`Evidence::Traffic`]; otherwise any success
     /// clears a failed mark.
     pub fn merge_traffic(
         &mut self,
@@ -746,7 +746,7 @@ impl Ranker {
             g.failed = false;
         }
         g.apply_hysteresis(cfg);
-        let cause = (failing && self.current == Some(gw)).then_some(Source::Traffic);
+        let cause = (failing && self.current == Some(gw)).then_some(Evidence::Traffic);
         self.enforce(now, cause)
     }
 
@@ -927,7 +927,7 @@ impl Ranker {
     /// Restores the invariants on `current` after the evidence changed;
     /// `cause` is set when this call reported a hard failure of the current
     /// gateway.
-    fn enforce(&mut self, now: Instant, cause: Option<Source>) -> Option<Switch> {
+    fn enforce(&mut self, now: Instant, cause: Option<Evidence>) -> Option<Switch> {
         match self.current {
             Some(c) if self.gateways[c].eligible() => None,
             Some(c) if self.gateways[c].available => {
@@ -1018,10 +1018,10 @@ mod tests {
     }
 
     fn ok(r: &mut Ranker, gw: usize, latency_ms: u64, at: Instant) -> Option<Switch> {
-        r.record(gw, SampleOutcome::Ok(ms_d(latency_ms)), Source::Probe, at)
+        r.record(gw, SampleOutcome::Ok(ms_d(latency_ms)), Evidence::Probe, at)
     }
 
-    fn fail(r: &mut Ranker, gw: usize, source: Source, at: Instant) -> Option<Switch> {
+    fn fail(r: &mut Ranker, gw: usize, source: Evidence, at: Instant) -> Option<Switch> {
         r.record(gw, SampleOutcome::Failed, source, at)
     }
 
@@ -1089,7 +1089,7 @@ mod tests {
     fn unknown_gateway_index_is_ignored() {
         let c = Clock::new();
         let mut r = Ranker::new(2, RankConfig::default(), c.s(0.0));
-        assert_eq!(fail(&mut r, 7, Source::KeepAlive, c.s(1.0)), None);
+        assert_eq!(fail(&mut r, 7, Evidence::KeepAlive, c.s(1.0)), None);
         assert_eq!(r.merge_traffic(9, &hist(&[(1000, 1)]), 3, c.s(1.0)), None);
         assert_eq!(r.current(), Some(0));
     }
@@ -1111,7 +1111,7 @@ mod tests {
                         rng.range((m - spread) * 1000, (m + spread) * 1000),
                     ))
                 };
-                switches += usize::from(r.record(gw, outcome, Source::Probe, at).is_some());
+                switches += usize::from(r.record(gw, outcome, Evidence::Probe, at).is_some());
             }
             switches += usize::from(r.evaluate(at).is_some());
         }
@@ -1262,7 +1262,7 @@ mod tests {
         let c = Clock::new();
         let mut r = Ranker::new(1, RankConfig::default(), c.s(0.0));
         // Prior: ratio 1, weight 10. One failure: (1 * 10 + 0) / (10 + 1) = 10/11.
-        fail(&mut r, 0, Source::Probe, c.s(0.0));
+        fail(&mut r, 0, Evidence::Probe, c.s(0.0));
         let r1 = 10.0 / 11.0;
         assert!((r.status(c.s(0.0))[0].reputation - r1).abs() < 1e-12);
         // Weight 11 decays to 5.5 after one half-life, floored at 10: (r1 * 10 + 1) / 11.
@@ -1286,8 +1286,8 @@ mod tests {
         let c = Clock::new();
         let mut r = Ranker::new(3, RankConfig::default(), c.s(0.0));
         feed(&mut r, c.s(0.0), 20, &[(0, 40), (1, 20), (2, 20)]);
-        fail(&mut r, 1, Source::Probe, c.s(0.0));
-        fail(&mut r, 1, Source::Probe, c.s(0.0));
+        fail(&mut r, 1, Evidence::Probe, c.s(0.0));
+        fail(&mut r, 1, Evidence::Probe, c.s(0.0));
         let st = r.status(c.s(0.0));
         let rep = st[1].reputation;
         let expect = 20.0 / rep + (1.0 - rep) / rep * 20.0;
@@ -1311,7 +1311,7 @@ mod tests {
             if i % 2 == 0 {
                 ok(&mut r, 1, 15, c.s(t));
             } else {
-                fail(&mut r, 1, Source::Probe, c.s(t));
+                fail(&mut r, 1, Evidence::Probe, c.s(t));
             }
             assert_eq!(r.evaluate(c.s(t)), None, "a flapping gateway never takes over");
             if went_down.is_none() && r.status(c.s(t))[1].state == GatewayState::Unavailable {
@@ -1351,7 +1351,7 @@ mod tests {
             for i in 0..60 {
                 let at = c.s(f64::from(i) * interval);
                 if i == 20 {
-                    assert_eq!(fail(&mut r, 0, Source::Probe, at), None);
+                    assert_eq!(fail(&mut r, 0, Evidence::Probe, at), None);
                 } else {
                     ok(&mut r, 0, 20, at);
                 }
@@ -1369,7 +1369,7 @@ mod tests {
         // Probe failures do not fail over by themselves, but the reputation drop does.
         let mut switch = None;
         for i in 1..10 {
-            if let Some(s) = fail(&mut r, 0, Source::Probe, c.s(f64::from(i))) {
+            if let Some(s) = fail(&mut r, 0, Evidence::Probe, c.s(f64::from(i))) {
                 switch = Some(s);
                 break;
             }
@@ -1384,7 +1384,7 @@ mod tests {
 
     #[test]
     fn keepalive_or_traffic_failure_of_current_fails_over_in_the_same_call() {
-        for source in [Source::KeepAlive, Source::Traffic] {
+        for source in [Evidence::KeepAlive, Evidence::Traffic] {
             let c = Clock::new();
             let mut r = Ranker::new(3, RankConfig::default(), c.s(0.0));
             feed(&mut r, c.s(0.0), 10, &[(0, 10), (1, 40), (2, 30)]);
@@ -1410,8 +1410,8 @@ mod tests {
         let c = Clock::new();
         let mut r = Ranker::new(2, RankConfig::default(), c.s(0.0));
         feed(&mut r, c.s(0.0), 10, &[(0, 10), (1, 40)]);
-        assert_eq!(fail(&mut r, 0, Source::Probe, c.s(1.0)), None);
-        assert_eq!(fail(&mut r, 1, Source::KeepAlive, c.s(1.0)), None);
+        assert_eq!(fail(&mut r, 0, Evidence::Probe, c.s(1.0)), None);
+        assert_eq!(fail(&mut r, 1, Evidence::KeepAlive, c.s(1.0)), None);
         assert_eq!(r.current(), Some(0));
         assert!(r.status(c.s(1.0))[1].failed);
         assert_eq!(
@@ -1426,7 +1426,7 @@ mod tests {
         let c = Clock::new();
         let mut r = Ranker::new(2, RankConfig::default(), c.s(0.0));
         feed(&mut r, c.s(0.0), 10, &[(0, 10), (1, 40)]);
-        assert!(fail(&mut r, 0, Source::KeepAlive, c.s(1.0)).is_some());
+        assert!(fail(&mut r, 0, Evidence::KeepAlive, c.s(1.0)).is_some());
         assert_eq!(r.current(), Some(1));
         // Still failed: faster, but it does not accumulate wins.
         for i in 2..6 {
@@ -1448,18 +1448,18 @@ mod tests {
         let c = Clock::new();
         let mut r = Ranker::new(2, RankConfig::default(), c.s(0.0));
         feed(&mut r, c.s(0.0), 10, &[(0, 10), (1, 40)]);
-        assert!(fail(&mut r, 0, Source::KeepAlive, c.s(1.0)).is_some());
+        assert!(fail(&mut r, 0, Evidence::KeepAlive, c.s(1.0)).is_some());
         // Both failed: stay where we are (still available), do not ping-pong.
-        assert_eq!(fail(&mut r, 1, Source::KeepAlive, c.s(2.0)), None);
+        assert_eq!(fail(&mut r, 1, Evidence::KeepAlive, c.s(2.0)), None);
         assert_eq!(r.current(), Some(1));
-        assert_eq!(fail(&mut r, 1, Source::KeepAlive, c.s(2.5)), None);
+        assert_eq!(fail(&mut r, 1, Evidence::KeepAlive, c.s(2.5)), None);
         // Gateway 0 succeeds: it is usable and the current one is not, so switch at once.
         let s = ok(&mut r, 0, 10, c.s(3.0)).expect("switch");
         assert_eq!((s.from, s.to, &s.reason), (Some(1), Some(0), &SwitchReason::Recovered));
         assert!(s.to_string().contains("marked failed"), "{s}");
         // A single gateway that fails its keep-alive stays current.
         let mut r = Ranker::new(1, RankConfig::default(), c.s(0.0));
-        assert_eq!(fail(&mut r, 0, Source::KeepAlive, c.s(1.0)), None);
+        assert_eq!(fail(&mut r, 0, Evidence::KeepAlive, c.s(1.0)), None);
         assert_eq!(r.current(), Some(0));
     }
 
@@ -1472,8 +1472,8 @@ mod tests {
         let mut to_none = None;
         for _ in 0..20 {
             t += 1.0;
-            fail(&mut r, 1, Source::Probe, c.s(t));
-            if let Some(s) = fail(&mut r, 0, Source::Probe, c.s(t))
+            fail(&mut r, 1, Evidence::Probe, c.s(t));
+            if let Some(s) = fail(&mut r, 0, Evidence::Probe, c.s(t))
                 && s.to.is_none()
             {
                 to_none = Some(s);
@@ -1512,7 +1512,7 @@ mod tests {
         let c = Clock::new();
         let mut r = Ranker::new(1, RankConfig::default(), c.s(0.0));
         feed(&mut r, c.s(0.0), 100, &[(0, 80)]);
-        fail(&mut r, 0, Source::Probe, c.s(0.0));
+        fail(&mut r, 0, Evidence::Probe, c.s(0.0));
         let st = r.status(c.s(59.9));
         assert!(close(st[0].p90_ms, 80.0));
         assert_eq!((st[0].samples, st[0].failures), (100, 1));
@@ -1591,7 +1591,7 @@ mod tests {
             (
                 Some(1),
                 &SwitchReason::Failed {
-                    source: Source::Traffic
+                    source: Evidence::Traffic
                 }
             )
         );
@@ -1624,7 +1624,7 @@ mod tests {
         assert_eq!(r.slots(4, true, now)[3], vec![1, 2, 0]);
         // Gateway 2 becomes unavailable: it keeps its pinned slot but loses its ranked one.
         for i in 0..20 {
-            fail(&mut r, 2, Source::Probe, c.s(3.0 + f64::from(i) * 0.05));
+            fail(&mut r, 2, Evidence::Probe, c.s(3.0 + f64::from(i) * 0.05));
         }
         let now = c.s(4.0);
         assert_eq!(r.status(now)[2].state, GatewayState::Unavailable);
@@ -1642,7 +1642,7 @@ mod tests {
         let c = Clock::new();
         let mut r = Ranker::new(2, RankConfig::default(), c.s(0.0));
         feed(&mut r, c.s(0.0), 10, &[(0, 20), (1, 30)]);
-        fail(&mut r, 0, Source::KeepAlive, c.s(1.0));
+        fail(&mut r, 0, Evidence::KeepAlive, c.s(1.0));
         let st = serde_json::to_value(r.status(c.s(2.0))).expect("json");
         assert_eq!(st[0]["state"], "available");
         assert_eq!(st[0]["failed"], true);
@@ -1744,7 +1744,7 @@ mod tests {
             Sample {
                 gw: usize,
                 latency_ms: Option<u32>,
-                source: Source,
+                source: Evidence,
             },
             Merge {
                 gw: usize,
@@ -1756,8 +1756,12 @@ mod tests {
             Rewind(u16),
         }
 
-        fn source() -> impl Strategy<Value = Source> {
-            prop_oneof![Just(Source::Probe), Just(Source::KeepAlive), Just(Source::Traffic)]
+        fn source() -> impl Strategy<Value = Evidence> {
+            prop_oneof![
+                Just(Evidence::Probe),
+                Just(Evidence::KeepAlive),
+                Just(Evidence::Traffic)
+            ]
         }
 
         fn op() -> impl Strategy<Value = Op> {
@@ -1896,7 +1900,7 @@ mod tests {
                 for round in 0..10u64 {
                     let now = base + Duration::from_secs(round);
                     for (gw, &l) in lat.iter().enumerate() {
-                        r.record(gw, SampleOutcome::Ok(Duration::from_millis(l)), Source::Probe, now);
+                        r.record(gw, SampleOutcome::Ok(Duration::from_millis(l)), Evidence::Probe, now);
                     }
                     if round == 0 {
                         first_scores = r.status(now).iter().map(|g| g.score_ms.expect("measured")).collect();
@@ -1951,8 +1955,8 @@ mod tests {
                 let base = Instant::now();
                 let mut r = Ranker::new(2, cfg, base);
                 prop_assert_eq!(r.config().validate(), Ok(()));
-                r.record(0, SampleOutcome::Ok(Duration::MAX), Source::Probe, base);
-                r.record(1, SampleOutcome::Failed, Source::Traffic, base + Duration::from_secs(1));
+                r.record(0, SampleOutcome::Ok(Duration::MAX), Evidence::Probe, base);
+                r.record(1, SampleOutcome::Failed, Evidence::Traffic, base + Duration::from_secs(1));
                 r.evaluate(base + Duration::from_secs(2));
                 check(&r, base + Duration::from_secs(2))?;
             }

@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use msc::pki::InitOptions;
+use msc::cli::pki::InitOptions;
 
 pub const MSC: &str = env!("CARGO_BIN_EXE_msc");
 /// Upper bound for any single wait in the tests.
@@ -199,7 +199,7 @@ pub struct Env {
 impl Env {
     pub fn new() -> Env {
         let dir = tempfile::tempdir().unwrap();
-        msc::pki::init(&InitOptions {
+        msc::cli::pki::init(&InitOptions {
             dir: dir.path().to_path_buf(),
             gateway_listen: "127.0.0.1:0".into(),
             http_port: 0,
@@ -438,7 +438,7 @@ pub fn random_bytes(n: usize) -> Vec<u8> {
 
 /// The bytes `/bytes/N` serves.
 pub fn pattern_bytes(n: usize) -> Vec<u8> {
-    let p = msc::origin::pattern();
+    let p = msc::cli::origin::pattern();
     (0..n).map(|i| p[i % p.len()]).collect()
 }
 

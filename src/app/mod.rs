@@ -17,14 +17,13 @@ use crate::client::{ClientService, ClientShared};
 use crate::config::client::ClientConfig;
 use crate::config::gateway::GatewayConfig;
 use crate::control::Control;
-use crate::control::feedback::{Feedback, Recorder};
-use crate::gateway::access::AccessLog;
-use crate::gateway::policy::DenyList;
+use crate::forward::access::AccessLog;
+use crate::forward::policy::DenyList;
+use crate::forward::{ProxySettings, ProxyTimeouts};
 use crate::gateway::{Gateway, GatewayShared};
-use crate::origin::Origin;
-use crate::proxy::{ProxySettings, ProxyTimeouts};
+use crate::upstream::feedback::{Feedback, Recorder};
 use crate::upstream::{GatewayRoute, Routing, RoutingHandle};
-use crate::worker::Workers;
+use msc_io::worker::Workers;
 
 /// How long open connections may finish after a stop request.
 pub const GRACE: Duration = Duration::from_secs(5);
@@ -104,22 +103,6 @@ impl RunningClient {
     }
 }
 
-/// Resolves a gateway address on the calling (non-worker) thread.
-#[expect(
-    clippy::disallowed_methods,
-    reason = "start-up and control thread only, never a worker"
-)]
-pub fn resolve_gateway(host: &str, port: u16) -> Vec<SocketAddr> {
-    use std::net::ToSocketAddrs;
-    match (host, port).to_socket_addrs() {
-        Ok(a) => a.collect(),
-        Err(e) => {
-            tracing::warn!("cannot resolve gateway address {host}:{port}: {e}");
-            Vec::new()
-        }
-    }
-}
-
 /// The routing table before any measurement: slot i uses gateway i.
 pub fn initial_routing(cfg: &ClientConfig) -> Routing {
     let gateways = cfg
@@ -131,7 +114,7 @@ pub fn initial_routing(cfg: &ClientConfig) -> Routing {
                 index: i,
                 name: s.name.as_str().into(),
                 address: s.address.clone(),
-                addrs: resolve_gateway(&s.host, s.port),
+                addrs: crate::control::probe::resolve_blocking(&s.host, s.port),
                 server_name: s.server_name.clone(),
             })
         })
@@ -249,24 +232,6 @@ pub fn start_client(cfg: &ClientConfig, pool: &DefaultThreadPool) -> anyhow::Res
         control,
         log: log_thread,
     })
-}
-
-/// Starts the built-in origin.
-pub fn start_origin(
-    addr: SocketAddr,
-    workers: usize,
-    pool: &DefaultThreadPool,
-) -> anyhow::Result<(Workers, SocketAddr)> {
-    let (socks, bound) = listeners(&[addr], workers, |_| "--listen".into())?;
-    let w = Workers::start(
-        "origin",
-        msc_io::runtime::DriverChoice::Auto,
-        socks,
-        pool.clone(),
-        Duration::from_millis(200),
-        |_, _| Ok(Rc::new(Origin)),
-    )?;
-    Ok((w, bound[0]))
 }
 
 /// Blocks until SIGINT or SIGTERM.

@@ -7,6 +7,11 @@
 //! keeping both the requester's connection and the origin connection alive
 //! when the framing allows.
 
+pub mod access;
+pub mod egress;
+pub mod http;
+pub mod policy;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -19,10 +24,10 @@ use msc_io::stream::{
     read_response_head, relay,
 };
 
-use crate::gateway::access::{AccessLog, Record};
-use crate::gateway::egress::Egress;
-use crate::gateway::policy::{DenyList, normalize_host};
-use crate::http::{block_page, copy_end_to_end, error_reply, origin_request, write_upgrade};
+use crate::forward::access::{AccessLog, Record};
+use crate::forward::egress::Egress;
+use crate::forward::http::{block_page, copy_end_to_end, error_reply, origin_request, write_upgrade};
+use crate::forward::policy::{DenyList, normalize_host};
 use crate::upstream::{FailureKind, classify_io};
 
 /// Body bytes that arrived with a response head and are sent with it (copied
@@ -150,7 +155,7 @@ impl Proxy {
         // Kept between requests: the origin connection for the next request
         // to the same host.
         let mut origin: Option<Origin> = None;
-        let stop = crate::worker::stopping();
+        let stop = msc_io::worker::stopping();
         loop {
             if first.is_none() {
                 // Between requests this future only waits for a first byte,
@@ -330,7 +335,7 @@ impl Proxy {
             .map_err(|e| (502, format!("cannot resolve {host}: {e}")))?;
         // On the addresses about to be dialled (no second lookup), before any
         // attempt: an open and a closed port answer alike.
-        crate::gateway::egress::admit(&self.settings.deny, self.settings.egress.as_ref(), host, &mut addrs).map_err(
+        crate::forward::egress::admit(&self.settings.deny, self.settings.egress.as_ref(), host, &mut addrs).map_err(
             |r| {
                 tracing::info!("refused {host}:{port}: {r:?}");
                 (403, r.to_string())

@@ -19,11 +19,11 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::Driver;
+use crate::signal::Signal;
 use futures_util::FutureExt;
 use monoio::blocking::DefaultThreadPool;
 use monoio::net::{TcpListener, TcpStream};
-use msc_io::Driver;
-use msc_io::signal::Signal;
 
 thread_local! {
     static STOPPING: Rc<Signal> = Rc::new(Signal::new());
@@ -61,7 +61,7 @@ impl Workers {
     /// thread. Returns once every worker has started its runtime.
     pub fn start<S, F>(
         label: &str,
-        driver_choice: msc_io::runtime::DriverChoice,
+        driver_choice: crate::runtime::DriverChoice,
         listeners: Vec<Vec<std::net::TcpListener>>,
         pool: DefaultThreadPool,
         grace: Duration,
@@ -85,7 +85,7 @@ impl Workers {
                 .name(format!("{label}-w{i}"))
                 .spawn(move || {
                     let ready2 = ready.clone();
-                    let res = msc_io::runtime::block_on(driver_choice, Some(pool), move |driver| async move {
+                    let res = crate::runtime::block_on(driver_choice, Some(pool), move |driver| async move {
                         let svc = match make(i, driver) {
                             Ok(s) => s,
                             Err(e) => {

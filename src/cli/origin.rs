@@ -23,7 +23,7 @@ use msc_io::framing::{BodyLen, BodyTracker, request_body};
 use msc_io::head::{Method, RequestHead};
 use msc_io::stream::{HeadReadError, PlainReader, PlainWriter, Sink, Source, read_request_head};
 
-use crate::worker::Service;
+use msc_io::worker::Service;
 
 const BLOCK: usize = 64 * 1024;
 
@@ -62,7 +62,7 @@ impl Service for Origin {
 
 async fn serve_conn(r: &mut PlainReader, w: &mut PlainWriter) -> io::Result<()> {
     let idle = Duration::from_secs(120);
-    let stop = crate::worker::stopping();
+    let stop = msc_io::worker::stopping();
     loop {
         let next = monoio::select! {
             h = read_request_head(r, idle, Duration::from_secs(30), msc_io::head::Limits::PEER) => h,
@@ -219,7 +219,7 @@ fn maybe_head(mut reply: Vec<u8>, head_only: bool) -> Vec<u8> {
 fn simple(status: u16, ctype: &str, body: &[u8], close: bool) -> Vec<u8> {
     let mut out = format!(
         "HTTP/1.1 {status} {}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n{}\r\n",
-        crate::http::reason_phrase(status),
+        crate::forward::http::reason_phrase(status),
         body.len(),
         if close { "Connection: close\r\n" } else { "" }
     )
@@ -247,4 +247,22 @@ async fn send_pattern(w: &mut PlainWriter, len: u64, chunked: bool) -> io::Resul
         off = (off + n) % BLOCK;
     }
     Ok(())
+}
+
+/// Starts the built-in origin.
+pub fn start_origin(
+    addr: SocketAddr,
+    workers: usize,
+    pool: &monoio::blocking::DefaultThreadPool,
+) -> anyhow::Result<(msc_io::worker::Workers, SocketAddr)> {
+    let (socks, bound) = crate::app::listeners(&[addr], workers, |_| "--listen".into())?;
+    let w = msc_io::worker::Workers::start(
+        "origin",
+        msc_io::runtime::DriverChoice::Auto,
+        socks,
+        pool.clone(),
+        Duration::from_millis(200),
+        |_, _| Ok(Rc::new(Origin)),
+    )?;
+    Ok((w, bound[0]))
 }

@@ -15,7 +15,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
-use crate::config::gateway::AccessLogTarget;
+/// Where access log lines go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    Stderr,
+    File(std::path::PathBuf),
+    Off,
+}
 
 /// One request, as a worker saw it.
 #[derive(Debug)]

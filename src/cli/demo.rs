@@ -7,9 +7,9 @@ use std::net::SocketAddr;
 use anyhow::Context;
 
 use crate::app;
+use crate::cli::pki::{self, InitOptions};
 use crate::config::client::ClientConfig;
 use crate::config::gateway::GatewayConfig;
-use crate::pki::{self, InitOptions};
 
 /// Runs the demo until SIGINT/SIGTERM. `workers` per component (0 = one per core).
 pub fn run(workers: usize) -> anyhow::Result<()> {
@@ -24,7 +24,7 @@ pub fn run(workers: usize) -> anyhow::Result<()> {
     pki::init(&opts)?;
     let pool = app::blocking_pool();
 
-    let (origin, origin_addr) = app::start_origin(SocketAddr::from(([127, 0, 0, 1], 0)), 1, &pool)?;
+    let (origin, origin_addr) = crate::cli::origin::start_origin(SocketAddr::from(([127, 0, 0, 1], 0)), 1, &pool)?;
 
     let gw_file = dir.path().join("gateway.toml");
     let gw_text = std::fs::read_to_string(&gw_file)?.replace("workers = 0", &format!("workers = {workers}"));

@@ -1,5 +1,10 @@
 //! Command-line interface.
 
+pub mod demo;
+pub mod origin;
+pub mod pki;
+pub mod status;
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,10 +13,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::app;
+use crate::cli::pki::InitOptions;
 use crate::config::client::ClientConfig;
 use crate::config::gateway::GatewayConfig;
 use crate::config::{AnyConfig, load_any};
-use crate::pki::InitOptions;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -236,7 +241,7 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 days,
                 force,
             };
-            for p in crate::pki::init(&opts)? {
+            for p in crate::cli::pki::init(&opts)? {
                 println!("wrote {}", p.display());
             }
             println!(
@@ -247,7 +252,7 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         }
         Cmd::Demo { workers } => {
             app::raise_fd_limit();
-            crate::demo::run(workers)?;
+            crate::cli::demo::run(workers)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::CheckConfig { file } => match load_any(&file) {
@@ -295,17 +300,17 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 },
                 None => control,
             };
-            let body = crate::status::fetch(addr)?;
+            let body = crate::cli::status::fetch(addr)?;
             if json {
                 println!("{body}");
             } else {
-                print!("{}", crate::status::render(&body)?);
+                print!("{}", crate::cli::status::render(&body)?);
             }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Origin { listen, workers } => {
             let pool = app::blocking_pool();
-            let (w, addr) = app::start_origin(listen, workers, &pool)?;
+            let (w, addr) = origin::start_origin(listen, workers, &pool)?;
             ready(&format!("msc origin ready: listening on {addr}"));
             app::wait_for_signal()?;
             w.stop();
