@@ -644,6 +644,12 @@ impl TlsReader {
                         [1] => true,
                         _ => return Err(invalid("malformed KeyUpdate")),
                     };
+                    // RFC 8446 section 5.1: a message that changes keys
+                    // ends its record; bytes after it would be read under
+                    // the wrong key (rustls refuses this the same way).
+                    if used + 4 + len != self.hs.len() {
+                        return Err(invalid("KeyUpdate not at the end of its record (unexpected_message)"));
+                    }
                     let (seq, secrets) = self.shared.kernel.borrow_mut().update_rx().map_err(invalid)?;
                     self.key = RecordKey::new(&secrets, seq).map_err(invalid)?;
                     if requested {
@@ -1015,6 +1021,106 @@ impl Sink for TlsWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{ClientCreds, ServerCreds, client_config, server_config};
+    use crate::pki::{Ca, Validity};
+    use monoio::net::TcpListener;
+
+    const T: Duration = Duration::from_secs(10);
+
+    /// A client and a server connected over loopback, mutual TLS.
+    async fn connected_pair() -> (TlsStream, TlsStream) {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::new("test CA").unwrap();
+        let gw = ca.issue_server(&["localhost".into()], Validity::days(1)).unwrap();
+        let client = ca.issue_client("alice", None, Validity::days(1)).unwrap();
+        let p = |name: &str, pem: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, pem).unwrap();
+            path
+        };
+        let ca_pem = p("ca.pem", &ca.issued.cert_pem);
+        let scfg = server_config(&ServerCreds {
+            cert: &p("gw.pem", &gw.cert_pem),
+            key: &p("gw-key.pem", &gw.key_pem),
+            client_ca: &ca_pem,
+        })
+        .unwrap();
+        let ccfg = client_config(
+            &ClientCreds {
+                ca: &ca_pem,
+                cert: &p("c.pem", &client.cert_pem),
+                key: &p("c-key.pem", &client.key_pem),
+            },
+            1,
+        )
+        .unwrap();
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = monoio::spawn(async move {
+            let (tcp, _) = l.accept().await.unwrap();
+            TlsStream::accept(scfg, tcp, T).await.unwrap()
+        });
+        let tcp = TcpStream::connect_addr(addr).await.unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        let client = TlsStream::connect(ccfg, name, tcp, T).await.unwrap();
+        (client, server.await)
+    }
+
+    /// A KeyUpdate followed by more handshake bytes in the same record is a
+    /// protocol error, even when the sender then really uses the keys those
+    /// bytes ask for.
+    #[monoio::test_all(timer_enabled = true)]
+    async fn key_update_must_end_its_record() {
+        let (client, server) = connected_pair().await;
+        let (_cr, mut w) = client.split();
+        let (mut r, _sw) = server.split();
+        let mut rec = vec![0u8; HEADER_LEN];
+        // Two KeyUpdate(update_not_requested) messages in one record.
+        rec.extend_from_slice(&[24, 0, 0, 1, 0, 24, 0, 0, 1, 0]);
+        w.key.seal(&mut rec, 0, CT_HANDSHAKE).unwrap();
+        for _ in 0..2 {
+            let (seq, secrets) = w.shared.kernel.borrow_mut().update_tx().unwrap();
+            w.key = RecordKey::new(&secrets, seq).unwrap();
+        }
+        let (res, _) = w.half.write_all(rec).await;
+        res.unwrap();
+        w.write_bytes(b"after").await.unwrap();
+        let e = r
+            .fill()
+            .await
+            .expect_err("a KeyUpdate not ending its record must fail the connection");
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("KeyUpdate not at the end"), "{e}");
+        // The failure sticks.
+        assert!(r.fill().await.is_err());
+    }
+
+    /// A KeyUpdate split over two records, ending the second one, is fine.
+    #[monoio::test_all(timer_enabled = true)]
+    async fn key_update_fragmented_to_a_record_end_is_accepted() {
+        let (client, server) = connected_pair().await;
+        let (_cr, mut w) = client.split();
+        let (mut r, _sw) = server.split();
+        let mut recs = Vec::new();
+        for part in [&[24u8, 0, 0][..], &[1, 0]] {
+            let start = recs.len();
+            recs.extend_from_slice(&[0; HEADER_LEN]);
+            recs.extend_from_slice(part);
+            w.key.seal(&mut recs, start, CT_HANDSHAKE).unwrap();
+        }
+        let (seq, secrets) = w.shared.kernel.borrow_mut().update_tx().unwrap();
+        w.key = RecordKey::new(&secrets, seq).unwrap();
+        let (res, _) = w.half.write_all(recs).await;
+        res.unwrap();
+        w.write_bytes(b"after").await.unwrap();
+        let mut got = Vec::new();
+        while got.len() < 5 {
+            let n = r.fill().await.unwrap();
+            got.extend_from_slice(r.data());
+            r.consume(n.min(r.data().len()));
+        }
+        assert_eq!(got, b"after");
+    }
 
     #[test]
     fn alert_names() {
