@@ -35,8 +35,10 @@ pub const CT_APPLICATION_DATA: u8 = 23;
 pub enum RecordError {
     #[error("record has an unexpected outer content type {0}")]
     OuterType(u8),
-    #[error("record longer than 2^14 + 256 bytes")]
+    #[error("record longer than 2^14 + 256 bytes (record_overflow)")]
     Overflow,
+    #[error("record plaintext longer than 2^14 bytes (record_overflow)")]
+    PlaintextOverflow,
     #[error("record failed authentication (bad_record_mac)")]
     BadMac,
     #[error("record has no inner content type")]
@@ -148,13 +150,27 @@ impl RecordKey {
 
     /// Opens one complete record (header included) in place. Returns the inner
     /// content type and the plaintext's range within `rec`.
+    ///
+    /// Enforces the size limits of RFC 8446 section 5.2 and 5.4 as rustls
+    /// does: a ciphertext over 2^14 + 256 bytes is refused before any
+    /// decryption, and an inner plaintext (content, type and padding) over
+    /// 2^14 + 1 bytes after it, so no content over 2^14 bytes gets through.
     pub fn open(&mut self, rec: &mut [u8]) -> Result<(u8, Range<usize>), RecordError> {
-        let header: [u8; HEADER_LEN] = rec[..HEADER_LEN].try_into().map_err(|_| RecordError::Overflow)?;
+        let header: [u8; HEADER_LEN] = rec
+            .get(..HEADER_LEN)
+            .and_then(|h| h.try_into().ok())
+            .ok_or(RecordError::NoContentType)?;
+        if rec.len() - HEADER_LEN > MAX_CIPHERTEXT {
+            return Err(RecordError::Overflow);
+        }
         let nonce = self.next_nonce()?;
         let plain = self
             .key
             .open_in_place(nonce, Aad::from(header), &mut rec[HEADER_LEN..])
             .map_err(|_| RecordError::BadMac)?;
+        if plain.len() > MAX_PLAINTEXT + 1 {
+            return Err(RecordError::PlaintextOverflow);
+        }
         // Strip padding: the content type is the last non-zero byte.
         let ct_at = plain.iter().rposition(|&b| b != 0).ok_or(RecordError::NoContentType)?;
         let ct = plain[ct_at];
@@ -257,6 +273,67 @@ mod tests {
         let (ct, r) = rx.open(&mut rec).unwrap();
         assert_eq!(ct, CT_APPLICATION_DATA);
         assert_eq!(&rec[r], b"hi");
+    }
+
+    /// Seals `inner` (content, type byte and any padding, as given) into a
+    /// record, bypassing `seal`'s own limits, as a misbehaving peer could.
+    fn seal_inner(tx: &mut RecordKey, inner: &[u8]) -> Vec<u8> {
+        let wire = u16::try_from(inner.len() + TAG_LEN).unwrap().to_be_bytes();
+        let header = [CT_APPLICATION_DATA, 3, 3, wire[0], wire[1]];
+        let mut rec = header.to_vec();
+        let mut body = inner.to_vec();
+        let nonce = tx.next_nonce().unwrap();
+        tx.key
+            .seal_in_place_append_tag(nonce, Aad::from(header), &mut body)
+            .unwrap();
+        rec.extend_from_slice(&body);
+        rec
+    }
+
+    #[test]
+    fn plaintext_over_2_14_is_record_overflow() {
+        for kind in 0..3 {
+            // Exactly 2^14 bytes of content: accepted.
+            let (mut tx, mut rx) = pair(kind);
+            let mut inner = vec![7u8; MAX_PLAINTEXT];
+            inner.push(CT_APPLICATION_DATA);
+            let mut rec = seal_inner(&mut tx, &inner);
+            let (ct, r) = rx.open(&mut rec).unwrap();
+            assert_eq!((ct, r.len()), (CT_APPLICATION_DATA, MAX_PLAINTEXT));
+            // 2^14 + 1 bytes of content, within the ciphertext limit: refused.
+            let (mut tx, mut rx) = pair(kind);
+            let mut inner = vec![7u8; MAX_PLAINTEXT + 1];
+            inner.push(CT_APPLICATION_DATA);
+            let mut rec = seal_inner(&mut tx, &inner);
+            assert_eq!(complete_record(&rec), Ok(Some(rec.len())));
+            assert_eq!(rx.open(&mut rec), Err(RecordError::PlaintextOverflow));
+            // Padding counts too (section 5.4): 2^14 of content plus padding.
+            let (mut tx, mut rx) = pair(kind);
+            let mut inner = vec![7u8; MAX_PLAINTEXT];
+            inner.extend_from_slice(&[CT_APPLICATION_DATA, 0, 0]);
+            let mut rec = seal_inner(&mut tx, &inner);
+            assert_eq!(rx.open(&mut rec), Err(RecordError::PlaintextOverflow));
+            // The largest ciphertext allowed, all content: refused after opening.
+            let (mut tx, mut rx) = pair(kind);
+            let mut inner = vec![7u8; MAX_CIPHERTEXT - TAG_LEN - 1];
+            inner.push(CT_APPLICATION_DATA);
+            let mut rec = seal_inner(&mut tx, &inner);
+            assert_eq!(rec.len(), MAX_RECORD);
+            assert_eq!(rx.open(&mut rec), Err(RecordError::PlaintextOverflow));
+        }
+    }
+
+    #[test]
+    fn ciphertext_over_limit_is_refused_before_decrypting() {
+        let (mut tx, mut rx) = pair(0);
+        let mut inner = vec![7u8; MAX_CIPHERTEXT - TAG_LEN];
+        inner.push(CT_APPLICATION_DATA);
+        let mut rec = seal_inner(&mut tx, &inner);
+        assert_eq!(rec.len(), MAX_RECORD + 1);
+        assert_eq!(complete_record(&rec), Err(RecordError::Overflow));
+        assert_eq!(rx.open(&mut rec), Err(RecordError::Overflow));
+        // Refused before decrypting: no sequence number was used.
+        assert_eq!(rx.seq(), 0);
     }
 
     #[test]

@@ -157,7 +157,7 @@ async fn echo_resumption_and_key_update() {
 }
 
 /// Plain socket -> TLS sender reading straight into record buffers (up to
-/// three records per readv), with varying limits per call and a key update
+/// 15 records per readv), with varying limits per call and a key update
 /// midway: the TLS peer receives exactly the bytes sent.
 #[monoio::test_all(timer_enabled = true)]
 async fn plain_to_tls_batches_are_byte_exact() {
