@@ -623,3 +623,53 @@ fn pac_refuses_web_pages() {
     let (status, _, _) = get("Sec-Fetch-Site: none\r\nSec-Fetch-Dest: document\r\n");
     assert_eq!(status, 200);
 }
+
+/// Privacy: by default the client logs no URL that went through a gateway
+/// (the gateway's access log is the record), only what went DIRECT, with
+/// the reason; `log.requests = "all"` logs everything.
+#[test]
+fn client_logs_only_direct_requests_by_default() {
+    let env = Env::new();
+    let origin = RawOrigin::start(echo_path);
+    let (_gw, gw) = env.gateway_at("gateway", "127.0.0.1:0", "");
+    for (name, extra, logs_gateway_requests) in [("default", "", false), ("all", "[log]\nrequests = \"all\"\n", true)] {
+        let cfg = env.client_toml(name, gw, "client.pem", "client-key.pem", extra);
+        let (client, proxy) = env.client_from(name, &cfg);
+        let url = origin.url(&format!("/private-{name}"));
+        let (code, out, err) = curl(&["-x", &proxy.to_string(), &url]);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(out, format!("/private-{name}").as_bytes());
+        // The gateway recorded it either way.
+        let _ = _gw.wait_stderr(&url);
+        if logs_gateway_requests {
+            client.wait_stderr(&url);
+        } else {
+            // Give a line every chance to appear (bounded), then check.
+            std::thread::sleep(Duration::from_millis(300));
+            assert!(!client.stderr().contains("private"), "{}", client.stderr());
+        }
+    }
+    // DIRECT requests are logged with their reason: a client whose only
+    // gateway is unreachable, failing open.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let cfg = fast_client(&env, "direct", dead_addr, "localhost", "");
+    let (client, proxy) = env.client_from("direct", &cfg);
+    let url = origin.url("/went-direct");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (code, out, _) = curl(&["-x", &proxy.to_string(), &url]);
+        if code == 0 && out == b"/went-direct" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never failed open");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = client.wait_stderr("direct:fail-open");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("/went-direct") && l.contains("direct:fail-open")),
+        "{log}"
+    );
+}

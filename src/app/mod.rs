@@ -189,7 +189,8 @@ pub fn start_client(cfg: &ClientConfig, pool: &DefaultThreadPool) -> anyhow::Res
         on_premise: relay("direct:on-premise"),
         fail_open_relay: relay("direct:fail-open"),
         user,
-        log: log.clone(),
+        // Requests through a gateway are logged only with `log.requests = "all"`.
+        log: if cfg.log_all { log.clone() } else { AccessLog::off() },
     });
     let (fb_tx, fb_rx) = flume::unbounded::<Feedback>();
     // The control plane first: its first on-premise evaluation happens before

@@ -86,6 +86,8 @@ struct RawOnPremise {
 #[serde(deny_unknown_fields)]
 struct RawLog {
     access: Option<String>,
+    access_max_mib: Option<u64>,
+    requests: Option<String>,
 }
 
 fn default_listen() -> String {
@@ -225,6 +227,10 @@ pub struct ClientConfig {
     /// When no gateway can be used: relay directly (true) or answer 503.
     pub fail_open: bool,
     pub access_log: super::AccessLogTarget,
+    /// Log every request (`log.requests = "all"`), not only those that went
+    /// DIRECT: the gateway's log is the record of what users visit, and the
+    /// laptop keeps none by default.
+    pub log_all: bool,
     pub pool: PoolConfig,
     pub selection: Selection,
 }
@@ -453,7 +459,17 @@ fn validate(file: &Path, raw: Raw) -> Result<ClientConfig, ConfigError> {
         };
         c.err(pac_key(e.field()), reason)
     })?;
-    let access_log = c.access_log("log.access", raw.log.access.as_deref())?;
+    let access_log = c.access_log("log.access", raw.log.access.as_deref(), raw.log.access_max_mib)?;
+    let log_all = match raw.log.requests.as_deref().map(str::trim) {
+        None | Some("direct") => false,
+        Some("all") => true,
+        Some(v) => {
+            return Err(c.err(
+                "log.requests",
+                format!("'{v}' is not \"direct\" (only requests that went DIRECT, the default) or \"all\""),
+            ));
+        }
+    };
     let rp = &raw.pool;
     let pool = PoolConfig {
         idle_target: rp.idle.unwrap_or(2),
@@ -485,6 +501,7 @@ fn validate(file: &Path, raw: Raw) -> Result<ClientConfig, ConfigError> {
         on_premise,
         fail_open,
         access_log,
+        log_all,
         pool,
         selection,
     })

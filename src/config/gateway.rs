@@ -93,6 +93,7 @@ struct RawTimeouts {
 #[serde(deny_unknown_fields)]
 struct RawLog {
     access: Option<String>,
+    access_max_mib: Option<u64>,
 }
 
 /// Paths of the gateway's TLS credentials.
@@ -189,7 +190,7 @@ fn validate(file: &Path, raw: Raw) -> Result<GatewayConfig, ConfigError> {
         max_handshakes: n("limits.max_handshakes", l.max_handshakes, 256)?,
         max_tunnels_per_identity: n("limits.max_tunnels_per_identity", l.max_tunnels_per_identity, 512)?,
     };
-    let access_log = c.access_log("log.access", raw.log.access.as_deref())?;
+    let access_log = c.access_log("log.access", raw.log.access.as_deref(), raw.log.access_max_mib)?;
     let probe_delay = match &raw.probe.delay {
         Some(v) => Some(c.duration("probe.delay", v)?),
         None => None,

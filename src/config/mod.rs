@@ -21,6 +21,9 @@ pub(crate) struct RawRuntime {
 
 pub use crate::forward::access::AccessLogTarget;
 
+/// The size at which an access log file rotates unless `log.access_max_mib` says otherwise.
+const DEFAULT_ACCESS_LOG_MIB: u64 = 64;
+
 /// A configuration problem: which file, which key, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -112,7 +115,18 @@ impl Check<'_> {
 
     /// Parses an access-log target: "-"/"stderr", "off", or a file path
     /// (relative to the config file) in an existing directory.
-    pub(crate) fn access_log(&self, key: &str, v: Option<&str>) -> Result<AccessLogTarget, ConfigError> {
+    pub(crate) fn access_log(
+        &self,
+        key: &str,
+        v: Option<&str>,
+        max_mib: Option<u64>,
+    ) -> Result<AccessLogTarget, ConfigError> {
+        let max_bytes = match max_mib {
+            None => DEFAULT_ACCESS_LOG_MIB << 20,
+            Some(0) => return Err(self.err("log.access_max_mib", "must be at least 1")),
+            Some(m) if m > 1 << 20 => return Err(self.err("log.access_max_mib", "at most 1048576 (1 TiB)")),
+            Some(m) => m << 20,
+        };
         Ok(match v.map(str::trim) {
             None | Some("-") | Some("stderr") => AccessLogTarget::Stderr,
             Some("off") => AccessLogTarget::Off,
@@ -130,7 +144,7 @@ impl Check<'_> {
                 {
                     return Err(self.err(key, format!("directory not found: {}", dir.display())));
                 }
-                AccessLogTarget::File(path)
+                AccessLogTarget::File { path, max_bytes }
             }
         })
     }
