@@ -17,6 +17,8 @@ pub mod client;
 pub mod config;
 pub mod control;
 pub mod demo;
+#[cfg(any(fuzzing, test))]
+pub mod fuzz;
 pub mod gateway;
 pub mod http;
 pub mod origin;
