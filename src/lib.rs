@@ -28,6 +28,8 @@ pub mod client;
 pub mod config;
 pub mod control;
 pub mod forward;
+#[cfg(any(fuzzing, test))]
+pub mod fuzz;
 pub mod gateway;
 pub mod ports;
 pub mod upstream;

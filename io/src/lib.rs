@@ -13,6 +13,8 @@
 pub mod buf;
 pub mod deadline;
 pub mod framing;
+#[cfg(any(fuzzing, test))]
+pub mod fuzz;
 pub mod head;
 pub mod iov;
 pub mod listen;

@@ -26,6 +26,8 @@
 
 mod bypass;
 mod error;
+#[cfg(any(fuzzing, test))]
+pub mod fuzz;
 mod name;
 mod net;
 mod render;

@@ -23,6 +23,8 @@ use std::path::PathBuf;
 pub mod certs;
 pub mod config;
 pub mod conn;
+#[cfg(any(fuzzing, test))]
+pub mod fuzz;
 pub mod pki;
 pub mod record;
 pub mod tickets;
