@@ -103,8 +103,10 @@ impl ClientService {
         }
     }
 
-    /// A tunnel for `slot`: a pooled one to the first gateway that has one,
-    /// else a new one, failing over across the slot's gateways in order.
+    /// A tunnel for `slot`: a pooled one to the slot's first (best) gateway
+    /// if it has one, else a new one, failing over across the slot's
+    /// gateways in order. Other gateways' pools are not taken from: their
+    /// tunnels would route around the ranking.
     async fn tunnel_for(
         &self,
         routing: &Routing,

@@ -1,7 +1,7 @@
 //! What workers tell the control plane about real traffic.
 //!
-//! Each worker records into its own [`Recorder`] (no locks, no allocation on
-//! the hot path) and hands the accumulated figures over at most once per
+//! Each worker records into its own [`Recorder`] (no locks; a successful
+//! request allocates nothing, a failure's reason is one `String`) and hands the accumulated figures over at most once per
 //! period, and only when it has something to report: an idle laptop causes
 //! no wake-ups. A tunnel that fails is also reported at once, so the control
 //! plane can fail over immediately.

@@ -90,7 +90,7 @@ impl PlainReader {
     }
 
     /// Like [`PlainReader::read_direct`], into several ranges of one buffer
-    /// with a single `readv` (the TLS sender fills up to three records' worth
+    /// with a single `readv` (the TLS sender fills up to 15 records' worth
     /// of plaintext per system call this way).
     pub async fn read_direct_v(&mut self, slots: crate::iov::Slots) -> monoio::BufResult<usize, crate::iov::Slots> {
         match self.direct_ready().await {
