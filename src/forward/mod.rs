@@ -584,6 +584,20 @@ pub(crate) async fn relay_response<U: Source, K: Sink>(
 ) -> Result<Response, RespError> {
     let mut sent = 0u64;
     let during = |status: u16, sent: u64, reason: String| RespError::During { status, sent, reason };
+    // An upstream that broke HTTP framing: answered 502 if nothing went out yet.
+    let malformed = |sent: u64, e: msc_io::FramingError| {
+        state.fail();
+        let reason = format!("invalid response from {upstream}: {}", e.reason());
+        if sent == 0 {
+            RespError::Before(502, reason, Some(FailureKind::Broken))
+        } else {
+            RespError::During {
+                status: 502,
+                sent,
+                reason,
+            }
+        }
+    };
     // The request was just sent: its answer is coming.
     or.expect_data();
     loop {
@@ -631,15 +645,7 @@ pub(crate) async fn relay_response<U: Source, K: Sink>(
         let data = or.data();
         let kind = match response_kind(&head, data, method) {
             Ok(k) => k,
-            Err(e) => {
-                state.fail();
-                let reason = format!("invalid response from {upstream}: {}", e.reason());
-                return Err(if sent == 0 {
-                    RespError::Before(502, reason, Some(FailureKind::Broken))
-                } else {
-                    during(502, sent, reason)
-                });
-            }
+            Err(e) => return Err(malformed(sent, e)),
         };
         let mut out = Vec::with_capacity(head.len + 32);
         // Status line with our version; keep the origin's code and phrase.
@@ -695,15 +701,7 @@ pub(crate) async fn relay_response<U: Source, K: Sink>(
                             out.extend_from_slice(&data[head_len..head_len + n]);
                             early = n;
                         }
-                        Err(e) => {
-                            state.fail();
-                            let reason = format!("invalid response from {upstream}: {}", e.reason());
-                            return Err(if sent == 0 {
-                                RespError::Before(502, reason, Some(FailureKind::Broken))
-                            } else {
-                                during(502, sent, reason)
-                            });
-                        }
+                        Err(e) => return Err(malformed(sent, e)),
                     }
                 }
                 or.consume(head_len + early);
