@@ -560,16 +560,29 @@ fn run_to_exit(env: &Env, cfg: &std::path::Path) -> (i32, String) {
 #[test]
 fn squatted_ports_stop_the_start_loudly() {
     let env = Env::new();
-    // msc's own binary as the squatter, running as `nobody`.
-    let squat = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = squat.local_addr().unwrap().port();
-    drop(squat);
-    let squatter = Proc::start_wrapped(
-        &["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"],
-        &["origin", "--listen", &format!("127.0.0.1:{port}")],
-        env.dir.path(),
-        "squatter",
-    );
+    // The squatter: a listener owned by `nobody` (perl is essential on
+    // Debian and readable by every uid, unlike a build tree may be).
+    let mut squatter = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+            "perl",
+            "-MIO::Socket::INET",
+            "-e",
+        ])
+        .arg(
+            "$s = IO::Socket::INET->new(LocalAddr => '127.0.0.1:0', Listen => 5) or die $!; \
+             $| = 1; print $s->sockport(), \"\\n\"; sleep 60;",
+        )
+        .stdout(std::process::Stdio::piped())
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(squatter.stdout.take().unwrap()), &mut line).unwrap();
+    let port: u16 = line.trim().parse().expect("the squatter's port");
     let base = |control: &str, http: &str| {
         format!(
             "[tls]\nca = \"ca.pem\"\ncert = \"client.pem\"\nkey = \"client-key.pem\"\n[[servers]]\nname = \"gw1\"\n\
@@ -589,7 +602,8 @@ fn squatted_ports_stop_the_start_loudly() {
         err.contains("servers[0].http_port") && err.contains("uid 65534"),
         "{err}"
     );
-    drop(squatter);
+    let _ = squatter.kill();
+    let _ = squatter.wait();
     // Held by this same user: exit status 2, "another msc?".
     let mine = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let cfg = env.write("mine.toml", &base(&mine.local_addr().unwrap().to_string(), "0"));
