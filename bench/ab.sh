@@ -54,6 +54,18 @@ rm -rf "$W/pki"
 sed -i 's/^workers = .*/workers = 1/' "$W/pki/client.toml" "$W/pki/gateway.toml"
 sed -i 's/^access = .*/access = "off"/' "$W/pki/gateway.toml"
 printf '\n[control]\nlisten = "127.0.0.1:0"\n[log]\naccess = "off"\n' >>"$W/pki/client.toml"
+# Builds with an egress policy refuse loopback origins unless allowed; builds
+# before it refuse the [egress] table. One gateway config for each kind.
+awk '/^\[egress\]/ {skip = 1; next} /^\[/ {skip = 0} !skip' "$W/pki/gateway.toml" >"$W/pki/gateway-base.toml"
+cp "$W/pki/gateway-base.toml" "$W/pki/gateway-egress.toml"
+printf '\n[egress]\nallow = ["127.0.0.0/8"]\nconnect_ports = ["*"]\n' >>"$W/pki/gateway-egress.toml"
+gateway_config() {
+  if "$1" check-config "$W/pki/gateway-egress.toml" >/dev/null 2>&1; then
+    echo "$W/pki/gateway-egress.toml"
+  else
+    echo "$W/pki/gateway-base.toml"
+  fi
+}
 cat >"$W/nginx.conf" <<EOF
 worker_processes 1;
 pid $W/nginx.pid;
@@ -92,7 +104,7 @@ start_chain() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   pids=()
-  taskset -c "$PROXYCPU" "$bin" gateway --config "$W/pki/gateway.toml" >"$W/gw.out" 2>&1 &
+  taskset -c "$PROXYCPU" "$bin" gateway --config "$(gateway_config "$bin")" >"$W/gw.out" 2>&1 &
   gpid=$!; pids+=("$gpid")
   wait_line "$W/gw.out" ready
   taskset -c "$PROXYCPU" "$bin" run --config "$W/pki/client.toml" >"$W/cl.out" 2>&1 &
