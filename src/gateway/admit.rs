@@ -13,6 +13,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use msc_io::signal::Signal;
@@ -110,7 +111,7 @@ pub struct Admission {
     pre_hello: RefCell<VecDeque<Rc<Signal>>>,
     pre_hello_live: Rc<Cell<usize>>,
     slots: Rc<Slots>,
-    tunnels: Rc<RefCell<HashMap<Box<str>, usize>>>,
+    tunnels: Rc<RefCell<HashMap<Arc<str>, usize>>>,
     report: Rc<RefCell<Report>>,
 }
 
@@ -188,16 +189,18 @@ impl Admission {
     }
 
     /// Counts a tunnel for `identity`; `None` over the per-identity cap.
-    pub fn tunnel(&self, identity: &str) -> Option<TunnelGuard> {
+    /// Counts a tunnel for `identity` (the principal the access log shows,
+    /// shared, so counting allocates nothing), or `None` at the cap.
+    pub fn tunnel(&self, identity: &Arc<str>) -> Option<TunnelGuard> {
         let mut map = self.tunnels.borrow_mut();
-        let n = map.get(identity).copied().unwrap_or(0);
-        if n >= self.limits.max_tunnels_per_identity {
+        let n = map.entry(identity.clone()).or_insert(0);
+        if *n >= self.limits.max_tunnels_per_identity {
             return None;
         }
-        map.insert(identity.into(), n + 1);
+        *n += 1;
         Some(TunnelGuard {
             map: self.tunnels.clone(),
-            identity: identity.into(),
+            identity: identity.clone(),
         })
     }
 
@@ -311,8 +314,8 @@ impl Drop for PreHello {
 /// Releases a tunnel count.
 #[derive(Debug)]
 pub struct TunnelGuard {
-    map: Rc<RefCell<HashMap<Box<str>, usize>>>,
-    identity: Box<str>,
+    map: Rc<RefCell<HashMap<Arc<str>, usize>>>,
+    identity: Arc<str>,
 }
 
 impl Drop for TunnelGuard {
@@ -468,12 +471,13 @@ mod tests {
     #[test]
     fn the_tunnel_cap_counts_per_identity() {
         let a = Admission::new(limits(10, 1, 2));
-        let t1 = a.tunnel("alice").unwrap();
-        let _t2 = a.tunnel("alice").unwrap();
-        assert!(a.tunnel("alice").is_none());
-        assert!(a.tunnel("bob").is_some());
+        let (alice, bob): (Arc<str>, Arc<str>) = ("alice".into(), "bob".into());
+        let t1 = a.tunnel(&alice).unwrap();
+        let _t2 = a.tunnel(&alice).unwrap();
+        assert!(a.tunnel(&alice).is_none());
+        assert!(a.tunnel(&bob).is_some());
         drop(t1);
-        assert!(a.tunnel("alice").is_some());
+        assert!(a.tunnel(&alice).is_some());
     }
 
     #[test]
