@@ -20,7 +20,13 @@
 //!
 //! The data path never blocks, locks or allocates per chunk; anything that
 //! does (config, resolution of gateway names, logging I/O) lives elsewhere.
+// Unused dependencies fail the lint run (tests see dev-dependencies too, hence not(test)).
+#![cfg_attr(not(test), deny(unused_crate_dependencies))]
+#![warn(unreachable_pub)]
 #![forbid(unsafe_code)]
+
+// The allocator is the binary's (src/main.rs); a package-level dependency all the same.
+use mimalloc as _;
 
 pub mod app;
 pub mod cli;

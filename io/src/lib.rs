@@ -9,6 +9,9 @@
 //! confined to fd-level helpers in [`stream`] (readiness wait and peek on a
 //! split stream) and the netlink address in [`netwatch`], each with a
 //! `// SAFETY:` comment and a test.
+// Unused dependencies fail the lint run (tests see dev-dependencies too, hence not(test)).
+#![cfg_attr(not(test), deny(unused_crate_dependencies))]
+#![warn(unreachable_pub)]
 
 pub mod buf;
 pub mod deadline;

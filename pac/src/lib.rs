@@ -22,6 +22,9 @@
 //! (it is called from the control plane and from tests alike); depend on other
 //! workspace crates; or let admin-written text become code in the script (all
 //! strings are validated and then emitted through one escaping function).
+// Unused dependencies fail the lint run (tests see dev-dependencies too, hence not(test)).
+#![cfg_attr(not(test), deny(unused_crate_dependencies))]
+#![warn(unreachable_pub)]
 #![forbid(unsafe_code)]
 
 mod bypass;

@@ -24,9 +24,8 @@
 //! `apt-get install libpacparser1`.
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use msc_pac::{OnPremiseMode, OnPremiseSpec, Pac, PacSpec, SlotPorts, is_non_routable};
@@ -87,30 +86,6 @@ fn run_pactester(args: &[&str]) -> String {
     stdout
 }
 
-/// A scratch directory removed on drop. Hand-rolled (pid + counter) to keep
-/// the crate free of dev-dependencies.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let p = std::env::temp_dir().join(format!("msc-pac-test-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&p).expect("create temp dir");
-        TempDir(p)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn write_file(dir: &Path, name: &str, text: &str) -> String {
     let p = dir.join(name);
     let mut f = std::fs::File::create(&p).expect("create temp file");
@@ -121,7 +96,7 @@ fn write_file(dir: &Path, name: &str, text: &str) -> String {
 /// Evaluates many URLs in one pactester process (`-f`); host derived by
 /// pactester from each URL.
 fn eval_urls(pac: &str, urls: &[&str]) -> Vec<String> {
-    let dir = TempDir::new();
+    let dir = tempfile::tempdir().expect("temp dir");
     let pac_path = write_file(dir.path(), "proxy.pac", pac);
     let list = write_file(dir.path(), "urls.txt", &(urls.join("\n") + "\n"));
     let out = run_pactester(&["-p", &pac_path, "-f", &list]);
@@ -146,7 +121,7 @@ fn eval_urls(pac: &str, urls: &[&str]) -> Vec<String> {
 
 /// One URL with an explicit `host` argument, as a browser would pass it.
 fn eval_with_host(pac: &str, url: &str, host: &str) -> String {
-    let dir = TempDir::new();
+    let dir = tempfile::tempdir().expect("temp dir");
     let pac_path = write_file(dir.path(), "proxy.pac", pac);
     let out = run_pactester(&["-p", &pac_path, "-u", url, "-h", host]);
     out.trim_end_matches('\n').to_owned()

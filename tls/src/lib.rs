@@ -16,6 +16,9 @@
 //!
 //! This crate must never read configuration files of its own or decide
 //! routing; it is given paths and sockets.
+// Unused dependencies fail the lint run (tests see dev-dependencies too, hence not(test)).
+#![cfg_attr(not(test), deny(unused_crate_dependencies))]
+#![warn(unreachable_pub)]
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
