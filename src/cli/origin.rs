@@ -21,9 +21,11 @@ use std::time::Duration;
 use monoio::net::TcpStream;
 use msc_io::framing::{BodyLen, BodyTracker, request_body};
 use msc_io::head::{Method, RequestHead};
-use msc_io::stream::{HeadReadError, PlainReader, PlainWriter, Sink, Source, read_request_head};
+use msc_io::stream::{PlainReader, PlainWriter, Sink, Source, read_request_head};
 
 use msc_io::worker::Service;
+
+use crate::forward::error::ProxyError;
 
 const BLOCK: usize = 64 * 1024;
 
@@ -71,11 +73,13 @@ async fn serve_conn(r: &mut PlainReader, w: &mut PlainWriter) -> io::Result<()> 
         let head = match next {
             Ok(Some(h)) => h,
             Ok(None) => return Ok(()),
-            Err(HeadReadError::Head(e)) => {
-                let reply = simple(e.status(), "text/plain", e.reason().as_bytes(), true);
+            Err(e) => {
+                let Some(e) = ProxyError::request_head(&e, Duration::from_secs(30)) else {
+                    return Ok(());
+                };
+                let reply = simple(e.status, "text/plain", e.reason.as_bytes(), true);
                 return w.write_bytes(&reply).await;
             }
-            Err(_) => return Ok(()),
         };
         let data = r.data();
         let close = head.wants_close(data) || head.minor_version == 0;

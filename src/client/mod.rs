@@ -20,18 +20,18 @@ use monoio::net::TcpStream;
 use msc_io::framing::{BodyLen, BodyTracker, request_body};
 use msc_io::head::{Form, Limits, Method, RequestHead};
 use msc_io::stream::{
-    BodyError, HeadReadError, PlainReader, PlainWriter, RelayState, Sink, Source, forward_body, read_request_head,
-    relay,
+    BodyError, PlainReader, PlainWriter, RelayState, Sink, Source, forward_body, read_request_head, relay,
 };
 
 use crate::config::client::ClientTimeouts;
 use crate::forward::access::{AccessLog, Record};
+use crate::forward::error::{ProxyError, Retry, Side};
 use crate::forward::http::{copy_end_to_end, error_reply, write_upgrade};
-use crate::forward::{Ended, Peer, Proxy, ProxySettings, ProxyTimeouts, RespError, relay_response};
+use crate::forward::{Ended, Peer, Proxy, ProxySettings, ProxyTimeouts, relay_response};
 use crate::upstream::feedback::Recorder;
-use crate::upstream::{Routing, RoutingHandle, classify_io};
+use crate::upstream::{Routing, RoutingHandle};
 use msc_io::worker::Service;
-use pool::{OpenError, Tunnel, TunnelPool, retire};
+use pool::{Tunnel, TunnelPool, retire};
 
 const WHO: &str = "msc-client";
 const VIA: &str = "1.1 msc-client";
@@ -113,7 +113,7 @@ impl ClientService {
         slot: usize,
         peer: SocketAddr,
         check: bool,
-    ) -> Result<(Tunnel, bool), OpenError> {
+    ) -> Result<(Tunnel, bool), ProxyError> {
         for gw in routing.for_slot(slot).take(1) {
             if let Some(t) = self.pool.take(gw, check).await {
                 return Ok((t, true));
@@ -251,19 +251,12 @@ impl ClientService {
         let head = match read_request_head(br, t.head, t.head, Limits::PEER).await {
             Ok(Some(h)) => h,
             Ok(None) => return Next::Close,
-            Err(HeadReadError::Head(e)) => {
-                answer(bw, e.status(), e.reason()).await;
+            Err(e) => {
+                if let Some(e) = ProxyError::request_head(&e, t.head) {
+                    answer(bw, e.status, &e.reason).await;
+                }
                 return Next::Close;
             }
-            Err(HeadReadError::Timeout) => {
-                let reason = format!(
-                    "request head not received within {}",
-                    humantime::format_duration(t.head)
-                );
-                answer(bw, 408, &reason).await;
-                return Next::Close;
-            }
-            Err(_) => return Next::Close,
         };
         if matches!(head.form, Form::Origin | Form::Asterisk) {
             answer(
@@ -371,16 +364,17 @@ impl ClientService {
         // tunnel). A request that may have reached an origin is never sent
         // twice.
         let mut retried = false;
+        let may_repeat = body == BodyLen::Empty && idempotent;
         let (up_res, resp) = loop {
             let gw_index = tun.gw;
-            let failure = match tun.w.write_bytes(&up).await {
-                Err(e) => Some((e.to_string(), classify_io(&e))),
-                Ok(()) => None,
-            };
-            let may_retry = !retried && body == BodyLen::Empty && (idempotent || failure.is_some());
-            let outcome = match failure {
-                Some(reason) => Err(reason),
-                None => {
+            let outcome = match tun.w.write_bytes(&up).await {
+                // Nothing of the request reached the gateway (it had closed
+                // the tunnel): safe to send on another, whatever the method.
+                Err(e) => {
+                    let reason = format!("cannot send to the gateway: {e}");
+                    Err(ProxyError::upstream_io(&e, "gateway_send_failed", reason).retry(Retry::Safe))
+                }
+                Ok(()) => {
                     let state = RelayState::new(self.t.idle);
                     let mut tracker = BodyTracker::new(body);
                     let (up_res, resp) = monoio::join!(
@@ -396,35 +390,35 @@ impl ClientService {
                             Limits::RELAYED
                         )
                     );
-                    match &resp {
+                    match resp {
                         // The browser went away (or broke its body): not the gateway's fault.
-                        Err(RespError::Before(..))
-                            if up_res.is_err() && (br.is_stale() || !matches!(up_res, Err(BodyError::Io(_)))) =>
+                        Err(e)
+                            if !e.is_cut()
+                                && up_res.is_err()
+                                && (br.is_stale() || !matches!(up_res, Err(BodyError::Io(_)))) =>
                         {
-                            Ok((up_res, resp))
+                            Ok((up_res, Err(e)))
                         }
-                        // Nothing came back within the idle time (the gateway
-                        // may be waiting on a slow origin), or this machine
-                        // ran out of something: answered, never retried (the
-                        // request may be running) and not held against the
-                        // gateway (probes judge its health).
-                        Err(RespError::Before(_, _, None)) => Ok((up_res, resp)),
-                        Err(RespError::Before(_, reason, kind)) => Err((reason.clone(), *kind)),
-                        _ => Ok((up_res, resp)),
+                        // Answered without going elsewhere: a cut, a slow
+                        // gateway (the request may be running), or a shortage
+                        // of this machine's.
+                        Err(e) if e.is_cut() || e.against_upstream().is_none() => Ok((up_res, Err(e))),
+                        Err(e) => Err(e),
+                        Ok(r) => Ok((up_res, Ok(r))),
                     }
                 }
             };
-            let (reason, kind) = match outcome {
+            let failed = match outcome {
                 Ok(done) => break done,
                 Err(failed) => failed,
             };
             retire(tun);
             let label = routing.gateways.get(gw_index).map(|g| g.label()).unwrap_or_default();
-            if let (false, Some(kind)) = (pooled, kind) {
-                self.recorder.tunnel_failed(gw_index, kind, &reason);
+            if let (false, Some(kind)) = (pooled, failed.against_upstream()) {
+                self.recorder.tunnel_failed(gw_index, kind, &failed.reason);
             }
-            if may_retry {
-                tracing::debug!("{peer}: tunnel to {label} failed before answering ({reason}); retrying");
+            if !retried && body == BodyLen::Empty && failed.may_retry(may_repeat) {
+                tracing::debug!("{peer}: tunnel to {label} failed before answering ({failed}); retrying");
                 retried = true;
                 if let Ok(t) = Box::pin(self.open_any(routing, slot, peer)).await {
                     tun = t;
@@ -436,7 +430,8 @@ impl ClientService {
                 bw,
                 502,
                 &format!(
-                    "gateway {label} closed the tunnel before answering (is this client's certificate accepted?): {reason}"
+                    "gateway {label} closed the tunnel before answering (is this client's certificate accepted?): {}",
+                    failed.reason
                 ),
             )
             .await;
@@ -450,21 +445,21 @@ impl ClientService {
         };
         let resp = match resp {
             Ok(r) => r,
-            Err(RespError::Before(status, reason, _)) => {
+            Err(e) if !e.is_cut() => {
                 // Nothing reached the browser: it gets a clear answer.
                 retire(tun);
                 let (status, reason) = match up_res {
-                    Err(BodyError::Framing(e)) => (400, e.reason().to_string()),
-                    Err(BodyError::Io(e)) => {
+                    Err(BodyError::Framing(b)) => (400, b.reason().to_string()),
+                    Err(BodyError::Io(io)) => {
                         // The browser closed while sending its request body.
-                        tracing::debug!("{peer}: browser went away during the request: {e}");
+                        tracing::debug!("{peer}: browser went away during the request: {io}");
                         self.log(&req, 499, up_bytes, 0, gw);
                         return Next::Close;
                     }
                     Ok(_) => {
                         // Slow or local (see above): not held against the gateway.
                         let label = routing.gateways.get(gw).map(|g| g.label()).unwrap_or_default();
-                        (status, format!("gateway {label}: {reason}"))
+                        (e.status, format!("gateway {label}: {}", e.reason))
                     }
                 };
                 tracing::warn!("{peer}: {reason}");
@@ -472,10 +467,10 @@ impl ClientService {
                 self.log(&req, status, up_bytes, 0, gw);
                 return Next::Close;
             }
-            Err(RespError::During { status, sent, reason }) => {
-                tracing::debug!("{peer}: response relay failed midway: {reason}");
+            Err(e) => {
+                tracing::debug!("{peer}: response relay failed midway: {}", e.reason);
                 retire(tun);
-                self.log(&req, status, up_bytes, sent, gw);
+                self.log(&req, e.status, up_bytes, e.sent, gw);
                 return Next::Abort;
             }
         };
@@ -519,7 +514,7 @@ impl ClientService {
     }
 
     /// A new tunnel, failing over across the slot's gateways in order.
-    async fn open_any(&self, routing: &Routing, slot: usize, peer: SocketAddr) -> Result<Tunnel, OpenError> {
+    async fn open_any(&self, routing: &Routing, slot: usize, peer: SocketAddr) -> Result<Tunnel, ProxyError> {
         let mut last = None;
         for gw in routing.for_slot(slot) {
             match self.pool.open(gw).await {
@@ -530,10 +525,8 @@ impl ClientService {
                 }
             }
         }
-        Err(last.unwrap_or(OpenError {
-            status: 502,
-            reason: "no gateway is configured for this port".into(),
-            kind: None,
+        Err(last.unwrap_or_else(|| {
+            ProxyError::new(Side::Local, 502, "no_gateway", "no gateway is configured for this port")
         }))
     }
 }

@@ -22,6 +22,7 @@ use msc_io::stream::Sink;
 use msc_tls::{TlsError, TlsReader, TlsStream, TlsWriter};
 
 use crate::config::client::{ClientTimeouts, PoolConfig};
+use crate::forward::error::{ProxyError, Retry, Side};
 use crate::upstream::feedback::Recorder;
 use crate::upstream::{FailureKind, GatewayRoute, classify_io, classify_tls};
 
@@ -39,16 +40,6 @@ pub struct Tunnel {
     pub gw: usize,
     /// When it was opened or last returned to the pool.
     pub since: Instant,
-}
-
-/// Why no tunnel could be opened: the status for the browser, a one-line
-/// reason, and what kind of failure it was (`None`: this machine ran out of
-/// something, which is held against no gateway).
-#[derive(Debug)]
-pub struct OpenError {
-    pub status: u16,
-    pub reason: String,
-    pub kind: Option<FailureKind>,
 }
 
 #[derive(Debug, Default)]
@@ -159,72 +150,67 @@ impl TunnelPool {
     }
 
     /// Opens a new tunnel now (on the caller's critical path).
-    pub async fn open(&self, gw: &GatewayRoute) -> Result<Tunnel, OpenError> {
+    pub async fn open(&self, gw: &GatewayRoute) -> Result<Tunnel, ProxyError> {
         let t0 = Instant::now();
         let res = self.connect(gw).await;
         match &res {
             Ok(_) => self.recorder.tunnel_ok(gw.index, t0.elapsed()),
-            Err(OpenError {
-                kind: Some(kind),
-                reason,
-                ..
-            }) => self.recorder.tunnel_failed(gw.index, *kind, reason),
-            Err(_) => {}
+            Err(e) => {
+                if let Some(kind) = e.against_upstream() {
+                    self.recorder.tunnel_failed(gw.index, kind, &e.reason);
+                }
+            }
         }
         res
     }
 
-    async fn connect(&self, gw: &GatewayRoute) -> Result<Tunnel, OpenError> {
+    async fn connect(&self, gw: &GatewayRoute) -> Result<Tunnel, ProxyError> {
         let t = self.t;
+        // Nothing of a request is sent before the tunnel is up: a failure
+        // to open one may always be retried (on another gateway).
+        let up = |status, label, reason: String, kind| {
+            ProxyError::new(Side::Upstream, status, label, reason)
+                .fault(kind)
+                .retry(Retry::Safe)
+        };
         if gw.addrs.is_empty() {
-            return Err(OpenError {
-                status: 502,
-                reason: format!("gateway {}: address could not be resolved", gw.label()),
-                kind: Some(FailureKind::Unreachable),
-            });
+            let reason = format!("gateway {}: address could not be resolved", gw.label());
+            return Err(up(502, "gateway_unresolved", reason, Some(FailureKind::Unreachable)));
         }
         let tcp = connect_any(&gw.addrs, t.connect).await.map_err(|e| {
             if classify_io(&e).is_none() {
-                OpenError {
-                    status: 503,
-                    reason: format!("this computer is out of resources for new connections ({e}); try again shortly"),
-                    kind: None,
-                }
+                let reason = format!("this computer is out of resources for new connections ({e}); try again shortly");
+                ProxyError::new(Side::Local, 503, "local_resources", reason)
             } else if e.kind() == std::io::ErrorKind::TimedOut {
-                OpenError {
-                    status: 504,
-                    reason: format!(
-                        "gateway {} did not accept a connection within {}",
-                        gw.label(),
-                        humantime::format_duration(t.connect)
-                    ),
-                    kind: Some(FailureKind::Unreachable),
-                }
+                let reason = format!(
+                    "gateway {} did not accept a connection within {}",
+                    gw.label(),
+                    humantime::format_duration(t.connect)
+                );
+                up(504, "gateway_connect_timeout", reason, Some(FailureKind::Unreachable))
             } else {
-                OpenError {
-                    status: 502,
-                    reason: format!("gateway {} unreachable: {e}", gw.label()),
-                    kind: Some(FailureKind::Unreachable),
-                }
+                let reason = format!("gateway {} unreachable: {e}", gw.label());
+                up(502, "gateway_unreachable", reason, Some(FailureKind::Unreachable))
             }
         })?;
         let tls = TlsStream::connect(self.tls.clone(), gw.server_name.clone(), tcp, t.handshake)
             .await
             .map_err(|e| match e {
-                TlsError::Timeout => OpenError {
-                    status: 504,
-                    reason: format!(
+                TlsError::Timeout => {
+                    let reason = format!(
                         "TLS handshake with gateway {} timed out after {}",
                         gw.label(),
                         humantime::format_duration(t.handshake)
-                    ),
-                    kind: Some(FailureKind::Unreachable),
-                },
-                e => OpenError {
-                    status: 502,
-                    kind: classify_tls(&e),
-                    reason: format!("TLS handshake with gateway {} failed: {e}", gw.label()),
-                },
+                    );
+                    up(504, "gateway_handshake_timeout", reason, Some(FailureKind::Unreachable))
+                }
+                e => {
+                    let reason = format!("TLS handshake with gateway {} failed: {e}", gw.label());
+                    match classify_tls(&e) {
+                        None => ProxyError::new(Side::Local, 503, "local_resources", reason),
+                        kind => up(502, "gateway_handshake_failed", reason, kind),
+                    }
+                }
             })?;
         self.handshakes.set(self.handshakes.get() + 1);
         if tls.info().resumed {

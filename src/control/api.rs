@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use monoio::net::TcpStream;
 use msc_io::head::{Method, RequestHead};
-use msc_io::stream::{HeadReadError, Sink, Source, read_request_head};
+use msc_io::stream::{Sink, Source, read_request_head};
 
 use super::State;
+use crate::forward::error::ProxyError;
 use crate::forward::http::error_reply;
 
 const WHO: &str = "msc-control";
@@ -71,11 +72,12 @@ pub async fn serve(state: Rc<RefCell<State>>, stream: TcpStream) {
         {
             Ok(Some(h)) => h,
             Ok(None) => return,
-            Err(HeadReadError::Head(e)) => {
-                let _ = w.write_bytes(&error_reply(e.status(), WHO, e.reason(), true)).await;
+            Err(e) => {
+                if let Some(e) = ProxyError::request_head(&e, Duration::from_secs(10)) {
+                    let _ = w.write_bytes(&error_reply(e.status, WHO, &e.reason, true)).await;
+                }
                 return;
             }
-            Err(_) => return,
         };
         let (reply, keep) = respond(&state, &head, r.data());
         // The control API takes no request bodies: close rather than parse one.

@@ -9,6 +9,7 @@
 
 pub mod access;
 pub mod egress;
+pub mod error;
 pub mod http;
 pub mod policy;
 
@@ -26,9 +27,10 @@ use msc_io::stream::{
 
 use crate::forward::access::{AccessLog, Record};
 use crate::forward::egress::Egress;
+use crate::forward::error::{ProxyError, Retry, Side};
 use crate::forward::http::{block_page, copy_end_to_end, error_reply, origin_request, write_upgrade};
 use crate::forward::policy::{DenyList, normalize_host};
-use crate::upstream::{FailureKind, classify_io};
+use crate::upstream::FailureKind;
 
 /// Body bytes that arrived with a response head and are sent with it (copied
 /// into the head's buffer) rather than in a second write.
@@ -196,23 +198,14 @@ impl Proxy {
         let head = match next {
             Ok(Some(h)) => h,
             Ok(None) => return Some(Ended::Clean),
-            Err(HeadReadError::Head(e)) => {
-                let r = error_reply(e.status(), self.settings.who, e.reason(), true);
-                let _ = c.w.write_bytes(&r).await;
-                self.log(c, "-", "-", &Outcome::reply(e.status(), r.len(), false), Instant::now());
+            Err(e) => {
+                if let Some(e) = ProxyError::request_head(&e, t.head) {
+                    let r = error_reply(e.status, self.settings.who, &e.reason, true);
+                    let _ = c.w.write_bytes(&r).await;
+                    self.log(c, "-", "-", &Outcome::reply(e.status, r.len(), false), Instant::now());
+                }
                 return Some(Ended::Clean);
             }
-            Err(HeadReadError::Timeout) => {
-                let reason = format!(
-                    "request head not received within {}",
-                    humantime::format_duration(t.head)
-                );
-                let _ =
-                    c.w.write_bytes(&error_reply(408, self.settings.who, &reason, true))
-                        .await;
-                return Some(Ended::Clean);
-            }
-            Err(_) => return Some(Ended::Clean),
         };
         let start = Instant::now();
         let data = c.r.data();
@@ -320,38 +313,40 @@ impl Proxy {
         Outcome::reply(403, page.len(), keep && ok)
     }
 
-    async fn fail<R: Source, W: Sink>(&self, c: &mut Peer<R, W>, status: u16, reason: &str, keep: bool) -> Outcome {
-        let r = error_reply(status, self.settings.who, reason, !keep);
+    async fn fail<R: Source, W: Sink>(&self, c: &mut Peer<R, W>, e: &ProxyError, keep: bool) -> Outcome {
+        let r = error_reply(e.status, self.settings.who, &e.reason, !keep);
         let ok = c.w.write_bytes(&r).await.is_ok();
-        Outcome::reply(status, r.len(), keep && ok)
+        Outcome::reply(e.status, r.len(), keep && ok)
     }
 
-    async fn dial(&self, host: &str, port: u16) -> Result<TcpStream, (u16, String)> {
+    async fn dial(&self, host: &str, port: u16) -> Result<TcpStream, ProxyError> {
         let t = self.settings.timeouts;
-        let mut addrs = self
-            .resolver
-            .resolve(host, port)
-            .await
-            .map_err(|e| (502, format!("cannot resolve {host}: {e}")))?;
+        let mut addrs = self.resolver.resolve(host, port).await.map_err(|e| {
+            ProxyError::new(
+                Side::Upstream,
+                502,
+                "resolve_failed",
+                format!("cannot resolve {host}: {e}"),
+            )
+        })?;
         // On the addresses about to be dialled (no second lookup), before any
         // attempt: an open and a closed port answer alike.
         crate::forward::egress::admit(&self.settings.deny, self.settings.egress.as_ref(), host, &mut addrs).map_err(
             |r| {
                 tracing::info!("refused {host}:{port}: {r:?}");
-                (403, r.to_string())
+                ProxyError::new(Side::Requester, 403, "egress_refused", r.to_string())
             },
         )?;
         connect_any(&addrs, t.connect).await.map_err(|e| {
             if e.kind() == std::io::ErrorKind::TimedOut {
-                (
-                    504,
-                    format!(
-                        "origin {host}:{port} did not accept within {}",
-                        humantime::format_duration(t.connect)
-                    ),
-                )
+                let reason = format!(
+                    "origin {host}:{port} did not accept within {}",
+                    humantime::format_duration(t.connect)
+                );
+                ProxyError::new(Side::Upstream, 504, "connect_timeout", reason).retry(Retry::Safe)
             } else {
-                (502, format!("cannot connect to {host}:{port}: {e}"))
+                let reason = format!("cannot connect to {host}:{port}: {e}");
+                ProxyError::upstream_io(&e, "connect_failed", reason).retry(Retry::Safe)
             }
         })
     }
@@ -363,11 +358,12 @@ impl Proxy {
         if let Some(e) = &self.settings.egress
             && !e.connect_port_allowed(port)
         {
-            return self.fail(c, 403, &e.port_refusal(port), true).await;
+            let e = ProxyError::new(Side::Requester, 403, "egress_refused", e.port_refusal(port));
+            return self.fail(c, &e, true).await;
         }
         let tcp = match self.dial(&host, port).await {
             Ok(s) => s,
-            Err((status, reason)) => return self.fail(c, status, &reason, true).await,
+            Err(e) => return self.fail(c, &e, true).await,
         };
         if c.w
             .write_bytes(b"HTTP/1.1 200 Connection Established\r\n\r\n")
@@ -406,7 +402,8 @@ impl Proxy {
             Ok(b) => b,
             Err(e) => {
                 c.r.consume(head.len);
-                return self.fail(c, 400, e.reason(), false).await;
+                let e = ProxyError::new(Side::Requester, 400, "request_body_framing", e.reason());
+                return self.fail(c, &e, false).await;
             }
         };
         let client_close = head.wants_close(data) || head.minor_version == 0;
@@ -431,16 +428,13 @@ impl Proxy {
                     let (r, w) = msc_io::stream::split(s);
                     Origin { host, port, r, w }
                 }
-                Err((status, reason)) => {
-                    return self
-                        .fail(c, status, &reason, body == BodyLen::Empty && !client_close)
-                        .await;
-                }
+                Err(e) => return self.fail(c, &e, body == BodyLen::Empty && !client_close).await,
             },
         };
         if let Err(e) = conn.w.write_bytes(&out).await {
             if !reused {
-                return self.fail(c, 502, &format!("cannot send to origin: {e}"), false).await;
+                let e = ProxyError::upstream_io(&e, "send_failed", format!("cannot send to origin: {e}"));
+                return self.fail(c, &e, false).await;
             }
             // The kept connection died: one fresh attempt.
             match Box::pin(self.dial(&conn.host, port)).await {
@@ -454,10 +448,11 @@ impl Proxy {
                     };
                     reused = false;
                     if let Err(e) = conn.w.write_bytes(&out).await {
-                        return self.fail(c, 502, &format!("cannot send to origin: {e}"), false).await;
+                        let e = ProxyError::upstream_io(&e, "send_failed", format!("cannot send to origin: {e}"));
+                        return self.fail(c, &e, false).await;
                     }
                 }
-                Err((status, reason)) => return self.fail(c, status, &reason, false).await,
+                Err(e) => return self.fail(c, &e, false).await,
             }
         }
         let _ = reused;
@@ -479,19 +474,20 @@ impl Proxy {
         );
         let resp = match down {
             Ok(r) => r,
-            Err(RespError::Before(status, reason, _)) => {
+            Err(e) if !e.is_cut() => {
                 // A broken request body is the requester's fault: say so.
-                if let Err(BodyError::Framing(e)) = &up {
-                    return self.fail(c, 400, e.reason(), false).await;
+                if let Err(BodyError::Framing(b)) = &up {
+                    let e = ProxyError::new(Side::Requester, 400, "request_body_framing", b.reason());
+                    return self.fail(c, &e, false).await;
                 }
-                return self.fail(c, status, &reason, false).await;
+                return self.fail(c, &e, false).await;
             }
-            Err(RespError::During { status, sent, reason }) => {
-                tracing::debug!("response from {}:{port} failed midway: {reason}", conn.host);
+            Err(e) => {
+                tracing::debug!("response from {}:{port} failed midway: {}", conn.host, e.reason);
                 return Outcome {
-                    status,
+                    status: e.status,
                     up: up.as_ref().map_or(0, |n| *n),
-                    down: sent,
+                    down: e.sent,
                     keep_alive: false,
                     abort: true,
                 };
@@ -536,17 +532,6 @@ impl Proxy {
     }
 }
 
-pub(crate) enum RespError {
-    /// Nothing was sent to the client yet: answer with this status and
-    /// reason. The kind says what the upstream's fault was, for judging a
-    /// gateway; `None` when it says nothing about the upstream's health (it
-    /// was only slow to answer, or this machine ran out of resources).
-    Before(u16, String, Option<FailureKind>),
-    /// Part of the response went out (`sent` bytes); the client connection
-    /// must be aborted so the cut is visible.
-    During { status: u16, sent: u64, reason: String },
-}
-
 pub(crate) struct Response {
     pub status: u16,
     /// Bytes sent to the requester (heads included).
@@ -581,65 +566,50 @@ pub(crate) async fn relay_response<U: Source, K: Sink>(
     state: &RelayState,
     upstream: &str,
     limits: Limits,
-) -> Result<Response, RespError> {
+) -> Result<Response, ProxyError> {
     let mut sent = 0u64;
-    let during = |status: u16, sent: u64, reason: String| RespError::During { status, sent, reason };
     // An upstream that broke HTTP framing: answered 502 if nothing went out yet.
     let malformed = |sent: u64, e: msc_io::FramingError| {
         state.fail();
-        let reason = format!("invalid response from {upstream}: {}", e.reason());
-        if sent == 0 {
-            RespError::Before(502, reason, Some(FailureKind::Broken))
-        } else {
-            RespError::During {
-                status: 502,
-                sent,
-                reason,
-            }
-        }
+        ProxyError::new(
+            Side::Upstream,
+            502,
+            "upstream_malformed",
+            format!("invalid response from {upstream}: {}", e.reason()),
+        )
+        .fault(Some(FailureKind::Broken))
+        .retry(Retry::IfIdempotent)
+        .after(sent)
+    };
+    // Writing to the requester failed: it went away (or reset) mid-reply.
+    let requester_gone = |status: u16, sent: u64, e: std::io::Error| {
+        ProxyError::new(Side::Requester, status, "requester_gone", e.to_string()).after(sent)
     };
     // The request was just sent: its answer is coming.
     or.expect_data();
     loop {
-        let head = match state.guard(read_head_io(or, HEAD_WAIT_CAP, limits)).await {
-            Ok(Some(h)) => h,
-            Ok(None) if sent == 0 => {
+        let read = state.guard(async { Ok(read_response_head(or, HEAD_WAIT_CAP, limits).await) });
+        let head = match read.await {
+            Ok(Ok(Some(h))) => h,
+            Ok(Ok(None)) => {
                 state.fail();
-                return Err(RespError::Before(
-                    502,
-                    format!("{upstream} closed the connection without a response"),
-                    Some(FailureKind::Unreachable),
-                ));
+                return Err(ProxyError::closed_without_response(upstream).after(sent));
             }
-            Ok(None) => return Err(during(502, sent, format!("{upstream} closed"))),
+            Ok(Err(e)) => {
+                state.fail();
+                return Err(ProxyError::response_head(e, upstream, t.idle).after(sent));
+            }
+            // The relay's idle rule: nothing moved either way for `idle`.
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                state.fail();
+                return Err(ProxyError::response_head(HeadReadError::Timeout, upstream, t.idle).after(sent));
+            }
+            // The other direction failed (the request body could not be sent).
             Err(e) => {
                 state.fail();
-                let status = if e.kind() == std::io::ErrorKind::TimedOut {
-                    504
-                } else {
-                    502
-                };
-                let reason = match e.kind() {
-                    std::io::ErrorKind::TimedOut => {
-                        format!(
-                            "{upstream} did not answer within {}",
-                            humantime::format_duration(t.idle)
-                        )
-                    }
-                    _ => format!("invalid response from {upstream}: {e}"),
-                };
-                let fault = if e.kind() == std::io::ErrorKind::TimedOut {
-                    None
-                } else if e.get_ref().is_some_and(|i| i.is::<msc_io::HeadError>()) {
-                    Some(FailureKind::Broken)
-                } else {
-                    classify_io(&e)
-                };
-                return Err(if sent == 0 {
-                    RespError::Before(status, reason, fault)
-                } else {
-                    during(status, sent, reason)
-                });
+                let reason = format!("{upstream}: {e}");
+                let e = ProxyError::upstream_io(&e, "upstream_io", reason).retry(Retry::IfIdempotent);
+                return Err(e.after(sent));
             }
         };
         let data = or.data();
@@ -664,7 +634,7 @@ pub(crate) async fn relay_response<U: Source, K: Sink>(
                 state
                     .guard(cw.write_bytes(&out))
                     .await
-                    .map_err(|e| during(502, sent, e.to_string()))?;
+                    .map_err(|e| requester_gone(502, sent, e))?;
                 sent += out.len() as u64;
             }
             ResponseKind::Upgrade => {
@@ -674,7 +644,7 @@ pub(crate) async fn relay_response<U: Source, K: Sink>(
                 state
                     .guard(cw.write_bytes(&out))
                     .await
-                    .map_err(|e| during(502, sent, e.to_string()))?;
+                    .map_err(|e| requester_gone(502, sent, e))?;
                 return Ok(Response {
                     status: head.status,
                     bytes: sent + out.len() as u64,
@@ -708,11 +678,12 @@ pub(crate) async fn relay_response<U: Source, K: Sink>(
                 state
                     .guard(cw.write_bytes(&out))
                     .await
-                    .map_err(|e| during(head.status, sent, e.to_string()))?;
+                    .map_err(|e| requester_gone(head.status, sent, e))?;
                 sent += out.len() as u64;
-                let n = forward_body(or, cw, &mut tracker, state)
-                    .await
-                    .map_err(|e| during(head.status, sent, e.to_string()))?;
+                let n = forward_body(or, cw, &mut tracker, state).await.map_err(|e| {
+                    // Cut mid-body: whichever side broke it, the reply is cut.
+                    ProxyError::new(Side::Upstream, head.status, "cut", e.to_string()).after(sent)
+                })?;
                 return Ok(Response {
                     status: head.status,
                     bytes: sent + n,
@@ -722,25 +693,5 @@ pub(crate) async fn relay_response<U: Source, K: Sink>(
                 });
             }
         }
-    }
-}
-
-/// Reads a response head; malformed heads and timeouts become I/O errors.
-async fn read_head_io<U: Source>(
-    or: &mut U,
-    wait: Duration,
-    limits: Limits,
-) -> std::io::Result<Option<msc_io::ResponseHead>> {
-    match read_response_head(or, wait, limits).await {
-        Ok(h) => Ok(h),
-        Err(HeadReadError::Timeout) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "timeout")),
-        // The HeadError itself inside: the caller tells a malformed head
-        // (a broken upstream) from a failed TLS record.
-        Err(HeadReadError::Head(e)) => Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
-        Err(HeadReadError::Truncated) => Err(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            "closed in the middle of the response head",
-        )),
-        Err(HeadReadError::Io(e)) => Err(e),
     }
 }
