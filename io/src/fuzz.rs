@@ -294,13 +294,8 @@ mod tests {
     /// Deterministic mutations of the seeds: bit flips, byte sets, splices,
     /// truncations and duplications, so the tests reach past the first line.
     pub(crate) fn mutations(seeds: &[&[u8]], count: usize, mut f: impl FnMut(&[u8])) {
-        let mut rng = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = move || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0x2545_F491_4F6C_DD1D);
+        let mut next = move || rand::Rng::random::<u64>(&mut rng);
         for s in seeds {
             f(s);
         }

@@ -93,13 +93,8 @@ mod tests {
 
     #[test]
     fn bypass_seeds_and_mutations() {
-        let mut rng = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = move || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0x2545_F491_4F6C_DD1D);
+        let mut next = move || rand::Rng::random::<u64>(&mut rng);
         let pick = |r: u64, n: usize| usize::try_from(r % (n as u64).max(1)).unwrap_or(0);
         const CHARS: &[char] = &[
             '*', '?', '.', ':', '/', '[', ']', '\n', '0', 'f', '%', ' ', 'é', '\u{0}', '<', '"',
