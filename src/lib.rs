@@ -11,6 +11,7 @@
 //!   and the pure ranking.
 //!
 //! Off the data path:
+//! - [`agent`]: beside the client: proxy-settings enforcement.
 //! - [`control`]: the control-plane thread: probes, ranking rounds, the
 //!   control API (PAC, status).
 //! - [`config`]: configuration files, raw and validated.
@@ -22,6 +23,7 @@
 //! does (config, resolution of gateway names, logging I/O) lives elsewhere.
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod app;
 pub mod cli;
 pub mod client;
