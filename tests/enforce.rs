@@ -826,3 +826,33 @@ fn headless_firefox_obeys_the_enterprise_policy() {
     c.gateway.wait_stderr(&format!("GET {url} 404"));
     assert!(shot.exists(), "firefox wrote no screenshot");
 }
+
+#[test]
+fn settings_from_config_translate_the_bypass_list_to_no_proxy() {
+    let env = Env::new();
+    let text = std::fs::read_to_string(env.path("client.toml"))
+        .unwrap()
+        .replace("http_port = 0", "http_port = 3128")
+        .replace("https_port = 0", "https_port = 3129")
+        .replace(
+        "[[servers]]",
+        "[pac]\nbypass = [\"intranet.example\", \"*.corp.example\", \"10.0.0.0/8\", \"http://wiki.example/*\", \"build-*.example\"]\n\n[[servers]]",
+    );
+    let cfg = msc::config::client::ClientConfig::from_text(&env.path("client.toml"), &text).unwrap();
+    let s = Settings::from_config(&cfg).unwrap();
+    assert_eq!(s.pac_url, "http://127.0.0.1:27778/proxy.pac");
+    assert_eq!(s.http_proxy.as_deref(), Some("http://127.0.0.1:3128"));
+    assert_eq!(s.https_proxy.as_deref(), Some("http://127.0.0.1:3129"));
+    assert_eq!(
+        s.no_proxy,
+        [
+            "localhost",
+            "127.0.0.1",
+            "::1",
+            "intranet.example",
+            "corp.example",
+            "10.0.0.0/8"
+        ]
+    );
+    assert_eq!(s.no_proxy_skipped, ["http://wiki.example/*", "build-*.example"]);
+}
