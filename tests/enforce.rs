@@ -825,6 +825,30 @@ fn headless_firefox_obeys_the_enterprise_policy() {
     );
     c.gateway.wait_stderr(&format!("GET {url} 404"));
     assert!(shot.exists(), "firefox wrote no screenshot");
+    // https: the CONNECT reaches the gateway. The page is Firefox's
+    // certificate warning (the test origin's certificate is for localhost),
+    // on which a screenshot never completes: Firefox is stopped once the
+    // gateway has logged the tunnel.
+    let mut ff = Command::new("timeout")
+        .args(["120", "unshare", "-m", "--", "sh", "-c", script, "sh"])
+        .args([
+            &dist.display().to_string(),
+            &profile.display().to_string(),
+            &c.env.p("shot-https.png"),
+            &c.https_url(),
+        ])
+        .env("HOME", c.env.p("home"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let connected = std::panic::catch_unwind(|| {
+        c.gateway.wait_stderr(&format!("CONNECT {HOST}:{} 200", c.tls_port));
+    });
+    let _ = Command::new("kill").args(["-TERM", &ff.id().to_string()]).status();
+    let _ = ff.wait();
+    assert!(connected.is_ok(), "no CONNECT at the gateway:\n{}", c.gateway.stderr());
 }
 
 #[test]

@@ -115,6 +115,11 @@ impl Files {
         }
     }
 
+    /// Recorded files (root-relative) for which `pick` is true.
+    pub fn recorded(&self, pick: impl Fn(&str) -> bool) -> Vec<String> {
+        self.state.originals.keys().filter(|k| pick(k)).cloned().collect()
+    }
+
     pub fn original(&self, rel: &str) -> Option<&Original> {
         self.state.originals.get(rel)
     }

@@ -130,7 +130,19 @@ impl Backend for Firefox {
     }
 
     fn remove(&self, cx: &mut Cx<'_>) -> anyhow::Result<()> {
-        for rel in targets(cx.root()) {
+        // Every file msc wrote, also in an installation removed since.
+        let mut all = targets(cx.root());
+        for r in cx.files.recorded(|r| {
+            r == SYSTEM_FILE
+                || INSTALL_DIRS
+                    .iter()
+                    .any(|d| r == format!("{d}/distribution/policies.json"))
+        }) {
+            if !all.contains(&r) {
+                all.push(r);
+            }
+        }
+        for rel in all {
             let Some(orig) = cx.files.original(&rel).cloned() else {
                 continue;
             };
