@@ -880,3 +880,90 @@ fn settings_from_config_translate_the_bypass_list_to_no_proxy() {
     );
     assert_eq!(s.no_proxy_skipped, ["http://wiki.example/*", "build-*.example"]);
 }
+
+/// msc runs as root; a logged-in user's session is another uid's bus, and
+/// msc reads and writes it as that user (setpriv, the user's home from the
+/// password database). A private mount namespace supplies the user
+/// (`/etc/passwd` bound over with one more entry).
+#[test]
+fn gnome_session_of_another_uid_is_set_as_that_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path();
+    std::fs::set_permissions(t, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let root = t.join("root");
+    let uid = 4242;
+    let runtime = root.join(format!("run/user/{uid}"));
+    std::fs::create_dir_all(&runtime).unwrap();
+    std::fs::create_dir_all(t.join("home")).unwrap();
+    for p in [&runtime, &t.join("home")] {
+        run_ok(Command::new("chown").arg(format!("{uid}:{uid}")).arg(p));
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap()
+        + &format!("mscuser:x:{uid}:{uid}::{}:/bin/sh\n", t.join("home").display());
+    std::fs::write(t.join("passwd"), passwd).unwrap();
+    let env = Env::new();
+    let cfg = env.client_toml(
+        "enforce",
+        "127.0.0.1:8443".parse().unwrap(),
+        "client.pem",
+        "client-key.pem",
+        &format!("[enforce]\nbackends = [\"gnome\"]\ninterval = \"1s\"\npac_url = \"{PAC}\"\n"),
+    );
+    let script = r#"
+set -e
+T="$1"; R="$2"; CFG="$3"; U=4242
+mount --bind "$T/passwd" /etc/passwd
+BUS="unix:path=$R/run/user/$U/bus"
+as_user() {
+  setpriv --reuid=$U --regid=$U --clear-groups env -i HOME="$T/home" PATH="$PATH" \
+    XDG_RUNTIME_DIR="$R/run/user/$U" DBUS_SESSION_BUS_ADDRESS="$BUS" GSETTINGS_BACKEND=dconf "$@"
+}
+as_user dbus-daemon --session --nofork --nopidfile --address="$BUS" --print-address=1 > "$T/bus.addr" 2>/dev/null &
+bus=$!
+i=0
+while [ ! -s "$T/bus.addr" ]; do i=$((i+1)); [ $i -lt 400 ] || { echo "no bus"; exit 9; }; sleep 0.05; done
+as_user gsettings set org.gnome.system.proxy mode manual
+"$MSC" enforce --config "$CFG" --root "$R" > "$T/enforce.out" 2> "$T/enforce.err" &
+loop=$!
+i=0
+while ! grep -q ready "$T/enforce.out"; do i=$((i+1)); [ $i -lt 400 ] || { echo "no ready"; exit 9; }; sleep 0.05; done
+echo "mode=$(as_user gsettings get org.gnome.system.proxy mode)"
+as_user gsettings set org.gnome.system.proxy mode none
+i=0
+while ! grep -q "drift: gnome" "$T/enforce.err"; do i=$((i+1)); [ $i -lt 400 ] || { echo "no drift line"; exit 9; }; sleep 0.05; done
+grep "drift: gnome" "$T/enforce.err"
+echo "restored=$(as_user gsettings get org.gnome.system.proxy mode)"
+kill $loop; wait $loop || true
+"$MSC" enforce --remove --config "$CFG" --root "$R" > /dev/null
+echo "removed=$(as_user gsettings get org.gnome.system.proxy mode)"
+echo "owner=$(stat -c %u "$T/home/.config/dconf/user")"
+kill $bus
+"#;
+    let vars = vec![("MSC".to_string(), MSC.to_string())];
+    let out = in_namespace(
+        script,
+        &[
+            &t.display().to_string(),
+            &root.display().to_string(),
+            cfg.to_str().unwrap(),
+        ],
+        &vars,
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    for want in [
+        "mode='auto'\n".to_string(),
+        format!("uid {uid}: org.gnome.system.proxy mode was 'none': restored"),
+        "restored='auto'\n".into(),
+        "removed='manual'\n".into(),
+        // The user's own database, still theirs.
+        format!("owner={uid}\n"),
+    ] {
+        assert!(
+            text.contains(&want),
+            "no '{}' in:\n{text}\n{}",
+            want.trim(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
