@@ -607,6 +607,7 @@ set -e
 mount --bind "$1/etc/dconf" /etc/dconf
 dbus-daemon --session --nofork --nopidfile --address="$DBUS_SESSION_BUS_ADDRESS" --print-address=1 > "$3/bus.addr" &
 bus=$!
+trap 'kill $bus 2>/dev/null || true' EXIT
 i=0
 while [ ! -s "$3/bus.addr" ]; do i=$((i+1)); [ $i -lt 400 ] || { echo "no bus"; exit 9; }; sleep 0.05; done
 gsettings set org.gnome.system.proxy mode manual
@@ -619,7 +620,6 @@ echo "after=$(gsettings get org.gnome.system.proxy mode)"
 "$MSC" enforce --remove --config "$2" --root "$1"
 echo "removed=$(gsettings get org.gnome.system.proxy mode)"
 echo "writable-after=$(gsettings writable org.gnome.system.proxy mode)"
-kill $bus
 "#;
     let mut vars = Session::vars(dir.path(), &root);
     vars.push(("MSC".into(), MSC.into()));
@@ -919,8 +919,11 @@ as_user() {
   setpriv --reuid=$U --regid=$U --clear-groups env -i HOME="$T/home" PATH="$PATH" \
     XDG_RUNTIME_DIR="$R/run/user/$U" DBUS_SESSION_BUS_ADDRESS="$BUS" GSETTINGS_BACKEND=dconf "$@"
 }
-as_user dbus-daemon --session --nofork --nopidfile --address="$BUS" --print-address=1 > "$T/bus.addr" 2>/dev/null &
+setpriv --reuid=$U --regid=$U --clear-groups env -i HOME="$T/home" PATH="$PATH" XDG_RUNTIME_DIR="$R/run/user/$U" \
+  dbus-daemon --session --nofork --nopidfile --address="$BUS" --print-address=1 > "$T/bus.addr" 2>/dev/null &
 bus=$!
+loop=
+trap 'kill $bus $loop 2>/dev/null || true' EXIT
 i=0
 while [ ! -s "$T/bus.addr" ]; do i=$((i+1)); [ $i -lt 400 ] || { echo "no bus"; exit 9; }; sleep 0.05; done
 as_user gsettings set org.gnome.system.proxy mode manual
@@ -935,10 +938,10 @@ while ! grep -q "drift: gnome" "$T/enforce.err"; do i=$((i+1)); [ $i -lt 400 ] |
 grep "drift: gnome" "$T/enforce.err"
 echo "restored=$(as_user gsettings get org.gnome.system.proxy mode)"
 kill $loop; wait $loop || true
+loop=
 "$MSC" enforce --remove --config "$CFG" --root "$R" > /dev/null
 echo "removed=$(as_user gsettings get org.gnome.system.proxy mode)"
 echo "owner=$(stat -c %u "$T/home/.config/dconf/user")"
-kill $bus
 "#;
     let vars = vec![("MSC".to_string(), MSC.to_string())];
     let out = in_namespace(
