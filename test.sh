@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test suite, on a fresh machine: installs what the tests drive (curl,
-# pactester, openssl, prlimit/setpriv; Debian packages, as root or with sudo),
+# pactester, openssl, prlimit/setpriv, dconf/gsettings, chromium, firefox-esr;
+# Debian packages, as root or with sudo),
 # then runs `cargo test --workspace` on both monoio drivers (io_uring, then
 # epoll with MONOIO_FORCE_LEGACY_DRIVER=1). `.ci/run` calls exactly this.
 set -euo pipefail
@@ -13,6 +14,17 @@ command -v gcc >/dev/null || need+=(gcc)
 command -v openssl >/dev/null || need+=(openssl)
 # prlimit and setpriv (tests/security.rs: a low descriptor limit, a second uid).
 { command -v prlimit && command -v setpriv; } >/dev/null || need+=(util-linux)
+# tests/enforce.rs: dconf/gsettings on a private session bus (dbus-daemon,
+# dconf-service, the org.gnome.system.proxy schema), and the browsers that
+# must obey the policies msc writes (headless; about 30 s + 15 s of apt).
+command -v dconf >/dev/null || need+=(dconf-cli)
+command -v gsettings >/dev/null || need+=(libglib2.0-bin)
+[ -e /usr/share/dbus-1/services/ca.desrt.dconf.service ] || need+=(dconf-service dconf-gsettings-backend)
+[ -e /usr/share/glib-2.0/schemas/org.gnome.system.proxy.gschema.xml ] || need+=(gsettings-desktop-schemas)
+command -v dbus-daemon >/dev/null || need+=(dbus-daemon)
+{ command -v mount && command -v timeout; } >/dev/null || need+=(mount coreutils)
+command -v chromium >/dev/null || need+=(chromium)
+command -v firefox-esr >/dev/null || need+=(firefox-esr)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

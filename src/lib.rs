@@ -11,6 +11,7 @@
 //!   and the pure ranking.
 //!
 //! Off the data path:
+//! - [`agent`]: beside the client: proxy-settings enforcement.
 //! - [`control`]: the control-plane thread: probes, ranking rounds, the
 //!   control API (PAC, status).
 //! - [`config`]: configuration files, raw and validated.
@@ -28,6 +29,7 @@
 // The allocator is the binary's (src/main.rs); a package-level dependency all the same.
 use mimalloc as _;
 
+pub mod agent;
 pub mod app;
 pub mod cli;
 pub mod client;

@@ -1,6 +1,7 @@
 //! Command-line interface.
 
 pub mod demo;
+pub mod enforce;
 pub mod origin;
 pub mod pki;
 pub mod status;
@@ -73,6 +74,20 @@ enum Cmd {
         /// Print the raw JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Keep the machine's proxy settings pointed at the client (docs/enforcement.md).
+    Enforce {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Apply once and exit (default: keep checking every enforce.interval).
+        #[arg(long, conflicts_with = "remove")]
+        once: bool,
+        /// Remove everything msc applied and exit.
+        #[arg(long)]
+        remove: bool,
+        /// The root the settings are written under (tests, images).
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
     },
     /// Run the built-in origin server (demo page and test endpoints).
     Origin {
@@ -307,6 +322,21 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 print!("{}", crate::cli::status::render(&body)?);
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Enforce {
+            config,
+            once,
+            remove,
+            root,
+        } => {
+            let mode = if remove {
+                enforce::Mode::Remove
+            } else if once {
+                enforce::Mode::Once
+            } else {
+                enforce::Mode::Loop
+            };
+            enforce::run(&config, &root, mode)
         }
         Cmd::Origin { listen, workers } => {
             let pool = app::blocking_pool();

@@ -32,6 +32,8 @@ struct Raw {
     pool: RawPool,
     #[serde(default)]
     selection: RawSelection,
+    #[serde(default)]
+    enforce: super::enforce::RawEnforce,
 }
 
 #[derive(Deserialize, Default)]
@@ -233,6 +235,8 @@ pub struct ClientConfig {
     pub log_all: bool,
     pub pool: PoolConfig,
     pub selection: Selection,
+    /// Proxy-settings enforcement (`[enforce]`, docs/enforcement.md).
+    pub enforce: super::enforce::EnforceConfig,
 }
 
 impl ClientConfig {
@@ -488,6 +492,7 @@ fn validate(file: &Path, raw: Raw) -> Result<ClientConfig, ConfigError> {
     }
     let selection = selection(&c, &raw.selection)?;
     let driver = c.driver(raw.runtime.driver.as_deref())?;
+    let enforce = super::enforce::validate(&c, raw.enforce)?;
     Ok(ClientConfig {
         file: file.to_path_buf(),
         workers,
@@ -504,6 +509,7 @@ fn validate(file: &Path, raw: Raw) -> Result<ClientConfig, ConfigError> {
         log_all,
         pool,
         selection,
+        enforce,
     })
 }
 

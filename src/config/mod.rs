@@ -3,6 +3,7 @@
 //! `FILE: KEY: REASON`.
 
 pub mod client;
+pub mod enforce;
 pub mod gateway;
 
 use std::fmt;

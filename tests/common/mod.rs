@@ -596,3 +596,77 @@ pub fn mtls(env: &Env, gw: SocketAddr) -> rustls::StreamOwned<rustls::ClientConn
     let conn = rustls::ClientConnection::new(cfg, name).unwrap();
     rustls::StreamOwned::new(conn, tcp(gw))
 }
+
+impl Env {
+    /// Starts a gateway (the generated config) under `wrapper` (for example
+    /// `unshare -m -- sh -c '...' ...` for a private mount namespace).
+    pub fn gateway_wrapped(&self, name: &str, wrapper: &[&str]) -> (Proc, SocketAddr) {
+        let base = std::fs::read_to_string(self.path("gateway.toml")).unwrap();
+        let f = self.write(&format!("{name}.toml"), &base.replace("workers = 0", "workers = 2"));
+        let p = Proc::start_wrapped(
+            wrapper,
+            &["gateway", "--config", f.to_str().unwrap()],
+            self.dir.path(),
+            name,
+        );
+        let a = p.addr_after("listening on ");
+        (p, a)
+    }
+}
+
+/// A third-party program (not msc) started for a test, ready once its
+/// output (stdout and stderr, merged) shows a line containing a marker;
+/// killed on drop.
+pub struct Daemon {
+    pub child: Child,
+    pub ready_line: String,
+}
+
+impl Daemon {
+    pub fn start(cmd: &mut Command, ready: &str) -> Daemon {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?} (is it installed? test.sh installs it): {e}"));
+        let (tx, rx) = mpsc::channel();
+        for r in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            // Reads to the end even when nobody listens any more: a closed
+            // pipe would kill the program (SIGPIPE) at its next log line.
+            std::thread::spawn(move || {
+                for line in BufReader::new(r).lines() {
+                    let Ok(line) = line else { break };
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        let deadline = Instant::now() + WAIT;
+        let mut seen = Vec::new();
+        let ready_line = loop {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(l) if l.contains(ready) => break l,
+                Ok(l) => seen.push(l),
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!(
+                        "{cmd:?} did not print '{ready}' within {WAIT:?}; output:\n{}",
+                        seen.join("\n")
+                    );
+                }
+            }
+        };
+        Daemon { child, ready_line }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
