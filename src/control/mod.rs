@@ -72,7 +72,18 @@ pub struct State {
     last_failure: Vec<Option<Failure>>,
     /// When a local resource error (out of descriptors...) was last logged.
     local_logged: Option<Instant>,
+    /// The latest request that went DIRECT: when, and its access-log route.
+    last_direct: Option<(Instant, &'static str)>,
+    /// When workers last reported requests that found no gateway reachable
+    /// (before the control plane judged them unavailable)...
+    last_unreachable: Option<Instant>,
+    /// ... and when a gateway was last reached (a tunnel or a probe).
+    last_reached: Option<Instant>,
 }
+
+/// A data-path report of unreachable gateways counts in the status for this
+/// long, unless a gateway is reached since.
+const UNREACHABLE_FRESH: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Serialize)]
 pub struct SlotStatus {
@@ -114,6 +125,15 @@ pub struct LastSwitch {
     pub seconds_ago: f64,
 }
 
+/// The latest request relayed DIRECT (unscanned).
+#[derive(Debug, Serialize)]
+pub struct LastDirect {
+    /// Its access-log route: `direct:on-premise`,
+    /// `direct:fail-open:unavailable` or `direct:fail-open:unreachable`.
+    pub route: &'static str,
+    pub seconds_ago: f64,
+}
+
 /// `GET /status`.
 #[derive(Debug, Serialize)]
 pub struct Status {
@@ -134,10 +154,14 @@ pub struct Status {
     /// Where browser traffic goes right now: `gateway`, `direct:on-premise`,
     /// `direct:fail-open` (no gateway reachable), `refused:fail-closed`, or
     /// `refused:untrusted` (a gateway failed authentication or answered
-    /// wrongly: never DIRECT).
+    /// wrongly: never DIRECT). "No gateway reachable" is either the control
+    /// plane's judgement or, in the first seconds of an outage, the workers'
+    /// report that their requests found no gateway reachable.
     pub traffic: &'static str,
     /// What is wrong, in one line, when traffic is not going through a gateway.
     pub error: Option<String>,
+    /// The latest request that went DIRECT, if any did.
+    pub last_direct: Option<LastDirect>,
 }
 
 impl State {
@@ -207,8 +231,33 @@ impl State {
             }),
             direct: self.direct,
             tls: self.tls,
-            traffic: traffic_route(&routing, self.cfg.fail_open),
-            error: (routing.none_available && !routing.direct_on_premise).then(|| routing.unavailable_reason()),
+            traffic: traffic_route(&routing, self.cfg.fail_open, self.data_path_unreachable()),
+            error: self.traffic_error(&routing),
+            last_direct: self.last_direct.map(|(at, route)| LastDirect {
+                route,
+                seconds_ago: at.elapsed().as_secs_f64(),
+            }),
+        }
+    }
+
+    /// Whether workers recently found no gateway reachable and none was reached since.
+    fn data_path_unreachable(&self) -> bool {
+        self.last_unreachable
+            .is_some_and(|t| t.elapsed() < UNREACHABLE_FRESH && self.last_reached.is_none_or(|r| r < t))
+    }
+
+    fn traffic_error(&self, routing: &Routing) -> Option<String> {
+        if routing.direct_on_premise {
+            None
+        } else if routing.none_available {
+            Some(routing.unavailable_reason())
+        } else if self.data_path_unreachable() {
+            Some(format!(
+                "requests found no gateway reachable: {}",
+                routing.unavailable_reason()
+            ))
+        } else {
+            None
         }
     }
 
@@ -289,14 +338,33 @@ impl State {
                 self.tls.resumed += tls.resumed;
                 self.direct.on_premise += direct.on_premise;
                 self.direct.fail_open += direct.fail_open;
+                self.direct.fail_open_unreachable += direct.fail_open_unreachable;
                 self.direct.fail_closed += direct.fail_closed;
+                self.direct.fail_closed_unreachable += direct.fail_closed_unreachable;
                 self.direct.refused_untrusted += direct.refused_untrusted;
-                // Traffic outcomes feed reputation and fail-over; latency comes
-                // from probes so that every gateway is measured the same way.
-                // Failures were already reported one by one (`Failed`).
+                let route = if direct.fail_open_unreachable > 0 {
+                    Some("direct:fail-open:unreachable")
+                } else if direct.fail_open > 0 {
+                    Some("direct:fail-open:unavailable")
+                } else if direct.on_premise > 0 {
+                    Some("direct:on-premise")
+                } else {
+                    None
+                };
+                if let Some(route) = route {
+                    self.last_direct = Some((now, route));
+                }
+                if direct.fail_open_unreachable + direct.fail_closed_unreachable > 0 {
+                    self.last_unreachable = Some(now);
+                } else if gateways.iter().any(|g| g.ok > 0) {
+                    self.last_reached = Some(now);
+                }
+                // Tunnel set-up latencies go into each gateway's traffic
+                // window (see docs/ranking.md, Score); failures were already
+                // reported one by one (`Failed`).
                 for (i, g) in gateways.iter().enumerate() {
                     if g.ok > 0 {
-                        let sw = self.ranker.merge_outcomes(i, g.ok, 0, now);
+                        let sw = self.ranker.merge_traffic(i, &g.setup_us, 0, now);
                         if sw.is_some() {
                             self.switched(sw);
                         }
@@ -324,6 +392,7 @@ impl State {
                 if let Some(f) = self.last_failure.get_mut(gw) {
                     *f = None;
                 }
+                self.last_reached = Some(now);
                 SampleOutcome::Ok(d)
             }
             Err(probe::ProbeError { kind: None, reason }) => {
@@ -466,6 +535,9 @@ async fn run(
         ranker,
         last_failure: vec![None; n_gateways],
         local_logged: None,
+        last_direct: None,
+        last_unreachable: None,
+        last_reached: None,
     }));
     state.borrow().publish();
 
@@ -587,8 +659,12 @@ fn start_probing(state: &Rc<RefCell<State>>, stop: &flume::Receiver<()>) {
                 st.borrow_mut().set_addrs(i, addrs.clone());
                 let res = probe::probe(&gw, &addrs, tls.clone(), t.connect, t.handshake).await;
                 st.borrow_mut().probed(i, res, Evidence::Probe);
+                // The regular interval while healthy; after a failure, and
+                // while a gateway works its way back, a short back-off
+                // (docs/ranking.md, Probe schedule).
+                let next = st.borrow().ranker.probe_delay(i, interval);
                 monoio::select! {
-                    _ = monoio::time::sleep(jitter.around(interval)) => {},
+                    _ = monoio::time::sleep(jitter.around(next)) => {},
                     _ = stop.recv_async() => return,
                 }
             }
@@ -627,11 +703,12 @@ fn start_probing(state: &Rc<RefCell<State>>, stop: &flume::Receiver<()>) {
     });
 }
 
-/// Where browser traffic goes under `routing` (see [`Status::traffic`]).
-fn traffic_route(routing: &Routing, fail_open: bool) -> &'static str {
+/// Where browser traffic goes under `routing` (see [`Status::traffic`]);
+/// `unreachable`: the data path recently found no gateway reachable.
+fn traffic_route(routing: &Routing, fail_open: bool, unreachable: bool) -> &'static str {
     if routing.direct_on_premise {
         "direct:on-premise"
-    } else if !routing.none_available {
+    } else if !routing.none_available && !unreachable {
         "gateway"
     } else if !routing.direct_permitted {
         "refused:untrusted"
