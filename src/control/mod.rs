@@ -79,6 +79,9 @@ pub struct State {
     last_unreachable: Option<Instant>,
     /// ... and when a gateway was last reached (a tunnel or a probe).
     last_reached: Option<Instant>,
+    /// Per gateway: wakes its probe loop to re-plan (after a failure seen
+    /// elsewhere, its next probe is due on the back-off, not the interval).
+    probe_wake: Vec<flume::Sender<()>>,
 }
 
 /// A data-path report of unreachable gateways counts in the status for this
@@ -379,6 +382,7 @@ impl State {
                 let sw = self
                     .ranker
                     .record(gateway, SampleOutcome::Failed, Evidence::Traffic, now);
+                self.wake_probe(gateway);
                 self.switched(sw);
             }
         }
@@ -405,12 +409,22 @@ impl State {
             }) => {
                 tracing::info!("probe of gateway {} failed: {reason}", self.name(gw));
                 self.failed(gw, kind, format!("probe failed: {reason}"));
+                if source != Evidence::Probe {
+                    self.wake_probe(gw);
+                }
                 SampleOutcome::Failed
             }
         };
         let sw = self.ranker.record(gw, outcome, source, now);
         if sw.is_some() {
             self.switched(sw);
+        }
+    }
+
+    /// Has `gw`'s probe loop re-plan its next probe now.
+    fn wake_probe(&self, gw: usize) {
+        if let Some(w) = self.probe_wake.get(gw) {
+            let _ = w.try_send(());
         }
     }
 
@@ -538,6 +552,7 @@ async fn run(
         last_direct: None,
         last_unreachable: None,
         last_reached: None,
+        probe_wake: Vec::new(),
     }));
     state.borrow().publish();
 
@@ -652,6 +667,8 @@ fn start_probing(state: &Rc<RefCell<State>>, stop: &flume::Receiver<()>) {
         let gw = gateways[i].clone();
         let mut jitter = probe::Jitter::new(seed ^ ((i as u64 + 1) * 0x9E37_79B9));
         let interval = sel.probe_interval;
+        let (wake_tx, wake) = flume::bounded::<()>(1);
+        state.borrow_mut().probe_wake.push(wake_tx);
         monoio::spawn(async move {
             // The first probe runs at once, in parallel for every gateway.
             loop {
@@ -659,13 +676,22 @@ fn start_probing(state: &Rc<RefCell<State>>, stop: &flume::Receiver<()>) {
                 st.borrow_mut().set_addrs(i, addrs.clone());
                 let res = probe::probe(&gw, &addrs, tls.clone(), t.connect, t.handshake).await;
                 st.borrow_mut().probed(i, res, Evidence::Probe);
+                let last = Instant::now();
                 // The regular interval while healthy; after a failure, and
                 // while a gateway works its way back, a short back-off
-                // (docs/ranking.md, Probe schedule).
-                let next = st.borrow().ranker.probe_delay(i, interval);
-                monoio::select! {
-                    _ = monoio::time::sleep(jitter.around(next)) => {},
-                    _ = stop.recv_async() => return,
+                // (docs/ranking.md, Probe schedule). A failure seen by the
+                // data path or the keep-alive wakes the loop to re-plan.
+                loop {
+                    let next = jitter.around(st.borrow().ranker.probe_delay(i, interval));
+                    let wait = (last + next).saturating_duration_since(Instant::now());
+                    if wait.is_zero() {
+                        break;
+                    }
+                    monoio::select! {
+                        _ = monoio::time::sleep(wait) => break,
+                        w = wake.recv_async() => if w.is_err() { return },
+                        _ = stop.recv_async() => return,
+                    }
                 }
             }
         });

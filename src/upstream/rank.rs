@@ -679,9 +679,12 @@ impl Gateway {
         }
     }
 
-    /// Counts a batch of outcomes into the streaks: any failure ends a
-    /// success streak (and counts as one more failure in a row, however
-    /// many it held); successes without a failure extend it.
+    /// Counts outcomes into the streaks: any failure ends a success streak
+    /// (and counts as one more failure in a row, however many it held);
+    /// successes without a failure extend it. Only single, timely samples
+    /// ([`Ranker::record`]) bring successes here: merged worker reports can
+    /// be a second old, and successes from before an outage must not
+    /// re-admit a gateway after it.
     fn streaks(&mut self, successes: u64, failures: u64) {
         if failures > 0 {
             self.ok_streak = 0;
@@ -857,7 +860,9 @@ impl Ranker {
             g.window.fail(k, failures);
         }
         g.reputation.update(successes, failures, now, cfg);
-        g.streaks(successes, failures);
+        // A worker's batch may be a second old: its successes may predate an
+        // outage, so only its failures count in the streaks (see `streaks`).
+        g.streaks(0, failures);
         let attempts = successes.saturating_add(failures) as f64;
         let failing = failures > 0 && failures as f64 >= cfg.traffic_failover_ratio * attempts;
         if failing {
@@ -1571,6 +1576,25 @@ mod tests {
             fail(&mut r, 0, Evidence::Probe, c.s(t));
         }
         assert_eq!(r.status(c.s(t))[0].readmit_after, Some(3));
+    }
+
+    #[test]
+    fn late_traffic_successes_do_not_readmit() {
+        let c = Clock::new();
+        let mut r = Ranker::new(1, RankConfig::default(), c.s(0.0));
+        for i in 0..8 {
+            fail(&mut r, 0, Evidence::Traffic, c.s(f64::from(i) * 0.1));
+        }
+        assert_eq!(r.current(), None);
+        // A worker's report of set-ups from before the outage arrives late.
+        assert_eq!(r.merge_traffic(0, &hist(&[(1_000, 6)]), 0, c.s(1.0)), None);
+        let st = r.status(c.s(1.0));
+        assert_eq!((st[0].state, st[0].ok_streak), (GatewayState::Unavailable, 0));
+        // Failures in a report do end a streak.
+        ok(&mut r, 0, 1, c.s(2.0));
+        r.merge_traffic(0, &hist(&[]), 1, c.s(2.5));
+        assert_eq!(r.status(c.s(2.5))[0].ok_streak, 0);
+        assert_eq!(r.probe_delay(0, Duration::from_secs(30)), Duration::from_secs(1));
     }
 
     #[test]
