@@ -197,6 +197,10 @@ fn killed_gateway_fail_closed_the_very_next_requests_get_503_never_502() {
 /// and a few seconds more, restarts it on the same port, and measures how
 /// long until a request goes through it again. Every answer meanwhile is the
 /// configured policy's, never a 502.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "test: paces its requests during a deliberate outage; every loop is bounded"
+)]
 fn back_after_restart(fail_open: bool) -> Duration {
     let mut c = one_gateway(fail_open);
     let ctl = c.client.control_addr();
