@@ -744,3 +744,44 @@ fn traffic_route(routing: &Routing, fail_open: bool, unreachable: bool) -> &'sta
         "refused:fail-closed"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routing(none_available: bool, direct_permitted: bool, on_premise: bool) -> Routing {
+        Routing {
+            gateways: Vec::new(),
+            slots: Vec::new(),
+            direct_on_premise: on_premise,
+            none_available,
+            direct_permitted,
+            last_failure: Vec::new(),
+        }
+    }
+
+    /// The status says DIRECT as soon as requests find no gateway reachable,
+    /// before the control plane judges them unavailable, but never when a
+    /// gateway failed authentication.
+    #[test]
+    fn traffic_route_reflects_the_data_path_and_never_says_direct_when_untrusted() {
+        let cases = [
+            // (none_available, direct_permitted, on_premise, fail_open, unreachable, expected)
+            (false, true, false, true, false, "gateway"),
+            (false, true, false, true, true, "direct:fail-open"),
+            (false, true, false, false, true, "refused:fail-closed"),
+            (true, true, false, true, false, "direct:fail-open"),
+            (true, true, false, false, false, "refused:fail-closed"),
+            (true, false, false, true, false, "refused:untrusted"),
+            (false, false, false, true, true, "refused:untrusted"),
+            (true, true, true, false, true, "direct:on-premise"),
+        ];
+        for (none, permitted, premise, open, unreachable, want) in cases {
+            assert_eq!(
+                traffic_route(&routing(none, permitted, premise), open, unreachable),
+                want,
+                "{none} {permitted} {premise} {open} {unreachable}"
+            );
+        }
+    }
+}
