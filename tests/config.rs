@@ -104,6 +104,18 @@ fn errors_name_file_key_and_reason() {
             "'gateway-1' is already used by servers[0]",
         ),
         (
+            "c9.toml",
+            client.clone() + "[selection]\nreadmit_successes = 0\n",
+            "selection.readmit_successes",
+            "must be 1 to 1000",
+        ),
+        (
+            "c10.toml",
+            client.clone() + "[selection]\nrecovery_probe_max = \"10ms\"\n",
+            "selection.recovery_probe_max",
+            "must be at least recovery_probe_base",
+        ),
+        (
             "g1.toml",
             gateway.replace("deny = [", "deny = [\"ok.example\", \"bad host!\", "),
             "policy.deny[1]",

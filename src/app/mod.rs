@@ -187,7 +187,8 @@ pub fn start_client(cfg: &ClientConfig, pool: &DefaultThreadPool) -> anyhow::Res
         timeouts: t,
         fail_open: cfg.fail_open,
         on_premise: relay("direct:on-premise"),
-        fail_open_relay: relay("direct:fail-open"),
+        fail_open_relay: relay("direct:fail-open:unavailable"),
+        fail_open_unreachable_relay: relay("direct:fail-open:unreachable"),
         user,
         // Requests through a gateway are logged only with `log.requests = "all"`.
         log: if cfg.log_all { log.clone() } else { AccessLog::off() },

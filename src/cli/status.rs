@@ -64,6 +64,14 @@ pub fn render(json: &str) -> anyhow::Result<String> {
     if let Some(e) = v["error"].as_str() {
         let _ = writeln!(o, "  why: {e}");
     }
+    if let Some(d) = v.get("last_direct").filter(|d| !d.is_null()) {
+        let _ = writeln!(
+            o,
+            "last request sent DIRECT (unscanned): {} ago ({})",
+            ago(d["seconds_ago"].as_f64().unwrap_or(0.0)),
+            d["route"].as_str().unwrap_or("?"),
+        );
+    }
     let p = &v["premise"];
     if p["configured"].as_bool() == Some(true) {
         let _ = writeln!(
@@ -137,8 +145,13 @@ pub fn render(json: &str) -> anyhow::Result<String> {
     let d = &v["direct"];
     let _ = writeln!(
         o,
-        "without a gateway: {} on premise, {} failed open, {} refused (fail-closed), {} refused (untrusted gateway)",
-        d["on_premise"], d["fail_open"], d["fail_closed"], d["refused_untrusted"]
+        "without a gateway: {} on premise, {} failed open ({} because no gateway could be reached at connect), {} refused (fail-closed; {} at connect), {} refused (untrusted gateway)",
+        d["on_premise"],
+        d["fail_open"],
+        d["fail_open_unreachable"],
+        d["fail_closed"],
+        d["fail_closed_unreachable"],
+        d["refused_untrusted"]
     );
     Ok(o)
 }

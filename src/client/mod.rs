@@ -10,6 +10,7 @@
 //! connection into a plain tunnel that is not reused.
 
 pub mod pool;
+pub mod replay;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -29,9 +30,10 @@ use crate::forward::error::{ProxyError, Retry, Side};
 use crate::forward::http::{copy_end_to_end, error_reply, write_upgrade};
 use crate::forward::{Ended, Peer, Proxy, ProxySettings, ProxyTimeouts, relay_response};
 use crate::upstream::feedback::Recorder;
-use crate::upstream::{Routing, RoutingHandle};
+use crate::upstream::{FailureKind, Routing, RoutingHandle};
 use msc_io::worker::Service;
 use pool::{Tunnel, TunnelPool, retire};
+use replay::Replay;
 
 const WHO: &str = "msc-client";
 const VIA: &str = "1.1 msc-client";
@@ -45,8 +47,12 @@ pub struct ClientShared {
     pub fail_open: bool,
     /// The direct relay used on premise.
     pub on_premise: Arc<ProxySettings>,
-    /// The direct relay used when failing open.
+    /// The direct relay used when failing open because the control plane
+    /// judges no gateway available.
     pub fail_open_relay: Arc<ProxySettings>,
+    /// The direct relay used when failing open because this request found
+    /// every gateway of its slot unreachable (before the control plane knew).
+    pub fail_open_unreachable_relay: Arc<ProxySettings>,
     /// This client's identity (certificate principal), for the access log.
     pub user: Arc<str>,
     pub log: AccessLog,
@@ -61,6 +67,7 @@ pub struct ClientService {
     pool: Rc<TunnelPool>,
     on_premise: Proxy,
     fail_open: Proxy,
+    fail_open_unreachable: Proxy,
     /// Access-log labels per gateway (`gw:NAME`), built once.
     routes: Vec<Arc<str>>,
 }
@@ -78,6 +85,7 @@ impl ClientService {
             t: shared.timeouts,
             on_premise: Proxy::new(shared.on_premise.clone()),
             fail_open: Proxy::new(shared.fail_open_relay.clone()),
+            fail_open_unreachable: Proxy::new(shared.fail_open_unreachable_relay.clone()),
             shared,
             recorder,
             pool,
@@ -103,6 +111,66 @@ impl ClientService {
         }
     }
 
+    /// One request without a gateway (failing open): `head` (already read,
+    /// unconsumed) or, with `None`, one read from `r`. The connection's next
+    /// request is routed afresh, so it returns to a gateway as soon as one is
+    /// usable, and every DIRECT request is counted and logged.
+    async fn direct_one<R: Source>(&self, proxy: &Proxy, r: R, w: &mut PlainWriter, head: Option<RequestHead>) -> Next {
+        let mut peer = Peer {
+            r,
+            w,
+            user: self.shared.user.clone(),
+        };
+        match proxy.serve_one(&mut peer, head).await {
+            None => Next::KeepAlive,
+            Some(Ended::Clean) => Next::Close,
+            Some(Ended::Abort) => Next::Abort,
+        }
+    }
+
+    /// Every gateway of the slot was unreachable for this request (connect
+    /// refused or timed out, before the control plane judged them
+    /// unavailable): the configured policy applies at once, as it does once
+    /// the control plane knows. The request is `Ok(head)` (still unconsumed
+    /// in `br`) or `Err(bytes)`, a head already consumed, replayed in front
+    /// of `br`.
+    async fn unreachable(
+        &self,
+        br: &mut PlainReader,
+        bw: &mut PlainWriter,
+        request: Result<RequestHead, Vec<u8>>,
+        reason: &str,
+    ) -> Next {
+        if !self.shared.fail_open {
+            self.recorder.direct(|d| {
+                d.fail_closed += 1;
+                d.fail_closed_unreachable += 1;
+            });
+            let reason =
+                format!("no gateway could be reached and the policy is fail-closed (no direct access): {reason}");
+            answer(bw, 503, &reason).await;
+            return Next::Close;
+        }
+        self.recorder.direct(|d| {
+            d.fail_open += 1;
+            d.fail_open_unreachable += 1;
+        });
+        let proxy = &self.fail_open_unreachable;
+        match request {
+            Ok(head) => Box::pin(self.direct_one(proxy, &mut *br, bw, Some(head))).await,
+            Err(bytes) => {
+                let mut replay = Replay::new(bytes, br);
+                let next = Box::pin(self.direct_one(proxy, &mut replay, bw, None)).await;
+                // Bytes moved behind an unfinished replay cannot be returned.
+                if matches!(next, Next::KeepAlive) && !replay.is_drained() {
+                    Next::Close
+                } else {
+                    next
+                }
+            }
+        }
+    }
+
     /// A tunnel for `slot`: a pooled one to the slot's first (best) gateway
     /// if it has one, else a new one, failing over across the slot's
     /// gateways in order. Other gateways' pools are not taken from: their
@@ -113,7 +181,7 @@ impl ClientService {
         slot: usize,
         peer: SocketAddr,
         check: bool,
-    ) -> Result<(Tunnel, bool), ProxyError> {
+    ) -> Result<(Tunnel, bool), NoTunnel> {
         for gw in routing.for_slot(slot).take(1) {
             if let Some(t) = self.pool.take(gw, check).await {
                 return Ok((t, true));
@@ -164,6 +232,29 @@ fn tunnel_head(head: &RequestHead, buf: &[u8], upgrade: bool, out: &mut Vec<u8>)
     out.extend_from_slice(b"Via: ");
     out.extend_from_slice(VIA.as_bytes());
     out.extend_from_slice(b"\r\n\r\n");
+}
+
+/// Why no tunnel could be opened: the last gateway's error (its status and
+/// reason go to the browser), and whether every gateway tried was
+/// unreachable (then the fail-open/closed policy applies instead).
+struct NoTunnel {
+    err: ProxyError,
+    unreachable: bool,
+}
+
+/// The head as sent to the gateway, without the `Via` this client added (the
+/// direct relay adds its own) and with `Connection: close` if the browser
+/// asked for it (`tunnel_head` dropped the browser's hop-by-hop fields).
+fn replay_head(up: &[u8], close: bool) -> Vec<u8> {
+    let tail = b"Via: 1.1 msc-client\r\n\r\n";
+    let keep = up.strip_suffix(tail.as_slice()).unwrap_or(up);
+    let mut out = Vec::with_capacity(keep.len() + 21);
+    out.extend_from_slice(keep);
+    if close {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
 }
 
 /// The request-line facts the access log needs.
@@ -286,7 +377,7 @@ impl ClientService {
             }
             if self.shared.fail_open {
                 self.recorder.direct(|d| d.fail_open += 1);
-                return Box::pin(self.direct(&self.fail_open, br, bw, head)).await;
+                return Box::pin(self.direct_one(&self.fail_open, &mut *br, bw, Some(head))).await;
             }
             self.recorder.direct(|d| d.fail_closed += 1);
             let reason = format!(
@@ -338,7 +429,6 @@ impl ClientService {
         };
         let mut up = Vec::with_capacity(head.len + VIA.len() + 16);
         tunnel_head(&head, &data[..head.len], upgrade, &mut up);
-        br.consume(head.len);
 
         let idempotent = matches!(method, Method::Get | Method::Head | Method::Options | Method::Connect);
         // A request that must not be repeated gets a checked tunnel: one the
@@ -346,11 +436,18 @@ impl ClientService {
         let check = body != BodyLen::Empty || !idempotent;
         let (mut tun, mut pooled) = match self.tunnel_for(routing, slot, peer, check).await {
             Ok(t) => t,
-            Err(e) => {
-                answer(bw, e.status, &e.reason).await;
+            // Only "unreachable" may lead to DIRECT: never a gateway that
+            // failed authentication or answered wrongly (here or as the
+            // control plane last saw it).
+            Err(NoTunnel { err, unreachable: true }) if routing.direct_permitted => {
+                return Box::pin(self.unreachable(br, bw, Ok(head), &err.reason)).await;
+            }
+            Err(NoTunnel { err, .. }) => {
+                answer(bw, err.status, &err.reason).await;
                 return Next::Close;
             }
         };
+        br.consume(head.len);
         let timeouts = ProxyTimeouts {
             head: self.t.head,
             idle: self.t.idle,
@@ -420,10 +517,20 @@ impl ClientService {
             if !retried && body == BodyLen::Empty && failed.may_retry(may_repeat) {
                 tracing::debug!("{peer}: tunnel to {label} failed before answering ({failed}); retrying");
                 retried = true;
-                if let Ok(t) = Box::pin(self.open_any(routing, slot, peer)).await {
-                    tun = t;
-                    pooled = false;
-                    continue;
+                match Box::pin(self.open_any(routing, slot, peer)).await {
+                    Ok(t) => {
+                        tun = t;
+                        pooled = false;
+                        continue;
+                    }
+                    // The gateway died and none can be reached: nothing of
+                    // the request was answered and it may be repeated, so it
+                    // gets the policy rather than a 502.
+                    Err(NoTunnel { err, unreachable: true }) if routing.direct_permitted => {
+                        let replay = replay_head(&up, browser_close);
+                        return Box::pin(self.unreachable(br, bw, Err(replay), &err.reason)).await;
+                    }
+                    Err(_) => {}
                 }
             }
             answer(
@@ -514,19 +621,32 @@ impl ClientService {
     }
 
     /// A new tunnel, failing over across the slot's gateways in order.
-    async fn open_any(&self, routing: &Routing, slot: usize, peer: SocketAddr) -> Result<Tunnel, ProxyError> {
+    async fn open_any(&self, routing: &Routing, slot: usize, peer: SocketAddr) -> Result<Tunnel, NoTunnel> {
         let mut last = None;
+        let mut unreachable = true;
+        let mut reasons = Vec::new();
         for gw in routing.for_slot(slot) {
             match self.pool.open(gw).await {
                 Ok(t) => return Ok(t),
                 Err(e) => {
                     tracing::warn!("{peer}: {}", e.reason);
+                    unreachable &= e.against_upstream() == Some(FailureKind::Unreachable);
+                    reasons.push(e.reason.clone());
                     last = Some(e);
                 }
             }
         }
-        Err(last.unwrap_or_else(|| {
-            ProxyError::new(Side::Local, 502, "no_gateway", "no gateway is configured for this port")
-        }))
+        match last {
+            Some(mut err) => {
+                if reasons.len() > 1 {
+                    err.reason = reasons.join("; ").into();
+                }
+                Err(NoTunnel { err, unreachable })
+            }
+            None => Err(NoTunnel {
+                err: ProxyError::new(Side::Local, 502, "no_gateway", "no gateway is configured for this port"),
+                unreachable: false,
+            }),
+        }
     }
 }

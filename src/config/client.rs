@@ -52,6 +52,8 @@ struct RawSelection {
     down_threshold: Option<f64>,
     up_threshold: Option<f64>,
     failure_penalty: Option<String>,
+    readmit_successes: Option<u32>,
+    recovery_probe_max: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -530,6 +532,8 @@ fn selection(c: &Check<'_>, r: &RawSelection) -> Result<Selection, ConfigError> 
         down_threshold: r.down_threshold.unwrap_or(base.down_threshold),
         up_threshold: r.up_threshold.unwrap_or(base.up_threshold),
         failure_penalty: d("failure_penalty", &r.failure_penalty, base.failure_penalty)?,
+        readmit_successes: r.readmit_successes.unwrap_or(base.readmit_successes),
+        recovery_probe_max: d("recovery_probe_max", &r.recovery_probe_max, base.recovery_probe_max)?,
         ..base
     };
     rank.validate()

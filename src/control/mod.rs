@@ -72,7 +72,21 @@ pub struct State {
     last_failure: Vec<Option<Failure>>,
     /// When a local resource error (out of descriptors...) was last logged.
     local_logged: Option<Instant>,
+    /// The latest request that went DIRECT: when, and its access-log route.
+    last_direct: Option<(Instant, &'static str)>,
+    /// When workers last reported requests that found no gateway reachable
+    /// (before the control plane judged them unavailable)...
+    last_unreachable: Option<Instant>,
+    /// ... and when a gateway was last reached (a tunnel or a probe).
+    last_reached: Option<Instant>,
+    /// Per gateway: wakes its probe loop to re-plan (after a failure seen
+    /// elsewhere, its next probe is due on the back-off, not the interval).
+    probe_wake: Vec<flume::Sender<()>>,
 }
+
+/// A data-path report of unreachable gateways counts in the status for this
+/// long, unless a gateway is reached since.
+const UNREACHABLE_FRESH: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Serialize)]
 pub struct SlotStatus {
@@ -114,6 +128,15 @@ pub struct LastSwitch {
     pub seconds_ago: f64,
 }
 
+/// The latest request relayed DIRECT (unscanned).
+#[derive(Debug, Serialize)]
+pub struct LastDirect {
+    /// Its access-log route: `direct:on-premise`,
+    /// `direct:fail-open:unavailable` or `direct:fail-open:unreachable`.
+    pub route: &'static str,
+    pub seconds_ago: f64,
+}
+
 /// `GET /status`.
 #[derive(Debug, Serialize)]
 pub struct Status {
@@ -134,10 +157,14 @@ pub struct Status {
     /// Where browser traffic goes right now: `gateway`, `direct:on-premise`,
     /// `direct:fail-open` (no gateway reachable), `refused:fail-closed`, or
     /// `refused:untrusted` (a gateway failed authentication or answered
-    /// wrongly: never DIRECT).
+    /// wrongly: never DIRECT). "No gateway reachable" is either the control
+    /// plane's judgement or, in the first seconds of an outage, the workers'
+    /// report that their requests found no gateway reachable.
     pub traffic: &'static str,
     /// What is wrong, in one line, when traffic is not going through a gateway.
     pub error: Option<String>,
+    /// The latest request that went DIRECT, if any did.
+    pub last_direct: Option<LastDirect>,
 }
 
 impl State {
@@ -207,8 +234,33 @@ impl State {
             }),
             direct: self.direct,
             tls: self.tls,
-            traffic: traffic_route(&routing, self.cfg.fail_open),
-            error: (routing.none_available && !routing.direct_on_premise).then(|| routing.unavailable_reason()),
+            traffic: traffic_route(&routing, self.cfg.fail_open, self.data_path_unreachable()),
+            error: self.traffic_error(&routing),
+            last_direct: self.last_direct.map(|(at, route)| LastDirect {
+                route,
+                seconds_ago: at.elapsed().as_secs_f64(),
+            }),
+        }
+    }
+
+    /// Whether workers recently found no gateway reachable and none was reached since.
+    fn data_path_unreachable(&self) -> bool {
+        self.last_unreachable
+            .is_some_and(|t| t.elapsed() < UNREACHABLE_FRESH && self.last_reached.is_none_or(|r| r < t))
+    }
+
+    fn traffic_error(&self, routing: &Routing) -> Option<String> {
+        if routing.direct_on_premise {
+            None
+        } else if routing.none_available {
+            Some(routing.unavailable_reason())
+        } else if self.data_path_unreachable() {
+            Some(format!(
+                "requests found no gateway reachable: {}",
+                routing.unavailable_reason()
+            ))
+        } else {
+            None
         }
     }
 
@@ -289,14 +341,33 @@ impl State {
                 self.tls.resumed += tls.resumed;
                 self.direct.on_premise += direct.on_premise;
                 self.direct.fail_open += direct.fail_open;
+                self.direct.fail_open_unreachable += direct.fail_open_unreachable;
                 self.direct.fail_closed += direct.fail_closed;
+                self.direct.fail_closed_unreachable += direct.fail_closed_unreachable;
                 self.direct.refused_untrusted += direct.refused_untrusted;
-                // Traffic outcomes feed reputation and fail-over; latency comes
-                // from probes so that every gateway is measured the same way.
-                // Failures were already reported one by one (`Failed`).
+                let route = if direct.fail_open_unreachable > 0 {
+                    Some("direct:fail-open:unreachable")
+                } else if direct.fail_open > 0 {
+                    Some("direct:fail-open:unavailable")
+                } else if direct.on_premise > 0 {
+                    Some("direct:on-premise")
+                } else {
+                    None
+                };
+                if let Some(route) = route {
+                    self.last_direct = Some((now, route));
+                }
+                if direct.fail_open_unreachable + direct.fail_closed_unreachable > 0 {
+                    self.last_unreachable = Some(now);
+                } else if gateways.iter().any(|g| g.ok > 0) {
+                    self.last_reached = Some(now);
+                }
+                // Tunnel set-up latencies go into each gateway's traffic
+                // window (see docs/ranking.md, Score); failures were already
+                // reported one by one (`Failed`).
                 for (i, g) in gateways.iter().enumerate() {
                     if g.ok > 0 {
-                        let sw = self.ranker.merge_outcomes(i, g.ok, 0, now);
+                        let sw = self.ranker.merge_traffic(i, &g.setup_us, 0, now);
                         if sw.is_some() {
                             self.switched(sw);
                         }
@@ -311,6 +382,7 @@ impl State {
                 let sw = self
                     .ranker
                     .record(gateway, SampleOutcome::Failed, Evidence::Traffic, now);
+                self.wake_probe(gateway);
                 self.switched(sw);
             }
         }
@@ -324,6 +396,7 @@ impl State {
                 if let Some(f) = self.last_failure.get_mut(gw) {
                     *f = None;
                 }
+                self.last_reached = Some(now);
                 SampleOutcome::Ok(d)
             }
             Err(probe::ProbeError { kind: None, reason }) => {
@@ -336,12 +409,22 @@ impl State {
             }) => {
                 tracing::info!("probe of gateway {} failed: {reason}", self.name(gw));
                 self.failed(gw, kind, format!("probe failed: {reason}"));
+                if source != Evidence::Probe {
+                    self.wake_probe(gw);
+                }
                 SampleOutcome::Failed
             }
         };
         let sw = self.ranker.record(gw, outcome, source, now);
         if sw.is_some() {
             self.switched(sw);
+        }
+    }
+
+    /// Has `gw`'s probe loop re-plan its next probe now.
+    fn wake_probe(&self, gw: usize) {
+        if let Some(w) = self.probe_wake.get(gw) {
+            let _ = w.try_send(());
         }
     }
 
@@ -466,6 +549,10 @@ async fn run(
         ranker,
         last_failure: vec![None; n_gateways],
         local_logged: None,
+        last_direct: None,
+        last_unreachable: None,
+        last_reached: None,
+        probe_wake: Vec::new(),
     }));
     state.borrow().publish();
 
@@ -580,6 +667,8 @@ fn start_probing(state: &Rc<RefCell<State>>, stop: &flume::Receiver<()>) {
         let gw = gateways[i].clone();
         let mut jitter = probe::Jitter::new(seed ^ ((i as u64 + 1) * 0x9E37_79B9));
         let interval = sel.probe_interval;
+        let (wake_tx, wake) = flume::bounded::<()>(1);
+        state.borrow_mut().probe_wake.push(wake_tx);
         monoio::spawn(async move {
             // The first probe runs at once, in parallel for every gateway.
             loop {
@@ -587,9 +676,22 @@ fn start_probing(state: &Rc<RefCell<State>>, stop: &flume::Receiver<()>) {
                 st.borrow_mut().set_addrs(i, addrs.clone());
                 let res = probe::probe(&gw, &addrs, tls.clone(), t.connect, t.handshake).await;
                 st.borrow_mut().probed(i, res, Evidence::Probe);
-                monoio::select! {
-                    _ = monoio::time::sleep(jitter.around(interval)) => {},
-                    _ = stop.recv_async() => return,
+                let last = Instant::now();
+                // The regular interval while healthy; after a failure, and
+                // while a gateway works its way back, a short back-off
+                // (docs/ranking.md, Probe schedule). A failure seen by the
+                // data path or the keep-alive wakes the loop to re-plan.
+                loop {
+                    let next = jitter.around(st.borrow().ranker.probe_delay(i, interval));
+                    let wait = (last + next).saturating_duration_since(Instant::now());
+                    if wait.is_zero() {
+                        break;
+                    }
+                    monoio::select! {
+                        _ = monoio::time::sleep(wait) => break,
+                        w = wake.recv_async() => if w.is_err() { return },
+                        _ = stop.recv_async() => return,
+                    }
                 }
             }
         });
@@ -627,11 +729,12 @@ fn start_probing(state: &Rc<RefCell<State>>, stop: &flume::Receiver<()>) {
     });
 }
 
-/// Where browser traffic goes under `routing` (see [`Status::traffic`]).
-fn traffic_route(routing: &Routing, fail_open: bool) -> &'static str {
+/// Where browser traffic goes under `routing` (see [`Status::traffic`]);
+/// `unreachable`: the data path recently found no gateway reachable.
+fn traffic_route(routing: &Routing, fail_open: bool, unreachable: bool) -> &'static str {
     if routing.direct_on_premise {
         "direct:on-premise"
-    } else if !routing.none_available {
+    } else if !routing.none_available && !unreachable {
         "gateway"
     } else if !routing.direct_permitted {
         "refused:untrusted"
@@ -639,5 +742,46 @@ fn traffic_route(routing: &Routing, fail_open: bool) -> &'static str {
         "direct:fail-open"
     } else {
         "refused:fail-closed"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routing(none_available: bool, direct_permitted: bool, on_premise: bool) -> Routing {
+        Routing {
+            gateways: Vec::new(),
+            slots: Vec::new(),
+            direct_on_premise: on_premise,
+            none_available,
+            direct_permitted,
+            last_failure: Vec::new(),
+        }
+    }
+
+    /// The status says DIRECT as soon as requests find no gateway reachable,
+    /// before the control plane judges them unavailable, but never when a
+    /// gateway failed authentication.
+    #[test]
+    fn traffic_route_reflects_the_data_path_and_never_says_direct_when_untrusted() {
+        let cases = [
+            // (none_available, direct_permitted, on_premise, fail_open, unreachable, expected)
+            (false, true, false, true, false, "gateway"),
+            (false, true, false, true, true, "direct:fail-open"),
+            (false, true, false, false, true, "refused:fail-closed"),
+            (true, true, false, true, false, "direct:fail-open"),
+            (true, true, false, false, false, "refused:fail-closed"),
+            (true, false, false, true, false, "refused:untrusted"),
+            (false, false, false, true, true, "refused:untrusted"),
+            (true, true, true, false, true, "direct:on-premise"),
+        ];
+        for (none, permitted, premise, open, unreachable, want) in cases {
+            assert_eq!(
+                traffic_route(&routing(none, permitted, premise), open, unreachable),
+                want,
+                "{none} {permitted} {premise} {open} {unreachable}"
+            );
+        }
     }
 }

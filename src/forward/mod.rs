@@ -182,6 +182,16 @@ impl Proxy {
         }
     }
 
+    /// Serves one request from `c` (`first`: its head, already read and
+    /// still unconsumed; `None`: read it), keeping no origin connection for
+    /// a next one. Returns how the connection ends, or `None` if it may carry
+    /// another request, which the caller then routes afresh (the client's
+    /// fail-open relay: each request is judged, counted and logged on its own).
+    pub async fn serve_one<R: Source, W: Sink>(&self, c: &mut Peer<R, W>, first: Option<RequestHead>) -> Option<Ended> {
+        let mut origin = None;
+        Box::pin(self.request(c, first, &mut origin)).await
+    }
+
     /// Reads (unless given) and handles one request. Returns how the
     /// connection ends, or `None` if it may carry another request.
     async fn request<R: Source, W: Sink>(

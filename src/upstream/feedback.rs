@@ -45,8 +45,15 @@ pub struct DirectCounts {
     pub on_premise: u64,
     /// Relayed directly because no gateway could be used (fail-open).
     pub fail_open: u64,
+    /// Of `fail_open`: the data path itself found every gateway of the slot
+    /// unreachable (connect refused or timed out), before the control plane
+    /// had judged them unavailable. Access-log route
+    /// `direct:fail-open:unreachable` (the others: `direct:fail-open:unavailable`).
+    pub fail_open_unreachable: u64,
     /// Refused with 503 because no gateway could be used (fail-closed).
     pub fail_closed: u64,
+    /// Of `fail_closed`: as `fail_open_unreachable`.
+    pub fail_closed_unreachable: u64,
     /// Refused with 503 because a gateway failed authentication or answered
     /// wrongly (never DIRECT, whatever `fail_open` says).
     pub refused_untrusted: u64,

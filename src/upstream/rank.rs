@@ -75,6 +75,22 @@ pub struct RankConfig {
     /// (default 0.5). A single [`SampleOutcome::Failed`] from
     /// [`Evidence::Traffic`] always does.
     pub traffic_failover_ratio: f64,
+    /// An unavailable gateway is also re-admitted after this many
+    /// consecutive successful samples (default 3), without waiting for its
+    /// reputation to climb above `up_threshold`. Each time it falls again
+    /// within `window` of a re-admission, the count doubles (up to 32×):
+    /// the damping against flapping.
+    pub readmit_successes: u32,
+    /// First re-probe of a gateway after a failure, and the spacing of the
+    /// probes that count towards its re-admission (default 1 s; never more
+    /// than the caller's probe interval). See [`Ranker::probe_delay`].
+    pub recovery_probe_base: Duration,
+    /// The re-probe delay doubles after each further failure up to this
+    /// (default 4 s; never more than the caller's probe interval).
+    pub recovery_probe_max: Duration,
+    /// The data path's tunnel set-up latency counts in the score once its
+    /// window holds at least this many set-ups (default 10).
+    pub traffic_min_samples: u64,
 }
 
 impl Default for RankConfig {
@@ -94,6 +110,10 @@ impl Default for RankConfig {
             down_threshold: 0.7,
             up_threshold: 0.9,
             traffic_failover_ratio: 0.5,
+            readmit_successes: 3,
+            recovery_probe_base: Duration::from_secs(1),
+            recovery_probe_max: Duration::from_secs(4),
+            traffic_min_samples: 10,
         }
     }
 }
@@ -183,6 +203,21 @@ impl RankConfig {
             "traffic_failover_ratio",
             "must be above 0 and at most 1",
         );
+        bad(
+            (1..=1000).contains(&self.readmit_successes),
+            "readmit_successes",
+            "must be 1 to 1000",
+        );
+        bad(
+            self.recovery_probe_base >= Duration::from_millis(1) && self.recovery_probe_base <= MAX_SPAN,
+            "recovery_probe_base",
+            "must be between 1 ms and one hour",
+        );
+        bad(
+            self.recovery_probe_max >= self.recovery_probe_base && self.recovery_probe_max <= MAX_SPAN,
+            "recovery_probe_max",
+            "must be at least recovery_probe_base (1s by default) and at most one hour",
+        );
         out
     }
 
@@ -211,6 +246,11 @@ impl RankConfig {
                     c.up_threshold = d.up_threshold;
                 }
                 "traffic_failover_ratio" => c.traffic_failover_ratio = d.traffic_failover_ratio,
+                "readmit_successes" => c.readmit_successes = d.readmit_successes,
+                "recovery_probe_base" | "recovery_probe_max" => {
+                    c.recovery_probe_base = d.recovery_probe_base;
+                    c.recovery_probe_max = d.recovery_probe_max;
+                }
                 _ => {}
             }
         }
@@ -372,19 +412,32 @@ pub struct GatewayStatus {
     /// Its last keep-alive or traffic report was a failure and no success has
     /// come since: not eligible as current while another gateway is.
     pub failed: bool,
-    /// `None` when the window holds no latency sample.
+    /// Probe latency quantiles; `None` when the window holds no probe sample.
     pub p50_ms: Option<f64>,
     pub p90_ms: Option<f64>,
     pub p99_ms: Option<f64>,
+    /// The data path's tunnel set-up latency (workers' histograms); `None`
+    /// when the window holds no set-up.
+    pub traffic_p50_ms: Option<f64>,
+    pub traffic_p90_ms: Option<f64>,
+    /// The latency the score is based on: the slower of the probe quantile
+    /// and (with at least `traffic_min_samples` set-ups) the data path's.
+    pub latency_ms: Option<f64>,
     /// The ranking score (lower is better); `None` when unmeasured.
     pub score_ms: Option<f64>,
     pub reputation: f64,
-    /// Latency samples (successes) in the window.
+    /// Probe and keep-alive latency samples (successes) in the window.
     pub samples: u64,
+    /// Data-path tunnel set-ups in the window.
+    pub traffic_samples: u64,
     /// Failures in the window.
     pub failures: u64,
     /// Consecutive rounds this gateway has beaten the current one by the margins.
     pub wins: u32,
+    /// Consecutive successful samples since its last failure.
+    pub ok_streak: u64,
+    /// While unavailable: consecutive successes it needs to be re-admitted.
+    pub readmit_after: Option<u64>,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -440,7 +493,7 @@ struct Latency {
 }
 
 impl Window {
-    fn new(cfg: &RankConfig) -> Window {
+    fn new(cfg: &RankConfig, sigfig: u8) -> Window {
         let n = usize::try_from(cfg.window_slices).unwrap_or(1).max(1);
         Window {
             slices: (0..n)
@@ -452,7 +505,7 @@ impl Window {
                 .collect(),
             latest: None,
             high_us: micros(cfg.max_latency).max(2),
-            sigfig: cfg.significant_figures,
+            sigfig,
         }
     }
 
@@ -584,7 +637,10 @@ impl Reputation {
 
 #[derive(Debug)]
 struct Gateway {
+    /// Probe and keep-alive latencies.
     window: Window,
+    /// The data path's tunnel set-up latencies (merged worker histograms).
+    traffic: Window,
     reputation: Reputation,
     /// Hysteresis state on the reputation.
     available: bool,
@@ -592,15 +648,78 @@ struct Gateway {
     failed: bool,
     /// Consecutive evaluation rounds beating the current gateway.
     wins: u32,
+    /// Consecutive successes (any source) since the last failure.
+    ok_streak: u64,
+    /// Consecutive failures (any source) since the last success.
+    fail_streak: u32,
+    /// Times it fell again within `window` of being re-admitted, in a row:
+    /// each doubles the successes the next re-admission needs.
+    flaps: u32,
+    /// When it was last re-admitted.
+    readmitted_at: Option<Instant>,
 }
 
+/// The re-admission count doubles at most this many times (32×).
+const MAX_FLAP_DOUBLINGS: u32 = 5;
+
 impl Gateway {
-    fn apply_hysteresis(&mut self, cfg: &RankConfig) {
+    fn new(cfg: &RankConfig, now: Instant) -> Gateway {
+        Gateway {
+            window: Window::new(cfg, cfg.significant_figures),
+            // Workers record at 2 significant figures: more would add memory, not precision.
+            traffic: Window::new(cfg, cfg.significant_figures.min(2)),
+            reputation: Reputation::new(cfg, now),
+            available: true,
+            failed: false,
+            wins: 0,
+            ok_streak: 0,
+            fail_streak: 0,
+            flaps: 0,
+            readmitted_at: None,
+        }
+    }
+
+    /// Counts outcomes into the streaks: any failure ends a success streak
+    /// (and counts as one more failure in a row, however many it held);
+    /// successes without a failure extend it. Only single, timely samples
+    /// ([`Ranker::record`]) bring successes here: merged worker reports can
+    /// be a second old, and successes from before an outage must not
+    /// re-admit a gateway after it.
+    fn streaks(&mut self, successes: u64, failures: u64) {
+        if failures > 0 {
+            self.ok_streak = 0;
+            self.fail_streak = self.fail_streak.saturating_add(1);
+        } else if successes > 0 {
+            self.ok_streak = self.ok_streak.saturating_add(successes);
+            self.fail_streak = 0;
+        }
+    }
+
+    /// Consecutive successes an unavailable gateway needs to be re-admitted.
+    fn readmit_after(&self, cfg: &RankConfig) -> u64 {
+        u64::from(cfg.readmit_successes) << self.flaps.min(MAX_FLAP_DOUBLINGS)
+    }
+
+    /// Availability after new evidence: down below `down_threshold`; back
+    /// above `up_threshold`, or after `readmit_after` successes in a row.
+    /// A gateway re-admitted by its streak starts on probation: its
+    /// reputation is raised to `up_threshold` with the least weight, so a
+    /// few failures take it out again.
+    fn apply_hysteresis(&mut self, cfg: &RankConfig, now: Instant) {
         let r = self.reputation.ratio;
         if self.available && r < cfg.down_threshold {
             self.available = false;
-        } else if !self.available && r > cfg.up_threshold {
+            let flapped = self
+                .readmitted_at
+                .is_some_and(|t| now.saturating_duration_since(t) < cfg.window);
+            self.flaps = if flapped { self.flaps.saturating_add(1) } else { 0 };
+        } else if !self.available && (r > cfg.up_threshold || self.ok_streak >= self.readmit_after(cfg)) {
             self.available = true;
+            self.readmitted_at = Some(now);
+            if r <= cfg.up_threshold {
+                self.reputation.ratio = cfg.up_threshold;
+                self.reputation.weight = cfg.reputation_min_weight;
+            }
         }
     }
 
@@ -612,7 +731,12 @@ impl Gateway {
 /// What the ranking needs of a gateway at some `now`.
 #[derive(Debug, Clone, Copy)]
 struct View {
+    /// The probe window's quantiles.
     latency: Option<Latency>,
+    /// The traffic window's quantiles.
+    traffic: Option<Latency>,
+    /// The latency the score uses, in ms.
+    used: Option<f64>,
     score: Option<f64>,
 }
 
@@ -649,15 +773,7 @@ impl Ranker {
         let slice = cfg.window / cfg.window_slices;
         let current = (gateways > 0).then_some(0);
         Ranker {
-            gateways: (0..gateways)
-                .map(|_| Gateway {
-                    window: Window::new(&cfg),
-                    reputation: Reputation::new(&cfg, now),
-                    available: true,
-                    failed: false,
-                    wins: 0,
-                })
-                .collect(),
+            gateways: (0..gateways).map(|_| Gateway::new(&cfg, now)).collect(),
             current,
             last_switch: current.map(|_| Switch {
                 from: None,
@@ -688,27 +804,35 @@ impl Ranker {
         let g = self.gateways.get_mut(gw)?;
         let failed_now = match outcome {
             SampleOutcome::Ok(d) => {
-                g.window.record(k, micros(d));
+                if source == Evidence::Traffic {
+                    g.traffic.record(k, micros(d));
+                } else {
+                    g.window.record(k, micros(d));
+                }
                 g.reputation.update(1, 0, now, cfg);
+                g.streaks(1, 0);
                 g.failed = false;
                 false
             }
             SampleOutcome::Failed => {
                 g.window.fail(k, 1);
                 g.reputation.update(0, 1, now, cfg);
+                g.streaks(0, 1);
                 let hard = source != Evidence::Probe;
                 g.failed |= hard;
                 hard
             }
         };
-        g.apply_hysteresis(cfg);
+        g.apply_hysteresis(cfg, now);
         let cause = (failed_now && self.current == Some(gw)).then_some(source);
         self.enforce(now, cause)
     }
 
     /// Merges what the workers saw on real traffic since the last tick: a
     /// histogram of successful tunnel-setup latencies in microseconds (its
-    /// count is the number of successes) and a failure count. Values beyond
+    /// count is the number of successes) and a failure count. The latencies
+    /// go into the gateway's traffic window (not the probe window: see
+    /// `docs/ranking.md`, *Score*). Values beyond
     /// `max_latency` are clamped. If failures are at least
     /// `traffic_failover_ratio` of the attempts, this is a failure report as
     /// in [`Ranker::record`] with [`Evidence::Traffic`]; otherwise any success
@@ -722,14 +846,12 @@ impl Ranker {
     ) -> Option<Switch> {
         let k = self.slice_of(now);
         let g = self.gateways.get_mut(gw)?;
-        g.window.record_hist(k, latencies_us);
+        g.traffic.record_hist(k, latencies_us);
         self.merge_outcomes(gw, latencies_us.len(), failures, now)
     }
 
     /// Like [`Ranker::merge_traffic`] with counts only: the outcomes feed the
-    /// reputation and fail-over, the latency window is left to the probes.
-    /// Used when traffic latency is not comparable with probe latency (the
-    /// client measures tunnel set-up; a probe adds an application round trip).
+    /// reputation, the streaks and fail-over; no latency is recorded.
     pub fn merge_outcomes(&mut self, gw: usize, successes: u64, failures: u64, now: Instant) -> Option<Switch> {
         let k = self.slice_of(now);
         let cfg = &self.cfg;
@@ -738,6 +860,9 @@ impl Ranker {
             g.window.fail(k, failures);
         }
         g.reputation.update(successes, failures, now, cfg);
+        // A worker's batch may be a second old: its successes may predate an
+        // outage, so only its failures count in the streaks (see `streaks`).
+        g.streaks(0, failures);
         let attempts = successes.saturating_add(failures) as f64;
         let failing = failures > 0 && failures as f64 >= cfg.traffic_failover_ratio * attempts;
         if failing {
@@ -745,7 +870,7 @@ impl Ranker {
         } else if successes > 0 {
             g.failed = false;
         }
-        g.apply_hysteresis(cfg);
+        g.apply_hysteresis(cfg, now);
         let cause = (failing && self.current == Some(gw)).then_some(Evidence::Traffic);
         self.enforce(now, cause)
     }
@@ -858,11 +983,17 @@ impl Ranker {
                 p50_ms: v.latency.map(|l| l.p50),
                 p90_ms: v.latency.map(|l| l.p90),
                 p99_ms: v.latency.map(|l| l.p99),
+                traffic_p50_ms: v.traffic.map(|l| l.p50),
+                traffic_p90_ms: v.traffic.map(|l| l.p90),
+                latency_ms: v.used,
                 score_ms: v.score,
                 reputation: g.reputation.ratio,
                 samples: v.latency.map_or(0, |l| l.samples),
+                traffic_samples: v.traffic.map_or(0, |l| l.samples),
                 failures: g.window.failures(k),
                 wins: g.wins,
+                ok_streak: g.ok_streak,
+                readmit_after: (!g.available).then(|| g.readmit_after(&self.cfg)),
             })
             .collect()
     }
@@ -870,6 +1001,32 @@ impl Ranker {
     /// The last change of the current gateway (the start-up choice until then).
     pub fn last_switch(&self) -> Option<&Switch> {
         self.last_switch.as_ref()
+    }
+
+    /// How long to wait before probing `gw` again, for a caller whose
+    /// regular period is `interval` (jitter is the caller's):
+    /// - after a failure: `recovery_probe_base`, doubling with each further
+    ///   failure in a row, up to `recovery_probe_max`;
+    /// - after a success while it is still not usable (unavailable, or
+    ///   marked failed): `recovery_probe_base`, so the successes that
+    ///   re-admit it come in quick succession;
+    /// - otherwise `interval`.
+    ///
+    /// Neither delay exceeds `interval`. Unknown indices get `interval`.
+    pub fn probe_delay(&self, gw: usize, interval: Duration) -> Duration {
+        let Some(g) = self.gateways.get(gw) else {
+            return interval;
+        };
+        let base = self.cfg.recovery_probe_base.min(interval);
+        let cap = self.cfg.recovery_probe_max.min(interval).max(base);
+        if g.fail_streak > 0 {
+            let doublings = (g.fail_streak - 1).min(16);
+            base.saturating_mul(1 << doublings).min(cap)
+        } else if !g.eligible() {
+            base
+        } else {
+            interval
+        }
     }
 
     fn slice_of(&self, now: Instant) -> u64 {
@@ -884,10 +1041,23 @@ impl Ranker {
             .iter()
             .map(|g| {
                 let latency = g.window.latency(k, self.cfg.quantile);
+                let traffic = g.traffic.latency(k, self.cfg.quantile);
+                // The slower of the two views: set-ups are a subset of a
+                // probe's work, so on a healthy path the probe is the slower
+                // and traffic changes nothing; set-ups slower than probes are
+                // what users feel. Traffic never makes a gateway look faster
+                // than its probes, so being in use cannot favour a gateway.
+                let busy = traffic.filter(|t| t.samples >= self.cfg.traffic_min_samples);
+                let used = match (latency, busy) {
+                    (Some(l), Some(t)) => Some(l.q.max(t.q)),
+                    (l, t) => l.or(t).map(|l| l.q),
+                };
                 let r = g.reputation.ratio.max(MIN_SCORE_REPUTATION);
                 View {
                     latency,
-                    score: latency.map(|l| l.q / r + (1.0 - r) / r * p),
+                    traffic,
+                    used,
+                    score: used.map(|l| l / r + (1.0 - r) / r * p),
                 }
             })
             .collect()
@@ -1297,10 +1467,9 @@ mod tests {
     }
 
     #[test]
-    fn flapping_gateway_goes_unavailable_and_returns_only_after_sustained_health() {
+    fn flapping_gateway_goes_unavailable_and_stays_out_while_it_flaps() {
         let c = Clock::new();
         let cfg = RankConfig::default();
-        let (down, up) = (cfg.down_threshold, cfg.up_threshold);
         let mut r = Ranker::new(2, cfg, c.s(0.0));
         let mut t = 0.0;
         // Gateway 1 alternates success and failure on its probes every 5 s.
@@ -1319,28 +1488,148 @@ mod tests {
             }
         }
         assert!(went_down.is_some_and(|i| i < 20), "down after {went_down:?} probes");
-        assert_eq!(r.status(c.s(t))[1].state, GatewayState::Unavailable);
+        // Never two successes in a row: it stays out, whatever its latency.
+        let st = r.status(c.s(t));
+        assert_eq!(st[1].state, GatewayState::Unavailable);
+        assert_eq!(st[1].readmit_after, Some(3));
         assert_eq!(r.order(c.s(t)), vec![0, 1]);
-        // Now healthy: it must climb above the higher threshold, not merely above the lower one.
-        let mut seen_between = false;
-        let mut successes = 0;
-        loop {
-            t += 5.0;
-            ok(&mut r, 0, 20, c.s(t));
-            ok(&mut r, 1, 15, c.s(t));
-            successes += 1;
-            let st = r.status(c.s(t));
-            if st[1].state == GatewayState::Unavailable {
-                assert!(st[1].reputation <= up);
-                seen_between |= st[1].reputation > down;
-            } else {
-                assert!(st[1].reputation > up);
-                break;
+    }
+
+    #[test]
+    fn healthy_again_is_readmitted_after_three_good_probes_and_flapping_doubles_that() {
+        let c = Clock::new();
+        let cfg = RankConfig::default();
+        let (window, down) = (cfg.window.as_secs_f64(), cfg.down_threshold);
+        let mut r = Ranker::new(1, cfg, c.s(0.0));
+        ok(&mut r, 0, 10, c.s(0.0));
+        let mut t = 0.0;
+        // Dead: fails until unavailable (current becomes none).
+        let mut down_at = None;
+        while down_at.is_none() {
+            t += 1.0;
+            if let Some(s) = fail(&mut r, 0, Evidence::Probe, c.s(t)) {
+                assert_eq!(s.to, None);
+                down_at = Some(t);
             }
-            assert!(successes < 100, "never recovered");
+            assert!(t < 60.0, "never went down");
         }
-        assert!(successes > 5, "came back after only {successes} successes");
-        assert!(seen_between, "hysteresis: stayed unavailable between the thresholds");
+        // Dead for a while longer: the reputation sinks towards 0.
+        for _ in 0..10 {
+            t += 1.0;
+            fail(&mut r, 0, Evidence::Probe, c.s(t));
+        }
+        assert!(r.status(c.s(t))[0].reputation < 0.5);
+        // Back: two good probes are not enough, the third re-admits at once.
+        for expect in [1, 2] {
+            t += 1.0;
+            assert_eq!(ok(&mut r, 0, 10, c.s(t)), None);
+            let st = r.status(c.s(t));
+            assert_eq!((st[0].state, st[0].ok_streak), (GatewayState::Unavailable, expect));
+        }
+        t += 1.0;
+        let s = ok(&mut r, 0, 10, c.s(t)).expect("re-admitted");
+        assert_eq!((s.from, s.to, &s.reason), (None, Some(0), &SwitchReason::Recovered));
+        let st = r.status(c.s(t));
+        assert_eq!(st[0].readmit_after, None);
+        // On probation: the reputation starts at the up threshold, and three
+        // failures in a row take it out again.
+        assert!((st[0].reputation - 0.9).abs() < 0.02, "{}", st[0].reputation);
+        let mut fails = 0;
+        while r.current().is_some() {
+            t += 1.0;
+            fail(&mut r, 0, Evidence::Probe, c.s(t));
+            fails += 1;
+            assert!(fails < 10);
+        }
+        assert_eq!(fails, 3, "down {down} reached after {fails} failures");
+        // It fell within the window of its re-admission: now it needs 6.
+        assert_eq!(r.status(c.s(t))[0].readmit_after, Some(6));
+        for _ in 0..5 {
+            t += 1.0;
+            assert_eq!(ok(&mut r, 0, 10, c.s(t)), None);
+        }
+        t += 1.0;
+        assert!(ok(&mut r, 0, 10, c.s(t)).is_some(), "back after 6");
+        // Falls again at once: 12. A failure in the middle restarts the count.
+        while r.current().is_some() {
+            t += 1.0;
+            fail(&mut r, 0, Evidence::Probe, c.s(t));
+        }
+        assert_eq!(r.status(c.s(t))[0].readmit_after, Some(12));
+        for _ in 0..11 {
+            t += 1.0;
+            ok(&mut r, 0, 10, c.s(t));
+        }
+        t += 1.0;
+        fail(&mut r, 0, Evidence::Probe, c.s(t));
+        for _ in 0..11 {
+            t += 1.0;
+            assert_eq!(ok(&mut r, 0, 10, c.s(t)), None);
+        }
+        t += 1.0;
+        assert!(ok(&mut r, 0, 10, c.s(t)).is_some(), "back after 12 in a row");
+        // Healthy for longer than the window, then down again: the count is back to 3.
+        t += window + 1.0;
+        ok(&mut r, 0, 10, c.s(t));
+        while r.current().is_some() {
+            t += 1.0;
+            fail(&mut r, 0, Evidence::Probe, c.s(t));
+        }
+        assert_eq!(r.status(c.s(t))[0].readmit_after, Some(3));
+    }
+
+    #[test]
+    fn late_traffic_successes_do_not_readmit() {
+        let c = Clock::new();
+        let mut r = Ranker::new(1, RankConfig::default(), c.s(0.0));
+        for i in 0..8 {
+            fail(&mut r, 0, Evidence::Traffic, c.s(f64::from(i) * 0.1));
+        }
+        assert_eq!(r.current(), None);
+        // A worker's report of set-ups from before the outage arrives late.
+        assert_eq!(r.merge_traffic(0, &hist(&[(1_000, 6)]), 0, c.s(1.0)), None);
+        let st = r.status(c.s(1.0));
+        assert_eq!((st[0].state, st[0].ok_streak), (GatewayState::Unavailable, 0));
+        // Failures in a report do end a streak.
+        ok(&mut r, 0, 1, c.s(2.0));
+        r.merge_traffic(0, &hist(&[]), 1, c.s(2.5));
+        assert_eq!(r.status(c.s(2.5))[0].ok_streak, 0);
+        assert_eq!(r.probe_delay(0, Duration::from_secs(30)), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn probe_delay_backs_off_after_failures_and_hurries_re_admission() {
+        let c = Clock::new();
+        let mut r = Ranker::new(2, RankConfig::default(), c.s(0.0));
+        let every = Duration::from_secs(30);
+        let secs = |r: &Ranker| r.probe_delay(0, every).as_secs_f64();
+        assert_eq!(secs(&r), 30.0, "healthy: the regular interval");
+        assert_eq!(r.probe_delay(7, every), every, "unknown index");
+        let mut delays = Vec::new();
+        for i in 0..8 {
+            fail(&mut r, 0, Evidence::Probe, c.s(f64::from(i)));
+            delays.push(secs(&r));
+        }
+        assert_eq!(delays, vec![1.0, 2.0, 4.0, 4.0, 4.0, 4.0, 4.0, 4.0]);
+        assert_eq!(r.status(c.s(8.0))[0].state, GatewayState::Unavailable);
+        // Succeeding but not yet re-admitted: the base spacing.
+        ok(&mut r, 0, 10, c.s(9.0));
+        assert_eq!(secs(&r), 1.0);
+        ok(&mut r, 0, 10, c.s(10.0));
+        ok(&mut r, 0, 10, c.s(11.0));
+        assert_eq!(r.status(c.s(11.0))[0].state, GatewayState::Available);
+        assert_eq!(secs(&r), 30.0, "re-admitted: the regular interval again");
+        // A keep-alive failure marks the current gateway failed; a success clears it.
+        fail(&mut r, 1, Evidence::KeepAlive, c.s(12.0));
+        assert_eq!(r.probe_delay(1, every), Duration::from_secs(1));
+        ok(&mut r, 1, 10, c.s(13.0));
+        assert_eq!(r.probe_delay(1, every), every);
+        // Never longer than the caller's interval.
+        for i in 0..5 {
+            fail(&mut r, 1, Evidence::Probe, c.s(14.0 + f64::from(i)));
+        }
+        assert_eq!(r.probe_delay(1, Duration::from_millis(250)), Duration::from_millis(250));
+        assert_eq!(r.probe_delay(1, Duration::from_secs(3)), Duration::from_secs(3));
     }
 
     #[test]
@@ -1549,32 +1838,91 @@ mod tests {
     }
 
     #[test]
-    fn merged_traffic_moves_quantiles_and_reputation() {
+    fn merged_traffic_counts_when_slower_than_probes() {
         let c = Clock::new();
         let mut r = Ranker::new(2, RankConfig::default(), c.s(0.0));
         feed(&mut r, c.s(0.0), 10, &[(0, 20), (1, 30)]);
-        assert!(close(r.status(c.s(0.0))[0].p90_ms, 20.0));
-        // Workers saw 1000 tunnel setups at 80 ms and 2 failures: no fail-over, quantiles move.
+        assert!(close(r.status(c.s(0.0))[0].score_ms, 20.0));
+        // Workers saw 1000 tunnel setups at 80 ms and 2 failures: no
+        // fail-over, the probe quantiles stay, the score takes the slower view.
         assert_eq!(r.merge_traffic(0, &hist(&[(80_000, 1000)]), 2, c.s(1.0)), None);
         let st = r.status(c.s(1.0));
-        assert!(close(st[0].p50_ms, 80.0) && close(st[0].p90_ms, 80.0));
-        assert_eq!((st[0].samples, st[0].failures, st[0].failed), (1010, 2, false));
+        assert!(close(st[0].p50_ms, 20.0) && close(st[0].p90_ms, 20.0));
+        assert!(close(st[0].traffic_p50_ms, 80.0) && close(st[0].traffic_p90_ms, 80.0));
+        assert!(close(st[0].latency_ms, 80.0));
+        assert_eq!(
+            (st[0].samples, st[0].traffic_samples, st[0].failures, st[0].failed),
+            (10, 1000, 2, false)
+        );
         assert!(st[0].reputation < 1.0 && st[0].reputation > 0.99);
+        let rep = st[0].reputation;
+        assert!(close(st[0].score_ms, 80.0 / rep + (1.0 - rep) / rep * 20.0));
+        // Set-ups faster than the probes change nothing: being in use never
+        // makes a gateway look better than its probes.
+        assert_eq!(r.merge_traffic(1, &hist(&[(2_000, 500)]), 0, c.s(1.0)), None);
+        let st = r.status(c.s(1.0));
+        assert!(close(st[1].latency_ms, 30.0) && close(st[1].score_ms, 30.0));
         // Values beyond max_latency are clamped, not rejected.
         let mut big = Histogram::<u64>::new(3).expect("histogram");
-        big.record_n(3_600_000_000, 5).expect("record");
+        big.record_n(3_600_000_000, 5000).expect("record");
         assert_eq!(r.merge_traffic(1, &big, 0, c.s(1.0)), None);
         assert!(
             r.status(c.s(1.0))[1]
-                .p99_ms
-                .is_some_and(|p| (60_000.0..60_100.0).contains(&p))
+                .traffic_p90_ms
+                .is_some_and(|p| (59_000.0..61_000.0).contains(&p))
         );
         // An empty merge changes nothing.
         assert_eq!(
             r.merge_traffic(1, &Histogram::new(3).expect("histogram"), 0, c.s(1.0)),
             None
         );
-        assert_eq!(r.status(c.s(1.0))[1].samples, 15);
+        assert_eq!(r.status(c.s(1.0))[1].traffic_samples, 5500);
+    }
+
+    #[test]
+    fn few_setups_do_not_count_and_traffic_alone_gives_a_score() {
+        let c = Clock::new();
+        let mut r = Ranker::new(2, RankConfig::default(), c.s(0.0));
+        feed(&mut r, c.s(0.0), 5, &[(0, 20)]);
+        // Nine slow set-ups (a few cold handshakes) are below traffic_min_samples.
+        r.merge_traffic(0, &hist(&[(200_000, 9)]), 0, c.s(1.0));
+        let st = r.status(c.s(1.0));
+        assert!(close(st[0].latency_ms, 20.0), "{:?}", st[0].latency_ms);
+        r.merge_traffic(0, &hist(&[(200_000, 1)]), 0, c.s(1.0));
+        assert!(close(r.status(c.s(1.0))[0].latency_ms, 200.0));
+        // A gateway its probes cannot measure but traffic can is ranked by traffic.
+        r.merge_traffic(1, &hist(&[(40_000, 50)]), 0, c.s(1.0));
+        let st = r.status(c.s(1.0));
+        assert_eq!(st[1].p90_ms, None);
+        assert!(close(st[1].score_ms, 40.0));
+        // Traffic leaves the window like probes do.
+        let st = r.status(c.s(61.0));
+        assert_eq!((st[0].traffic_samples, st[0].traffic_p90_ms), (0, None));
+    }
+
+    #[test]
+    fn data_path_slower_than_probes_hands_over_by_the_damping() {
+        let c = Clock::new();
+        let mut r = Ranker::new(2, RankConfig::default(), c.s(0.0));
+        let mut switches = Vec::new();
+        for i in 0..10 {
+            let t = c.s(f64::from(i));
+            // Both probe at 20 ms; the data path to gateway 0 (in use) takes 60 ms.
+            feed(&mut r, t, 1, &[(0, 20), (1, 22)]);
+            if r.current() == Some(0) {
+                r.merge_traffic(0, &hist(&[(60_000, 20)]), 0, t);
+            }
+            if let Some(s) = r.evaluate(t) {
+                switches.push((i, s));
+            }
+        }
+        assert_eq!(switches.len(), 1, "{switches:?}");
+        let (round, s) = &switches[0];
+        assert_eq!((*round, s.to), (2, Some(1)));
+        assert!(matches!(s.reason, SwitchReason::Better { rounds: 3, .. }));
+        // Gateway 0 keeps its slow data path in the window: no switch back
+        // while that lasts, although its probes are faster.
+        assert!(close(r.status(c.s(9.0))[0].latency_ms, 60.0));
     }
 
     #[test]
@@ -1921,6 +2269,51 @@ mod tests {
                     prop_assert!(damped);
                     let best = scores.iter().copied().fold(f64::INFINITY, f64::min);
                     prop_assert_eq!(scores[c], best);
+                }
+            }
+
+            #[test]
+            fn readmission_takes_the_streak_or_the_reputation_and_flapping_doubles_it(
+                readmit in 1u32..6,
+                ops in proptest::collection::vec((proptest::bool::weighted(0.6), 0u32..20_000), 0..300),
+            ) {
+                // One gateway, probe samples only. Whenever it comes back, the
+                // successes since its last failure reached the count it needed
+                // (or its reputation rose above up_threshold); whenever it falls
+                // within `window` of coming back, the count doubles (up to 32x).
+                let cfg = RankConfig { readmit_successes: readmit, ..RankConfig::default() };
+                let (up, window) = (cfg.up_threshold, cfg.window);
+                let base = Instant::now();
+                let mut now = base;
+                let mut r = Ranker::new(1, cfg, now);
+                let mut last_back: Option<Instant> = None;
+                let mut last_need = u64::from(readmit);
+                for (good, advance) in ops {
+                    now += Duration::from_millis(u64::from(advance));
+                    let before = r.status(now)[0].clone();
+                    let outcome = if good { SampleOutcome::Ok(Duration::from_millis(10)) } else { SampleOutcome::Failed };
+                    r.record(0, outcome, Evidence::Probe, now);
+                    let after = r.status(now)[0].clone();
+                    let was_down = before.state == GatewayState::Unavailable;
+                    let is_down = after.state == GatewayState::Unavailable;
+                    if was_down && !is_down {
+                        prop_assert!(good, "re-admitted on a failure");
+                        let need = before.readmit_after.expect("unavailable has a count");
+                        prop_assert!(
+                            after.ok_streak >= need || after.reputation > up,
+                            "back after {} successes, needed {}, reputation {}", after.ok_streak, need, after.reputation
+                        );
+                        last_back = Some(now);
+                    }
+                    if !was_down && is_down {
+                        prop_assert!(!good, "taken out on a success");
+                        let need = after.readmit_after.expect("unavailable has a count");
+                        let flapped = last_back.is_some_and(|t| now.saturating_duration_since(t) < window);
+                        let expect = if flapped { (last_need * 2).min(u64::from(readmit) << 5) } else { u64::from(readmit) };
+                        prop_assert_eq!(need, expect);
+                        last_need = need;
+                    }
+                    prop_assert_eq!(r.current().is_none(), is_down);
                 }
             }
 

@@ -668,5 +668,35 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+/// A client's `GET /status`, parsed.
+pub fn status(ctl: SocketAddr) -> serde_json::Value {
+    serde_json::from_str(&msc::cli::status::fetch(ctl).unwrap()).unwrap()
+}
+
+/// The status entry of the gateway named `name`.
+pub fn gw<'a>(v: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    v["gateways"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == name)
+        .unwrap()
+}
+
+/// Polls the status (bounded) until `cond` holds; returns that status.
+pub fn wait_status(
+    ctl: SocketAddr,
+    what: &str,
+    limit: Duration,
+    cond: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let v = status(ctl);
+        if cond(&v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}; status: {v:#}");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
