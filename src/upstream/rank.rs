@@ -1166,23 +1166,6 @@ mod tests {
         }
     }
 
-    /// splitmix64: a tiny seeded PRNG so noise is deterministic.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
-        /// Uniform in `[lo, hi)`.
-        fn range(&mut self, lo: u64, hi: u64) -> u64 {
-            lo + self.next() % (hi - lo)
-        }
-    }
-
     fn ms_d(n: u64) -> Duration {
         Duration::from_millis(n)
     }
@@ -1269,16 +1252,17 @@ mod tests {
     fn noisy(means: &[u64], spread: u64, fail_per_mille: u64, rounds: u32, seed: u64) -> (usize, Ranker) {
         let c = Clock::new();
         let mut r = Ranker::new(means.len(), RankConfig::default(), c.s(0.0));
-        let mut rng = Rng(seed);
+        // Seeded: the noise is deterministic.
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
         let mut switches = 0;
         for round in 0..rounds {
             let at = c.s(f64::from(round));
             for (gw, &m) in means.iter().enumerate() {
-                let outcome = if rng.range(0, 1000) < fail_per_mille {
+                let outcome = if rand::Rng::random_range(&mut rng, 0..1000) < fail_per_mille {
                     SampleOutcome::Failed
                 } else {
                     SampleOutcome::Ok(Duration::from_micros(
-                        rng.range((m - spread) * 1000, (m + spread) * 1000),
+                        rand::Rng::random_range(&mut rng, (m - spread) * 1000..(m + spread) * 1000),
                     ))
                 };
                 switches += usize::from(r.record(gw, outcome, Evidence::Probe, at).is_some());
