@@ -7,6 +7,10 @@
 //! squid runs as a child of each test (foreground, `-N`), with its
 //! configuration, pid file and logs in a private temporary directory; as
 //! `nobody` when the tests run as root. Readiness: its port accepts.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "test code: bounded polling of child processes and their logs, off any runtime"
+)]
 
 mod common;
 
@@ -141,14 +145,20 @@ fn squid_as_gateway_carries_get_post_connect_with_pooled_tunnels() {
     let (code, body, err) = curl(&["-p", "-x", &px, &format!("http://{origin}/bytes/{n}")]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(body.len(), n);
-    assert_eq!(sha256_hex(&body), sha256_hex(&pattern_bytes(n)), "download through CONNECT");
+    assert_eq!(
+        sha256_hex(&body),
+        sha256_hex(&pattern_bytes(n)),
+        "download through CONNECT"
+    );
 
     let connects = wait_squid_lines(&squid, "CONNECT", 2);
     assert_eq!(connects.len(), 2, "both tunnels went through squid: {connects:#?}");
     assert_eq!(squid_lines(&squid, "POST").len(), 1);
     assert_nothing_direct(ctl);
     // Tunnels to squid resume TLS sessions too (its tickets work with ours).
-    let s = wait_status(ctl, "resumed handshakes", |s| s["tls"]["resumed"].as_u64().unwrap_or(0) > 0);
+    let s = wait_status(ctl, "resumed handshakes", |s| {
+        s["tls"]["resumed"].as_u64().unwrap_or(0) > 0
+    });
     assert!(s["tls"]["handshakes"].as_u64().unwrap() >= 3, "{s:#}");
 }
 
@@ -165,7 +175,11 @@ fn failover(kill_squid: bool) {
     } else {
         [("msc", gw_addr), ("squid", squid_addr)]
     };
-    let cfg = env.multi_client_toml("client", &servers, "[selection]\npinned = true\nkeepalive_interval = \"300ms\"\n");
+    let cfg = env.multi_client_toml(
+        "client",
+        &servers,
+        "[selection]\npinned = true\nkeepalive_interval = \"300ms\"\n",
+    );
     let (client, proxy) = env.client_from("client", &cfg);
     let ctl = client.control_addr();
     wait_probed(ctl, "squid");
@@ -192,12 +206,19 @@ fn failover(kill_squid: bool) {
         let _ = gw.terminate();
     }
     for i in 0..30 {
-        assert_eq!(get(&format!("/bytes/{}", 2000 + i)), "200", "request {i} after the kill");
+        assert_eq!(
+            get(&format!("/bytes/{}", 2000 + i)),
+            "200",
+            "request {i} after the kill"
+        );
     }
     // They went through the survivor.
     if kill_squid {
         let log = gw.wait_stderr(&format!("http://{origin}/bytes/2029"));
-        let n = log.lines().filter(|l| l.contains(&format!("http://{origin}/bytes/20"))).count();
+        let n = log
+            .lines()
+            .filter(|l| l.contains(&format!("http://{origin}/bytes/20")))
+            .count();
         assert_eq!(n, 30, "the msc gateway carried every request:\n{log}");
     } else {
         let lines = wait_squid_lines(&squid, &format!("http://{origin}/bytes/20"), 30);
@@ -283,6 +304,10 @@ fn probe_url_tells_refusal_from_failure() {
         &format!("http://{origin}/bytes/5"),
     ]);
     assert_eq!(code, 0, "{err}");
-    assert_ne!(String::from_utf8_lossy(&out), "200", "a broken gateway must not lead to DIRECT");
+    assert_ne!(
+        String::from_utf8_lossy(&out),
+        "200",
+        "a broken gateway must not lead to DIRECT"
+    );
     assert_nothing_direct(ctl);
 }

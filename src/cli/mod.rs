@@ -281,11 +281,7 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 Ok(c) => c,
                 Err(e) => return Ok(config_error(e)),
             };
-            let ports: Vec<(u16, u16)> = cfg
-                .servers
-                .iter()
-                .map(|s| (s.http_port, s.https_or_http()))
-                .collect();
+            let ports: Vec<(u16, u16)> = cfg.servers.iter().map(|s| (s.http_port, s.https_or_http())).collect();
             if ports.iter().any(|&(a, b)| a == 0 || b == 0) {
                 return Ok(config_error(format!(
                     "{}: servers: a port is 0 (chosen at start-up): fetch the PAC from the running client's control API instead",

@@ -193,7 +193,9 @@ impl ProbeUrl {
         let url = url.trim();
         let Some(rest) = url.strip_prefix("http://") else {
             return Err(if url.starts_with("https://") {
-                format!("'{url}': only http:// URLs (the probe sends the request itself, as absolute-form, through the gateway)")
+                format!(
+                    "'{url}': only http:// URLs (the probe sends the request itself, as absolute-form, through the gateway)"
+                )
             } else {
                 format!("'{url}' is not an http:// URL")
             });
@@ -430,7 +432,11 @@ fn validate(file: &Path, raw: Raw) -> Result<ClientConfig, ConfigError> {
         if s.https_port.is_some_and(|p| p != 0 && p == s.http_port) {
             return Err(c.err(
                 key("https_port"),
-                format!("port {} is already used by {}: leave https_port out to serve https URLs on http_port", s.http_port, key("http_port")),
+                format!(
+                    "port {} is already used by {}: leave https_port out to serve https URLs on http_port",
+                    s.http_port,
+                    key("http_port")
+                ),
             ));
         }
         for (f, p) in [("http_port", Some(s.http_port)), ("https_port", s.https_port)] {
@@ -447,12 +453,14 @@ fn validate(file: &Path, raw: Raw) -> Result<ClientConfig, ConfigError> {
         let probe_url = match (&s.probe_url, s.probe_status) {
             (None, None) => None,
             (None, Some(_)) => return Err(c.err(key("probe_status"), "only used with probe_url")),
-            (Some(u), status) => Some(
-                ProbeUrl::parse(u, status.unwrap_or(200)).map_err(|reason| {
-                    let f = if reason.starts_with("probe_status") { "probe_status" } else { "probe_url" };
-                    c.err(key(f), reason)
-                })?,
-            ),
+            (Some(u), status) => Some(ProbeUrl::parse(u, status.unwrap_or(200)).map_err(|reason| {
+                let f = if reason.starts_with("probe_status") {
+                    "probe_status"
+                } else {
+                    "probe_url"
+                };
+                c.err(key(f), reason)
+            })?),
         };
         servers.push(Server {
             name: s.name,

@@ -249,7 +249,11 @@ fn ticket_keys(c: &Check<'_>, raw: &RawTls) -> Result<Option<TicketKeys>, Config
     let file = c.file("tls.ticket_keys", v)?;
     let keys = crate::gateway::tickets::load(&file)
         .map_err(|reason| c.err("tls.ticket_keys", format!("{}: {reason}", file.display())))?;
-    let lifetime = c.duration_or("tls.ticket_lifetime", &raw.ticket_lifetime, Duration::from_secs(6 * 3600))?;
+    let lifetime = c.duration_or(
+        "tls.ticket_lifetime",
+        &raw.ticket_lifetime,
+        Duration::from_secs(6 * 3600),
+    )?;
     if lifetime < Duration::from_secs(1) || lifetime > Duration::from_secs(7 * 24 * 3600) {
         return Err(c.err("tls.ticket_lifetime", "must be between 1s and 7 days (RFC 8446)"));
     }

@@ -140,7 +140,11 @@ pub async fn probe(
         .await
         .map_err(|e| fail(classify_io(&e), format!("request: {e}")))?;
     // probe_url goes on to an origin: allow it a connect's time more.
-    let answer = if gw.probe_url.is_some() { handshake + connect } else { handshake };
+    let answer = if gw.probe_url.is_some() {
+        handshake + connect
+    } else {
+        handshake
+    };
     let head = match read_response_head(&mut r, answer, msc_io::head::Limits::RELAYED).await {
         Ok(Some(h)) => h,
         Ok(None) => {
@@ -235,7 +239,10 @@ mod tests {
         assert_eq!(judge(200, Some(&url(200))), Verdict::Works);
         assert_eq!(judge(204, Some(&url(204))), Verdict::Works);
         for refusal in [403, 407, 429, 451] {
-            assert!(matches!(judge(refusal, Some(&url(200))), Verdict::Alive(_)), "{refusal}");
+            assert!(
+                matches!(judge(refusal, Some(&url(200))), Verdict::Alive(_)),
+                "{refusal}"
+            );
         }
         // The expected status wins even when it is a refusal status.
         assert_eq!(judge(403, Some(&url(403))), Verdict::Works);
@@ -243,7 +250,10 @@ mod tests {
             let Verdict::Broken(why) = judge(broken, Some(&url(204))) else {
                 panic!("{broken} must be broken");
             };
-            assert!(why.contains("http://example.com/health") && why.contains(&broken.to_string()), "{why}");
+            assert!(
+                why.contains("http://example.com/health") && why.contains(&broken.to_string()),
+                "{why}"
+            );
         }
     }
 

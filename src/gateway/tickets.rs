@@ -39,7 +39,12 @@ pub fn parse(text: &str) -> Result<Vec<KeySpec>, String> {
         let (start, key) = match (fields.next(), fields.next(), fields.next()) {
             (Some(k), None, None) => (None, k),
             (Some(s), Some(k), None) => (Some(s), k),
-            _ => return Err(format!("line {n}: expected '[START] KEY', found {} fields", line.split_whitespace().count())),
+            _ => {
+                return Err(format!(
+                    "line {n}: expected '[START] KEY', found {} fields",
+                    line.split_whitespace().count()
+                ));
+            }
         };
         let not_before = match start {
             None => SystemTime::UNIX_EPOCH,
@@ -153,7 +158,10 @@ mod tests {
         assert_eq!(keys[0].not_before, SystemTime::UNIX_EPOCH);
         assert_eq!(keys[0].secret[31], 0x1f);
         assert_eq!(keys[1].secret[0], 0xff);
-        assert_eq!(keys[1].not_before, humantime::parse_rfc3339("2026-12-01T00:00:00Z").unwrap());
+        assert_eq!(
+            keys[1].not_before,
+            humantime::parse_rfc3339("2026-12-01T00:00:00Z").unwrap()
+        );
     }
 
     #[test]

@@ -600,7 +600,11 @@ pub fn mtls(env: &Env, gw: SocketAddr) -> rustls::StreamOwned<rustls::ClientConn
 /// A free TCP port on `ip` right now (for third-party programs that cannot
 /// report the port they bound; the window for a race is tiny).
 pub fn free_port(ip: &str) -> u16 {
-    std::net::TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Waits (bounded) until `addr` accepts connections; panics with `what`'s
@@ -668,7 +672,8 @@ fn unprivileged(cmd: &Path, dir: &Path) -> Command {
             std::os::unix::fs::lchown(&e, Some(65534), Some(65534)).unwrap();
         }
         let mut c = Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]).arg(cmd);
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(cmd);
         c
     } else {
         Command::new(cmd)

@@ -293,7 +293,10 @@ mod tests {
         assert_eq!(tk.sealing_id(t(11)), hex(&key_id(&[2; KEY_LEN])));
         assert_eq!(&new[..ID_LEN], &key_id(&[2; KEY_LEN]));
         assert_eq!(tk.decrypt_at(&old, t(11)).as_deref(), Some(&b"old"[..]));
-        assert_eq!(tk.decrypt_at(&old, t(12) - Duration::from_secs(1)).as_deref(), Some(&b"old"[..]));
+        assert_eq!(
+            tk.decrypt_at(&old, t(12) - Duration::from_secs(1)).as_deref(),
+            Some(&b"old"[..])
+        );
         assert_eq!(tk.decrypt_at(&old, t(12)), None, "past the grace period");
         assert_eq!(tk.decrypt_at(&new, t(100)).as_deref(), Some(&b"new"[..]));
     }
