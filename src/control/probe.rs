@@ -91,7 +91,13 @@ fn note(gw: &GatewayRoute, note: Option<&str>) {
         let mut n = n.borrow_mut();
         match note {
             Some(text) if n.get(&gw.index).map(String::as_str) != Some(text) => {
-                tracing::warn!("gateway {}: {text}", gw.label());
+                // A refused probe_url is a misconfiguration worth a warning;
+                // a gateway that is not msc gateway is a fact.
+                if gw.probe_url.is_some() {
+                    tracing::warn!("gateway {}: {text}", gw.label());
+                } else {
+                    tracing::info!("gateway {}: {text}", gw.label());
+                }
                 n.insert(gw.index, text.to_string());
             }
             Some(_) => {}
