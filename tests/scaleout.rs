@@ -193,8 +193,20 @@ fn without_shared_keys_instances_do_not_resume_each_others_sessions() {
 fn ticket_keys_rotate_while_running() {
     let env = Env::new();
     let (_origin, origin) = env.origin();
-    let old = random_key_line();
-    let keys = env.write("ticket-keys", &format!("{old}\n"));
+    let keys = env.path("ticket-keys");
+    let rotate = |start_in: &str| {
+        let out = std::process::Command::new(MSC)
+            .args(["ticket-keys", "rotate", "--start-in", start_in, "--grace", "1h"])
+            .arg(&keys)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(
+        rotate("1h").contains("new file with one key"),
+        "a new file seals at once"
+    );
     let (gw, gw_addr) = gateway_tls(
         &env,
         "gw",
@@ -207,11 +219,17 @@ fn ticket_keys_rotate_while_running() {
         connect_get(proxy, origin, 10);
     }
     let (h1, r1) = tls_counts(client.control_addr(), 20);
-    // The next key starts now: appended, the old one kept for the grace period.
-    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
-    std::fs::write(&keys, format!("{old}\n{now} {}\n", random_key_line())).unwrap();
-    gw.wait_stderr("ticket keys reloaded");
-    assert!(gw.stderr().contains("2 keys"), "{}", gw.stderr());
+    // The next key starts now; the old one stays for the grace period.
+    assert!(rotate("0s").contains("2 keys"));
+    let log = gw.wait_stderr("ticket keys reloaded");
+    let sealing = |line: &str| line.rsplit("sealing with key ").next().unwrap().trim().to_string();
+    let first = log
+        .lines()
+        .find(|l| l.contains("session tickets: 1 shared keys"))
+        .unwrap();
+    let reload = log.lines().find(|l| l.contains("ticket keys reloaded")).unwrap();
+    assert!(reload.contains("2 keys"), "{log}");
+    assert_ne!(sealing(first), sealing(reload), "the new key seals:\n{log}");
     for _ in 0..20 {
         connect_get(proxy, origin, 10);
     }

@@ -84,6 +84,100 @@ fn unhex(s: &str) -> Option<[u8; KEY_LEN]> {
     Some(out)
 }
 
+/// The keys file after one rotation step at `now`: the keys of `current`
+/// (a file's text; `None` for a new file) whose grace period has not ended,
+/// plus `new` starting at `now + start_in` (at once for a new file). Pure:
+/// the caller picks the key and writes the file.
+pub fn rotate(
+    current: Option<&str>,
+    now: SystemTime,
+    start_in: Duration,
+    grace: Duration,
+    new: [u8; KEY_LEN],
+) -> Result<String, String> {
+    let mut keys = match current {
+        Some(t) => parse(t)?,
+        None => Vec::new(),
+    };
+    keys.sort_by_key(|k| k.not_before);
+    // A key is dropped once its successor has sealed for `grace`.
+    let starts: Vec<SystemTime> = keys.iter().map(|k| k.not_before).collect();
+    let mut kept: Vec<KeySpec> = keys
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| starts.get(i + 1).is_none_or(|&next| now < next + grace))
+        .map(|(_, k)| k)
+        .collect();
+    let start = if kept.is_empty() { now } else { now + start_in };
+    if kept.iter().any(|k| k.secret == new) {
+        return Err("the new key is already in the file".into());
+    }
+    kept.retain(|k| k.not_before != start);
+    kept.push(KeySpec {
+        not_before: start,
+        secret: new,
+    });
+    let mut out = String::from(
+        "# msc gateway session-ticket keys (docs/config.md): START (RFC 3339 UTC) KEY (hex)\n\
+         # The newest started key seals tickets; every key listed opens them.\n",
+    );
+    for k in &kept {
+        let hex: String = k.secret.iter().map(|b| format!("{b:02x}")).collect();
+        if k.not_before == SystemTime::UNIX_EPOCH {
+            out.push_str(&format!("{hex}\n"));
+        } else {
+            out.push_str(&format!("{} {hex}\n", humantime::format_rfc3339_seconds(k.not_before)));
+        }
+    }
+    // What the gateway will read must parse.
+    parse(&out)?;
+    Ok(out)
+}
+
+/// `msc ticket-keys rotate`: rotates `path` in place (written to a
+/// temporary file beside it, mode 0600, then renamed: a gateway never reads
+/// half a file). Returns a summary line.
+pub fn rotate_file(path: &Path, start_in: Duration, grace: Duration) -> anyhow::Result<String> {
+    use anyhow::Context;
+    use ring::rand::SecureRandom;
+    let current = match std::fs::read_to_string(path) {
+        Ok(t) => Some(t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let mut key = [0u8; KEY_LEN];
+    ring::rand::SystemRandom::new()
+        .fill(&mut key)
+        .map_err(|_| anyhow::anyhow!("no randomness for a new key"))?;
+    let now = SystemTime::now();
+    let text = rotate(current.as_deref(), now, start_in, grace, key)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".ticket-keys")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot write in {}", dir.display()))?;
+    use std::io::Write;
+    tmp.write_all(text.as_bytes())?;
+    tmp.as_file().sync_all()?;
+    // tempfile creates it 0600.
+    tmp.persist(path)
+        .with_context(|| format!("cannot replace {}", path.display()))?;
+    let n = text.lines().filter(|l| !l.starts_with('#')).count();
+    Ok(if current.is_none() {
+        format!("{}: new file with one key, sealing now", path.display())
+    } else {
+        format!(
+            "{}: {n} keys; the new one starts sealing at {}",
+            path.display(),
+            humantime::format_rfc3339_seconds(now + start_in)
+        )
+    })
+}
+
 /// Reads and parses a keys file.
 pub fn load(path: &Path) -> Result<Vec<KeySpec>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
@@ -161,6 +255,39 @@ mod tests {
         assert_eq!(
             keys[1].not_before,
             humantime::parse_rfc3339("2026-12-01T00:00:00Z").unwrap()
+        );
+    }
+
+    #[test]
+    fn rotation_adds_a_key_ahead_and_drops_keys_past_their_grace() {
+        let h = Duration::from_secs(3600);
+        let t0 = humantime::parse_rfc3339("2026-12-01T00:00:00Z").unwrap();
+        // A new file: one key, sealing at once.
+        let f1 = rotate(None, t0, h, 6 * h, [1; KEY_LEN]).unwrap();
+        let k1 = parse(&f1).unwrap();
+        assert_eq!(k1.len(), 1);
+        assert_eq!(k1[0].not_before, t0);
+        // Rotation: the next key starts an hour ahead; the old one stays.
+        let f2 = rotate(Some(&f1), t0 + 24 * h, h, 6 * h, [2; KEY_LEN]).unwrap();
+        let k2 = parse(&f2).unwrap();
+        assert_eq!(k2.len(), 2, "{f2}");
+        assert_eq!(k2[1].not_before, t0 + 25 * h);
+        // Within the grace period after key 2 started, key 1 is kept...
+        let f3 = rotate(Some(&f2), t0 + 30 * h, h, 6 * h, [3; KEY_LEN]).unwrap();
+        assert_eq!(parse(&f3).unwrap().len(), 3, "{f3}");
+        // ... and dropped after it.
+        let f4 = rotate(Some(&f3), t0 + 32 * h, h, 6 * h, [4; KEY_LEN]).unwrap();
+        let k4 = parse(&f4).unwrap();
+        assert!(k4.iter().all(|k| k.secret != [1; KEY_LEN]), "{f4}");
+        assert_eq!(k4.last().unwrap().secret, [4; KEY_LEN]);
+        // A file of bare keys (start: at once) rotates too.
+        let bare = format!("{K1}\n");
+        let f5 = rotate(Some(&bare), t0, h, 6 * h, [5; KEY_LEN]).unwrap();
+        assert!(f5.contains(K1) && parse(&f5).unwrap().len() == 2, "{f5}");
+        assert!(
+            rotate(Some("junk\n"), t0, h, h, [6; KEY_LEN])
+                .unwrap_err()
+                .contains("line 1")
         );
     }
 
