@@ -214,8 +214,10 @@ impl ProbeUrl {
         if !host_ok || authority.contains('@') {
             return Err(format!("'{url}': '{authority}' is not a host[:port]"));
         }
-        if path.bytes().any(|b| b <= b' ' || b == 0x7f) {
-            return Err(format!("'{url}': the path has spaces or control characters"));
+        if path.bytes().any(|b| b <= b' ' || b >= 0x7f || b == b'#') {
+            return Err(format!(
+                "'{url}': the path has spaces, control or non-ASCII characters or a fragment (percent-encode them)"
+            ));
         }
         if !(100..=599).contains(&status) {
             return Err(format!("probe_status {status} is not an HTTP status (100-599)"));
@@ -453,14 +455,13 @@ fn validate(file: &Path, raw: Raw) -> Result<ClientConfig, ConfigError> {
         let probe_url = match (&s.probe_url, s.probe_status) {
             (None, None) => None,
             (None, Some(_)) => return Err(c.err(key("probe_status"), "only used with probe_url")),
-            (Some(u), status) => Some(ProbeUrl::parse(u, status.unwrap_or(200)).map_err(|reason| {
-                let f = if reason.starts_with("probe_status") {
-                    "probe_status"
-                } else {
-                    "probe_url"
-                };
-                c.err(key(f), reason)
-            })?),
+            (Some(u), status) => {
+                let status = status.unwrap_or(200);
+                if !(100..=599).contains(&status) {
+                    return Err(c.err(key("probe_status"), format!("{status} is not an HTTP status (100-599)")));
+                }
+                Some(ProbeUrl::parse(u, status).map_err(|reason| c.err(key("probe_url"), reason))?)
+            }
         };
         servers.push(Server {
             name: s.name,
@@ -641,4 +642,40 @@ fn selection(c: &Check<'_>, r: &RawSelection) -> Result<Selection, ConfigError> 
         }
     }
     Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ProbeUrl;
+
+    #[test]
+    fn probe_url_parses_into_target_and_host() {
+        let u = ProbeUrl::parse("http://example.com", 204).unwrap();
+        assert_eq!(
+            (u.url.as_str(), u.authority.as_str(), u.status),
+            ("http://example.com/", "example.com", 204)
+        );
+        let u = ProbeUrl::parse(" http://[::1]:8080/health?x=1 ", 200).unwrap();
+        assert_eq!(
+            (u.url.as_str(), u.authority.as_str()),
+            ("http://[::1]:8080/health?x=1", "[::1]:8080")
+        );
+        let u = ProbeUrl::parse("http://10.0.0.1:81?q", 200).unwrap();
+        assert_eq!(u.url, "http://10.0.0.1:81/?q");
+        for bad in [
+            "https://example.com/",
+            "ftp://example.com/",
+            "example.com/health",
+            "http:///x",
+            "http://user@example.com/",
+            "http://example.com:0/",
+            "http://example.com:99999/",
+            "http://exa mple.com/",
+            "http://example.com/a b",
+            "http://example.com/é",
+            "http://example.com/#frag",
+        ] {
+            assert!(ProbeUrl::parse(bad, 200).is_err(), "{bad}");
+        }
+    }
 }
