@@ -172,6 +172,12 @@ fn shared_ticket_keys_resume_across_instances_behind_haproxy() {
         }
     }
     assert!(lost.is_empty(), "requests lost after killing one instance: {lost:#?}");
+    // The killed instance was carrying part of these requests when it died.
+    let victim_log = gws[0].stderr();
+    assert!(
+        (100..160).any(|i| victim_log.contains(&format!("http://{origin}/bytes/{i} "))),
+        "the killed instance carried none of the requests before the kill:\n{victim_log}"
+    );
     let s = status_json(client.control_addr());
     assert_eq!(s["direct"]["fail_open"].as_u64(), Some(0), "{s:#}");
 }
