@@ -151,13 +151,9 @@ fn shared_ticket_keys_resume_across_instances_behind_haproxy() {
     }
 
     // Killing one instance loses no request: sequential requests on
-    // keep-alive browser connections, one instance killed half way.
-    let mut lost = Vec::new();
-    for i in 0..200 {
-        if i == 60 {
-            gws[0].child.kill().unwrap();
-            let _ = gws[0].child.wait();
-        }
+    // pooled tunnels; after 60, the instance that carried the last one is
+    // killed (SIGKILL), the requests go on.
+    let get = |i: usize| {
         let (code, out, err) = curl(&[
             "-x",
             &format!("http://{proxy}"),
@@ -167,17 +163,36 @@ fn shared_ticket_keys_resume_across_instances_behind_haproxy() {
             "%{http_code}",
             &format!("http://{origin}/bytes/{}", 100 + i),
         ]);
-        if code != 0 || out != b"200" {
-            lost.push(format!("{i}: curl {code} {} {err}", String::from_utf8_lossy(&out)));
-        }
+        (code == 0 && out == b"200")
+            .then_some(())
+            .ok_or_else(|| format!("{i}: curl {code} {} {err}", String::from_utf8_lossy(&out)))
+    };
+    let mut lost = Vec::new();
+    for i in 0..60 {
+        lost.extend(get(i).err());
     }
-    assert!(lost.is_empty(), "requests lost after killing one instance: {lost:#?}");
-    // The killed instance was carrying part of these requests when it died.
-    let victim_log = gws[0].stderr();
+    assert!(lost.is_empty(), "requests lost before any kill: {lost:#?}");
+    let last = format!("http://{origin}/bytes/159 ");
+    let deadline = Instant::now() + WAIT;
+    let carrier = loop {
+        if let Some(i) = gws.iter().position(|g| g.stderr().contains(&last)) {
+            break i;
+        }
+        assert!(Instant::now() < deadline, "no instance logged the last request");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    gws[carrier].child.kill().unwrap();
+    let _ = gws[carrier].child.wait();
+    for i in 60..200 {
+        lost.extend(get(i).err());
+    }
     assert!(
-        (100..160).any(|i| victim_log.contains(&format!("http://{origin}/bytes/{i} "))),
-        "the killed instance carried none of the requests before the kill:\n{victim_log}"
+        lost.is_empty(),
+        "requests lost after killing the instance carrying them: {lost:#?}"
     );
+    // The survivor carried the rest.
+    let survivor = gws[1 - carrier].wait_stderr(&format!("http://{origin}/bytes/299 "));
+    assert!(survivor.contains(&format!("http://{origin}/bytes/160 ")), "{survivor}");
     let s = status_json(client.control_addr());
     assert_eq!(s["direct"]["fail_open"].as_u64(), Some(0), "{s:#}");
 }
