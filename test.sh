@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test suite, on a fresh machine: installs what the tests drive (curl,
-# pactester, openssl, prlimit/setpriv, dconf/gsettings, chromium, firefox-esr;
-# Debian packages, as root or with sudo),
+# pactester, openssl, prlimit/setpriv/unshare, dconf/gsettings, chromium,
+# firefox-esr, squid, haproxy; Debian packages, as root or with sudo),
 # then runs `cargo test --workspace` on both monoio drivers (io_uring, then
 # epoll with MONOIO_FORCE_LEGACY_DRIVER=1). `.ci/run` calls exactly this.
 set -euo pipefail
@@ -12,8 +12,9 @@ command -v curl >/dev/null || need+=(curl)
 command -v pactester >/dev/null || need+=(libpacparser1)
 command -v gcc >/dev/null || need+=(gcc)
 command -v openssl >/dev/null || need+=(openssl)
-# prlimit and setpriv (tests/security.rs: a low descriptor limit, a second uid).
-{ command -v prlimit && command -v setpriv; } >/dev/null || need+=(util-linux)
+# prlimit and setpriv (tests/security.rs: a low descriptor limit, a second uid),
+# unshare (tests/scaleout.rs: a hosts file in a private mount namespace).
+{ command -v prlimit && command -v setpriv && command -v unshare; } >/dev/null || need+=(util-linux)
 # tests/enforce.rs: dconf/gsettings on a private session bus (dbus-daemon,
 # dconf-service, the org.gnome.system.proxy schema), and the browsers that
 # must obey the policies msc writes (headless; about 30 s + 15 s of apt).
@@ -25,6 +26,11 @@ command -v dbus-daemon >/dev/null || need+=(dbus-daemon)
 { command -v mount && command -v timeout; } >/dev/null || need+=(mount coreutils)
 command -v chromium >/dev/null || need+=(chromium)
 command -v firefox-esr >/dev/null || need+=(firefox-esr)
+# Third-party gateways and a load balancer (tests/squid.rs, tests/scaleout.rs);
+# Debian installs them in /usr/sbin, which a non-root PATH may lack.
+PATH="$PATH:/usr/sbin:/sbin"
+command -v squid >/dev/null || need+=(squid-openssl)
+command -v haproxy >/dev/null || need+=(haproxy)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -280,3 +280,111 @@ fn unusable_credentials_exit_2_once() {
         assert_eq!(err.matches("error").count(), 1, "{name}: printed once: {err}");
     }
 }
+
+/// The keys of issue 14: `probe_url`/`probe_status`, an optional
+/// `https_port`, and the gateway's shared session-ticket keys.
+#[test]
+fn probe_https_port_and_ticket_key_settings() {
+    let env = Env::new();
+    let client = std::fs::read_to_string(env.path("client.toml")).unwrap();
+    let gateway = std::fs::read_to_string(env.path("gateway.toml")).unwrap();
+    let server = |extra: &str| client.replace("https_port = 0\n", &format!("{extra}\n"));
+    let key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+    env.write(
+        "keys-ok",
+        &format!("# comment\n{key}\n2030-01-01T00:00:00Z {}\n", key.replace("00", "ff")),
+    );
+    env.write("keys-bad", "2030-01-01 nope\n");
+    let tls = |extra: &str| gateway.replace("[tls]\n", &format!("[tls]\n{extra}\n"));
+    for (name, text) in [
+        ("ok-c1.toml", server("")),
+        (
+            "ok-c2.toml",
+            server("probe_url = \"http://example.com/health\"\nprobe_status = 204"),
+        ),
+        (
+            "ok-c3.toml",
+            server("https_port = 0\nprobe_url = \"http://[::1]:8080\""),
+        ),
+        (
+            "ok-g1.toml",
+            tls("ticket_keys = \"keys-ok\"\nticket_lifetime = \"2h\"\nticket_grace = \"3h\""),
+        ),
+    ] {
+        let f = env.write(name, &text);
+        let (code, _, err) = check(&f);
+        assert_eq!(code, 0, "{name}: {err}");
+    }
+    let cases: Vec<(&str, String, &str, &str)> = vec![
+        (
+            "c1.toml",
+            server("probe_status = 204"),
+            "servers[0].probe_status",
+            "only used with probe_url",
+        ),
+        (
+            "c2.toml",
+            server("probe_url = \"https://example.com/\""),
+            "servers[0].probe_url",
+            "only http:// URLs",
+        ),
+        (
+            "c3.toml",
+            server("probe_url = \"http://bad host/\""),
+            "servers[0].probe_url",
+            "is not a host[:port]",
+        ),
+        (
+            "c4.toml",
+            server("probe_url = \"http://example.com/\"\nprobe_status = 99"),
+            "servers[0].probe_status",
+            "not an HTTP status",
+        ),
+        (
+            "c5.toml",
+            client
+                .replace("http_port = 0", "http_port = 4000")
+                .replace("https_port = 0", "https_port = 4000"),
+            "servers[0].https_port",
+            "leave https_port out",
+        ),
+        (
+            "g1.toml",
+            tls("ticket_lifetime = \"1h\""),
+            "tls.ticket_lifetime",
+            "only used with tls.ticket_keys",
+        ),
+        (
+            "g2.toml",
+            tls("ticket_keys = \"missing\""),
+            "tls.ticket_keys",
+            "not found",
+        ),
+        (
+            "g3.toml",
+            tls("ticket_keys = \"keys-bad\""),
+            "tls.ticket_keys",
+            "line 1: '2030-01-01' is not an RFC 3339 UTC time",
+        ),
+        (
+            "g4.toml",
+            tls("ticket_keys = \"keys-ok\"\nticket_lifetime = \"8days\""),
+            "tls.ticket_lifetime",
+            "between 1s and 7 days",
+        ),
+    ];
+    for (name, text, key, reason) in cases {
+        let f = env.write(name, &text);
+        let (code, _, err) = check(&f);
+        assert_eq!(code, 2, "{name} should be rejected: {err}");
+        let err = err.trim();
+        let rest = err
+            .strip_prefix(&format!("error: {}: ", f.display()))
+            .unwrap_or_else(|| panic!("{name}: {err}"));
+        assert!(
+            rest.starts_with(&format!("{key}: ")),
+            "{name}: expected key {key}: {err}"
+        );
+        assert!(rest.contains(reason), "{name}: expected '{reason}': {err}");
+    }
+}

@@ -61,11 +61,14 @@ pub struct RunningGateway {
     pub workers: Workers,
     pub addr: SocketAddr,
     log: Option<JoinHandle<()>>,
+    /// Re-reads the ticket keys file (stops when dropped).
+    tickets: Option<crate::gateway::tickets::Reloader>,
 }
 
 impl RunningGateway {
     pub fn stop(self) {
         self.workers.stop();
+        drop(self.tickets);
         drop(self.log);
     }
 }
@@ -73,6 +76,21 @@ impl RunningGateway {
 pub fn start_gateway(cfg: &GatewayConfig, pool: &DefaultThreadPool) -> anyhow::Result<RunningGateway> {
     let (log, log_thread) = AccessLog::start(&cfg.access_log).context("cannot open the access log")?;
     let shared = Arc::new(GatewayShared::new(cfg, log)?);
+    let tickets = match (&cfg.tls.tickets, &shared.tickets) {
+        (Some(t), Some(sealer)) => {
+            tracing::info!(
+                "session tickets: {} shared keys from {}, sealing with key {}",
+                t.keys.len(),
+                t.file.display(),
+                sealer.sealing_id(std::time::SystemTime::now())
+            );
+            Some(
+                crate::gateway::tickets::watch(t.file.clone(), sealer.clone(), t.check)
+                    .context("cannot start the ticket-keys reload thread")?,
+            )
+        }
+        _ => None,
+    };
     let (socks, bound) = listeners(&[cfg.listen], cfg.workers, |_| "listen".into())?;
     let workers = Workers::start("gateway", cfg.driver, socks, pool.clone(), GRACE, move |_, _| {
         Ok(Rc::new(Gateway::new(shared.clone())))
@@ -81,6 +99,7 @@ pub fn start_gateway(cfg: &GatewayConfig, pool: &DefaultThreadPool) -> anyhow::R
         workers,
         addr: bound[0],
         log: log_thread,
+        tickets,
     })
 }
 
@@ -116,6 +135,7 @@ pub fn initial_routing(cfg: &ClientConfig) -> Routing {
                 address: s.address.clone(),
                 addrs: crate::control::probe::resolve_blocking(&s.host, s.port),
                 server_name: s.server_name.clone(),
+                probe_url: s.probe_url.clone(),
             })
         })
         .collect();
@@ -148,16 +168,33 @@ pub fn start_client(cfg: &ClientConfig, pool: &DefaultThreadPool) -> anyhow::Res
     let initial = initial_routing(cfg);
     let gateways = initial.gateways.clone();
     let routing: RoutingHandle = Arc::new(ArcSwap::from_pointee(initial));
+    // One listener per configured port: a slot without `https_port` serves
+    // https URLs on its http_port (its PAC entry names that port for both).
     let mut addrs = Vec::new();
-    for s in &cfg.servers {
+    // Per listener: (slot, which key).
+    let mut listener_slots: Vec<(usize, &'static str)> = Vec::new();
+    for (i, s) in cfg.servers.iter().enumerate() {
         addrs.push(SocketAddr::new(cfg.listen, s.http_port));
-        addrs.push(SocketAddr::new(cfg.listen, s.https_port));
+        listener_slots.push((i, "http_port"));
+        if let Some(p) = s.https_port {
+            addrs.push(SocketAddr::new(cfg.listen, p));
+            listener_slots.push((i, "https_port"));
+        }
     }
     let (socks, bound) = listeners(&addrs, cfg.workers, |i| {
-        let port = if i % 2 == 0 { "http_port" } else { "https_port" };
-        format!("servers[{}].{port}", i / 2)
+        let (slot, key) = listener_slots[i];
+        format!("servers[{slot}].{key}")
     })?;
-    let slots: Vec<(SocketAddr, SocketAddr)> = bound.chunks(2).map(|p| (p[0], p[1])).collect();
+    let mut slots: Vec<(SocketAddr, SocketAddr)> = Vec::with_capacity(cfg.servers.len());
+    for (&a, &(slot, key)) in bound.iter().zip(&listener_slots) {
+        if key == "http_port" {
+            debug_assert_eq!(slots.len(), slot);
+            slots.push((a, a));
+        } else if let Some(s) = slots.get_mut(slot) {
+            s.1 = a;
+        }
+    }
+    let listener_slots: Vec<usize> = listener_slots.iter().map(|&(slot, _)| slot).collect();
     let ports: Vec<(u16, u16)> = slots.iter().map(|(h, s)| (h.port(), s.port())).collect();
     let pac = crate::control::render_pac(cfg, &ports)?;
 
@@ -186,6 +223,7 @@ pub fn start_client(cfg: &ClientConfig, pool: &DefaultThreadPool) -> anyhow::Res
         routing: routing.clone(),
         timeouts: t,
         fail_open: cfg.fail_open,
+        listener_slots,
         on_premise: relay("direct:on-premise"),
         fail_open_relay: relay("direct:fail-open:unavailable"),
         fail_open_unreachable_relay: relay("direct:fail-open:unreachable"),

@@ -89,12 +89,33 @@ enum Cmd {
         #[arg(long, default_value = "/")]
         root: PathBuf,
     },
+    /// Gateways: the shared session-ticket keys file (tls.ticket_keys).
+    TicketKeys {
+        #[command(subcommand)]
+        cmd: TicketKeysCmd,
+    },
     /// Run the built-in origin server (demo page and test endpoints).
     Origin {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
         #[arg(long, default_value_t = 1)]
         workers: usize,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TicketKeysCmd {
+    /// Add a new random key that starts sealing after --start-in (at once
+    /// for a new file), drop keys whose successor has sealed for --grace;
+    /// the file is replaced atomically, mode 0600. Copy it to every gateway
+    /// instance before the new key starts.
+    Rotate {
+        file: PathBuf,
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        start_in: std::time::Duration,
+        /// Keep it equal to the gateways' tls.ticket_grace.
+        #[arg(long, default_value = "6h", value_parser = humantime::parse_duration)]
+        grace: std::time::Duration,
     },
 }
 
@@ -296,7 +317,7 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 Ok(c) => c,
                 Err(e) => return Ok(config_error(e)),
             };
-            let ports: Vec<(u16, u16)> = cfg.servers.iter().map(|s| (s.http_port, s.https_port)).collect();
+            let ports: Vec<(u16, u16)> = cfg.servers.iter().map(|s| (s.http_port, s.https_or_http())).collect();
             if ports.iter().any(|&(a, b)| a == 0 || b == 0) {
                 return Ok(config_error(format!(
                     "{}: servers: a port is 0 (chosen at start-up): fetch the PAC from the running client's control API instead",
@@ -337,6 +358,12 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 enforce::Mode::Loop
             };
             enforce::run(&config, &root, mode)
+        }
+        Cmd::TicketKeys {
+            cmd: TicketKeysCmd::Rotate { file, start_in, grace },
+        } => {
+            println!("{}", crate::gateway::tickets::rotate_file(&file, start_in, grace)?);
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Origin { listen, workers } => {
             let pool = app::blocking_pool();

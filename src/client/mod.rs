@@ -45,6 +45,8 @@ pub struct ClientShared {
     pub timeouts: ClientTimeouts,
     /// When no gateway can be used: relay directly (true) or answer 503.
     pub fail_open: bool,
+    /// The slot of each listener (a slot has one or two: http_port, https_port).
+    pub listener_slots: Vec<usize>,
     /// The direct relay used on premise.
     pub on_premise: Arc<ProxySettings>,
     /// The direct relay used when failing open because the control plane
@@ -336,8 +338,7 @@ impl ClientService {
     /// Reads one request head and routes it: through a tunnel, directly (on
     /// premise, or failing open), or refused.
     async fn request(&self, br: &mut PlainReader, bw: &mut PlainWriter, listener: usize, peer: SocketAddr) -> Next {
-        // Listeners come in pairs per slot: http_port, https_port.
-        let slot = listener / 2;
+        let slot = self.shared.listener_slots.get(listener).copied().unwrap_or(0);
         let t = self.t;
         let head = match read_request_head(br, t.head, t.head, Limits::PEER).await {
             Ok(Some(h)) => h,

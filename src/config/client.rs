@@ -122,7 +122,9 @@ struct RawServer {
     address: String,
     server_name: Option<String>,
     http_port: u16,
-    https_port: u16,
+    https_port: Option<u16>,
+    probe_url: Option<String>,
+    probe_status: Option<u16>,
 }
 
 #[derive(Deserialize, Default)]
@@ -162,7 +164,79 @@ pub struct Server {
     pub port: u16,
     pub server_name: ServerName<'static>,
     pub http_port: u16,
-    pub https_port: u16,
+    /// `None`: https URLs use `http_port` too (one listener for the slot).
+    pub https_port: Option<u16>,
+    /// An end-to-end check fetched through the gateway, instead of the
+    /// gateway's own probe endpoint.
+    pub probe_url: Option<ProbeUrl>,
+}
+
+impl Server {
+    /// The port https URLs use: `https_port`, or `http_port` when there is none.
+    pub fn https_or_http(&self) -> u16 {
+        self.https_port.unwrap_or(self.http_port)
+    }
+}
+
+/// `servers[].probe_url`: an `http://` URL the probe fetches through the
+/// gateway (absolute-form, like a browser's request), and the status that
+/// proves the gateway works end to end.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeUrl {
+    /// The URL as configured (the request target).
+    pub url: String,
+    /// `host[:port]`, for the `Host` field.
+    pub authority: String,
+    /// The expected status (`probe_status`, default 200).
+    pub status: u16,
+}
+
+impl ProbeUrl {
+    /// Parses `http://host[:port][/path]`; the reason when it is not one.
+    pub fn parse(url: &str, status: u16) -> Result<ProbeUrl, String> {
+        let url = url.trim();
+        let Some(rest) = url.strip_prefix("http://") else {
+            return Err(if url.starts_with("https://") {
+                format!(
+                    "'{url}': only http:// URLs (the probe sends the request itself, as absolute-form, through the gateway)"
+                )
+            } else {
+                format!("'{url}' is not an http:// URL")
+            });
+        };
+        let (authority, path) = match rest.find(['/', '?']) {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        // Without a port, check it as if it had the default one.
+        let with_port = if (authority.starts_with('[') && authority.ends_with(']')) || !authority.contains(':') {
+            format!("{authority}:80")
+        } else {
+            authority.to_string()
+        };
+        let host_ok = split_host_port(&with_port).is_some();
+        if !host_ok || authority.contains('@') {
+            return Err(format!("'{url}': '{authority}' is not a host[:port]"));
+        }
+        if path.bytes().any(|b| b <= b' ' || b >= 0x7f || b == b'#') {
+            return Err(format!(
+                "'{url}': the path has spaces, control or non-ASCII characters or a fragment (percent-encode them)"
+            ));
+        }
+        if !(100..=599).contains(&status) {
+            return Err(format!("probe_status {status} is not an HTTP status (100-599)"));
+        }
+        let target = if path.starts_with('/') {
+            format!("http://{authority}{path}")
+        } else {
+            format!("http://{authority}/{path}")
+        };
+        Ok(ProbeUrl {
+            url: target,
+            authority: authority.to_string(),
+            status,
+        })
+    }
 }
 
 /// How the control plane measures and chooses gateways.
@@ -363,7 +437,18 @@ fn validate(file: &Path, raw: Raw) -> Result<ClientConfig, ConfigError> {
         let sni = s.server_name.clone().unwrap_or_else(|| host.clone());
         let server_name = ServerName::try_from(sni.clone())
             .map_err(|_| c.err(key("server_name"), format!("'{sni}' is not a valid TLS server name")))?;
-        for (f, p) in [("http_port", s.http_port), ("https_port", s.https_port)] {
+        if s.https_port.is_some_and(|p| p != 0 && p == s.http_port) {
+            return Err(c.err(
+                key("https_port"),
+                format!(
+                    "port {} is already used by {}: leave https_port out to serve https URLs on http_port",
+                    s.http_port,
+                    key("http_port")
+                ),
+            ));
+        }
+        for (f, p) in [("http_port", Some(s.http_port)), ("https_port", s.https_port)] {
+            let Some(p) = p else { continue };
             if p == 0 {
                 // 0 asks the OS for a free port (used by `msc demo`).
                 continue;
@@ -373,6 +458,17 @@ fn validate(file: &Path, raw: Raw) -> Result<ClientConfig, ConfigError> {
             }
             ports.push((p, key(f)));
         }
+        let probe_url = match (&s.probe_url, s.probe_status) {
+            (None, None) => None,
+            (None, Some(_)) => return Err(c.err(key("probe_status"), "only used with probe_url")),
+            (Some(u), status) => {
+                let status = status.unwrap_or(200);
+                if !(100..=599).contains(&status) {
+                    return Err(c.err(key("probe_status"), format!("{status} is not an HTTP status (100-599)")));
+                }
+                Some(ProbeUrl::parse(u, status).map_err(|reason| c.err(key("probe_url"), reason))?)
+            }
+        };
         servers.push(Server {
             name: s.name,
             address: s.address,
@@ -381,6 +477,7 @@ fn validate(file: &Path, raw: Raw) -> Result<ClientConfig, ConfigError> {
             server_name,
             http_port: s.http_port,
             https_port: s.https_port,
+            probe_url,
         });
     }
     let control = match raw.control.listen {
@@ -455,7 +552,7 @@ fn validate(file: &Path, raw: Raw) -> Result<ClientConfig, ConfigError> {
         .iter()
         .map(|s| msc_pac::SlotPorts {
             http_port: s.http_port.max(1),
-            https_port: s.https_port.max(1),
+            https_port: s.https_or_http().max(1),
         })
         .collect();
     msc_pac::Pac::new(&probe).map_err(|e| {
@@ -555,4 +652,40 @@ fn selection(c: &Check<'_>, r: &RawSelection) -> Result<Selection, ConfigError> 
         }
     }
     Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ProbeUrl;
+
+    #[test]
+    fn probe_url_parses_into_target_and_host() {
+        let u = ProbeUrl::parse("http://example.com", 204).unwrap();
+        assert_eq!(
+            (u.url.as_str(), u.authority.as_str(), u.status),
+            ("http://example.com/", "example.com", 204)
+        );
+        let u = ProbeUrl::parse(" http://[::1]:8080/health?x=1 ", 200).unwrap();
+        assert_eq!(
+            (u.url.as_str(), u.authority.as_str()),
+            ("http://[::1]:8080/health?x=1", "[::1]:8080")
+        );
+        let u = ProbeUrl::parse("http://10.0.0.1:81?q", 200).unwrap();
+        assert_eq!(u.url, "http://10.0.0.1:81/?q");
+        for bad in [
+            "https://example.com/",
+            "ftp://example.com/",
+            "example.com/health",
+            "http:///x",
+            "http://user@example.com/",
+            "http://example.com:0/",
+            "http://example.com:99999/",
+            "http://exa mple.com/",
+            "http://example.com/a b",
+            "http://example.com/é",
+            "http://example.com/#frag",
+        ] {
+            assert!(ProbeUrl::parse(bad, 200).is_err(), "{bad}");
+        }
+    }
 }

@@ -54,6 +54,10 @@ struct RawTls {
     cert: String,
     key: String,
     client_ca: String,
+    ticket_keys: Option<String>,
+    ticket_lifetime: Option<String>,
+    ticket_grace: Option<String>,
+    ticket_keys_check: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -102,6 +106,23 @@ pub struct GatewayTls {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub client_ca: PathBuf,
+    /// Session-ticket keys shared with other instances (`None`: a random
+    /// key of this process's own).
+    pub tickets: Option<TicketKeys>,
+}
+
+/// `[tls] ticket_keys` and its settings.
+#[derive(Clone, Debug)]
+pub struct TicketKeys {
+    pub file: PathBuf,
+    /// The keys as read at load (the file is re-read while running).
+    pub keys: Vec<msc_tls::ticket_keys::KeySpec>,
+    /// Announced to clients: how long a ticket may be used.
+    pub lifetime: Duration,
+    /// How long a superseded key still opens tickets after its successor started.
+    pub grace: Duration,
+    /// How often the file is re-read.
+    pub check: Duration,
 }
 
 /// Time limits on the gateway's data path.
@@ -160,6 +181,7 @@ fn validate(file: &Path, raw: Raw) -> Result<GatewayConfig, ConfigError> {
         cert: c.file("tls.cert", &raw.tls.cert)?,
         key: c.file("tls.key", &raw.tls.key)?,
         client_ca: c.file("tls.client_ca", &raw.tls.client_ca)?,
+        tickets: ticket_keys(&c, &raw.tls)?,
     };
     let mut deny = DenyList::default();
     for (i, rule) in raw.policy.deny.iter().enumerate() {
@@ -209,6 +231,44 @@ fn validate(file: &Path, raw: Raw) -> Result<GatewayConfig, ConfigError> {
         probe_delay,
         limits,
     })
+}
+
+fn ticket_keys(c: &Check<'_>, raw: &RawTls) -> Result<Option<TicketKeys>, ConfigError> {
+    let Some(v) = &raw.ticket_keys else {
+        for (key, set) in [
+            ("tls.ticket_lifetime", raw.ticket_lifetime.is_some()),
+            ("tls.ticket_grace", raw.ticket_grace.is_some()),
+            ("tls.ticket_keys_check", raw.ticket_keys_check.is_some()),
+        ] {
+            if set {
+                return Err(c.err(key, "only used with tls.ticket_keys"));
+            }
+        }
+        return Ok(None);
+    };
+    let file = c.file("tls.ticket_keys", v)?;
+    let keys = crate::gateway::tickets::load(&file)
+        .map_err(|reason| c.err("tls.ticket_keys", format!("{}: {reason}", file.display())))?;
+    let lifetime = c.duration_or(
+        "tls.ticket_lifetime",
+        &raw.ticket_lifetime,
+        Duration::from_secs(6 * 3600),
+    )?;
+    if lifetime < Duration::from_secs(1) || lifetime > Duration::from_secs(7 * 24 * 3600) {
+        return Err(c.err("tls.ticket_lifetime", "must be between 1s and 7 days (RFC 8446)"));
+    }
+    let grace = c.duration_or("tls.ticket_grace", &raw.ticket_grace, lifetime)?;
+    let check = c.duration_or("tls.ticket_keys_check", &raw.ticket_keys_check, Duration::from_secs(60))?;
+    if check < Duration::from_millis(100) {
+        return Err(c.err("tls.ticket_keys_check", "must be at least 100ms"));
+    }
+    Ok(Some(TicketKeys {
+        file,
+        keys,
+        lifetime,
+        grace,
+        check,
+    }))
 }
 
 fn egress(c: &Check<'_>, raw: &RawEgress) -> Result<Egress, ConfigError> {

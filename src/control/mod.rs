@@ -441,6 +441,7 @@ impl State {
             address: old.address.clone(),
             addrs,
             server_name: old.server_name.clone(),
+            probe_url: old.probe_url.clone(),
         });
         self.publish();
     }

@@ -4,6 +4,7 @@
 //! both sides). Runs on the same thread-per-core engine as the client.
 
 pub mod admit;
+pub mod tickets;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -28,6 +29,8 @@ pub use crate::forward::PROBE_PATH;
 #[derive(Debug)]
 pub struct GatewayShared {
     pub tls: Arc<rustls::ServerConfig>,
+    /// The shared session-ticket keys, when configured (reloaded in place).
+    pub tickets: Option<Arc<msc_tls::ticket_keys::SharedTicketer>>,
     pub handshake: Duration,
     pub first_byte: Duration,
     pub limits: GatewayLimits,
@@ -36,14 +39,29 @@ pub struct GatewayShared {
 
 impl GatewayShared {
     pub fn new(cfg: &GatewayConfig, log: AccessLog) -> Result<GatewayShared, msc_tls::SetupError> {
-        let tls = msc_tls::config::server_config(&msc_tls::config::ServerCreds {
-            cert: &cfg.tls.cert,
-            key: &cfg.tls.key,
-            client_ca: &cfg.tls.client_ca,
-        })?;
+        let tickets = match &cfg.tls.tickets {
+            None => None,
+            Some(t) => Some(Arc::new(
+                msc_tls::ticket_keys::SharedTicketer::new(t.keys.clone(), t.lifetime, t.grace).map_err(|e| {
+                    msc_tls::SetupError::File {
+                        path: t.file.clone(),
+                        reason: e.to_string(),
+                    }
+                })?,
+            )),
+        };
+        let tls = msc_tls::config::server_config_with(
+            &msc_tls::config::ServerCreds {
+                cert: &cfg.tls.cert,
+                key: &cfg.tls.key,
+                client_ca: &cfg.tls.client_ca,
+            },
+            tickets.clone().map(|t| t as Arc<dyn rustls::server::ProducesTickets>),
+        )?;
         let t = cfg.timeouts;
         Ok(GatewayShared {
             tls,
+            tickets,
             handshake: t.handshake,
             first_byte: t.first_byte,
             limits: fit_fd_limit(cfg),

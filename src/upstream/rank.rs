@@ -1261,9 +1261,10 @@ mod tests {
                 let outcome = if rand::Rng::random_range(&mut rng, 0..1000) < fail_per_mille {
                     SampleOutcome::Failed
                 } else {
-                    SampleOutcome::Ok(Duration::from_micros(
-                        rand::Rng::random_range(&mut rng, (m - spread) * 1000..(m + spread) * 1000),
-                    ))
+                    SampleOutcome::Ok(Duration::from_micros(rand::Rng::random_range(
+                        &mut rng,
+                        (m - spread) * 1000..(m + spread) * 1000,
+                    )))
                 };
                 switches += usize::from(r.record(gw, outcome, Evidence::Probe, at).is_some());
             }

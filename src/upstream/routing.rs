@@ -19,6 +19,9 @@ pub struct GatewayRoute {
     /// Resolved addresses, tried in order (empty: not resolvable right now).
     pub addrs: Vec<SocketAddr>,
     pub server_name: ServerName<'static>,
+    /// What the control plane's probe fetches (`None`: the gateway's own
+    /// probe endpoint). Not used by the data path.
+    pub probe_url: Option<crate::config::client::ProbeUrl>,
 }
 
 impl GatewayRoute {

@@ -668,6 +668,9 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
 /// A client's `GET /status`, parsed.
 pub fn status(ctl: SocketAddr) -> serde_json::Value {
     serde_json::from_str(&msc::cli::status::fetch(ctl).unwrap()).unwrap()
@@ -699,4 +702,218 @@ pub fn wait_status(
         assert!(Instant::now() < deadline, "timed out waiting for {what}; status: {v:#}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A free TCP port on `ip` right now (for third-party programs that cannot
+/// report the port they bound; the window for a race is tiny).
+pub fn free_port(ip: &str) -> u16 {
+    std::net::TcpListener::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits (bounded) until `addr` accepts connections; panics with `what`'s
+/// log if `child` exits first or the wait runs out.
+pub fn wait_port(child: &mut Child, addr: SocketAddr, what: &str, log: &Path) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return;
+        }
+        let exited = child.try_wait().unwrap();
+        if exited.is_some() || Instant::now() > deadline {
+            let _ = child.kill();
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            panic!("{what} did not accept on {addr} (exit: {exited:?}); its log:\n{log}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Finds a third-party program on PATH or in the sbin directories (Debian
+/// puts squid and haproxy there); fails clearly when it is not installed.
+pub fn program(name: &str, package: &str) -> PathBuf {
+    let path = std::env::var("PATH").unwrap_or_default();
+    for dir in path.split(':').chain(["/usr/sbin", "/sbin", "/usr/local/sbin"]) {
+        let p = Path::new(dir).join(name);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("{name} is not installed: apt-get install {package} (test.sh installs it)");
+}
+
+/// A third-party process (squid, haproxy): killed on drop.
+pub struct Ext {
+    pub child: Child,
+    pub dir: PathBuf,
+    pub log: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Ext {
+    /// Kills it now (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Ext {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs `cmd` as an unprivileged user when the tests run as root (squid
+/// refuses to run as root, and its files then live in a directory that
+/// user owns); as is otherwise.
+fn unprivileged(cmd: &Path, dir: &Path) -> Command {
+    use std::os::unix::fs::MetadataExt;
+    // The directory was just created by this process: its owner is our uid.
+    let root = std::fs::metadata(dir).unwrap().uid() == 0;
+    if root {
+        for e in walk(dir) {
+            std::os::unix::fs::lchown(&e, Some(65534), Some(65534)).unwrap();
+        }
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(cmd);
+        c
+    } else {
+        Command::new(cmd)
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Squid (squid-openssl) as an HTTPS forward proxy requiring a client
+/// certificate from `env`'s CA, serving the Env's gateway certificate: a
+/// stand-in for a corporate gateway that is not `msc gateway`. Its config,
+/// pid file and logs live in a private temporary directory; it runs in the
+/// foreground (`-N`) as a child of the test. `extra` is added before the
+/// access rules (acls, `http_access deny ...`).
+///
+/// `sslcontext=` matters: without a session-id context, OpenSSL refuses to
+/// resume a session whose client certificate it verified (an
+/// `internal_error` alert on the client's next, resumed, handshake).
+pub fn squid(env: &Env, extra: &str) -> (Ext, SocketAddr) {
+    squid_at(env, free_port("127.0.0.1"), extra)
+}
+
+/// [`squid`] on a given port (to restart it where it was).
+pub fn squid_at(env: &Env, port: u16, extra: &str) -> (Ext, SocketAddr) {
+    let bin = program("squid", "squid-openssl");
+    let tmp = tempfile::Builder::new().prefix("msc-squid").tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for f in ["ca.pem", "gateway.pem", "gateway-key.pem"] {
+        std::fs::copy(env.path(f), dir.join(f)).unwrap();
+    }
+    let d = dir.display();
+    let conf = format!(
+        "https_port 127.0.0.1:{port} tls-cert={d}/gateway.pem tls-key={d}/gateway-key.pem \
+         clientca={d}/ca.pem tls-cafile={d}/ca.pem sslcontext=msc-test \
+         options=NO_SSLv3,NO_TLSv1,NO_TLSv1_1\n\
+         pid_filename {d}/squid.pid\n\
+         cache_log {d}/cache.log\n\
+         logformat msc %>a:%>p %rm %ru %>Hs %<st\n\
+         access_log stdio:{d}/access.log msc\n\
+         cache deny all\n\
+         cache_mem 8 MB\n\
+         coredump_dir {d}\n\
+         netdb_filename none\n\
+         visible_hostname msc-test-squid\n\
+         shutdown_lifetime 0 seconds\n\
+         max_filedescriptors 4096\n\
+         dns_timeout 2 seconds\n\
+         acl CONNECT method CONNECT\n\
+         {extra}\n\
+         http_access allow all\n"
+    );
+    std::fs::write(dir.join("squid.conf"), conf).unwrap();
+    let log = dir.join("cache.log");
+    let stderr = std::fs::File::create(dir.join("stderr")).unwrap();
+    let mut cmd = unprivileged(&bin, &dir);
+    cmd.args(["-N", "-d", "1", "-f"])
+        .arg(dir.join("squid.conf"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr);
+    let mut child = cmd.spawn().expect("spawn squid");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_port(&mut child, addr, "squid", &dir.join("stderr"));
+    (
+        Ext {
+            child,
+            dir,
+            log,
+            _tmp: tmp,
+        },
+        addr,
+    )
+}
+
+impl Ext {
+    /// Squid's access log lines (format `msc`: client ip:port, method, URL, status, bytes).
+    pub fn access_log(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join("access.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// HAProxy in TCP mode in front of `backends`, round robin, with retries
+/// and redispatch (a connection refused by a dead instance goes to another).
+pub fn haproxy(backends: &[SocketAddr]) -> (Ext, SocketAddr) {
+    let bin = program("haproxy", "haproxy");
+    let tmp = tempfile::Builder::new().prefix("msc-haproxy").tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    let port = free_port("127.0.0.1");
+    let mut conf = format!(
+        "global\n  maxconn 4096\n\
+         defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 120s\n  timeout server 120s\n  retries 3\n  option redispatch\n\
+         frontend fe\n  bind 127.0.0.1:{port}\n  default_backend be\n\
+         backend be\n  balance roundrobin\n"
+    );
+    for (i, b) in backends.iter().enumerate() {
+        conf.push_str(&format!("  server g{i} {b} check inter 500ms fall 1 rise 1\n"));
+    }
+    std::fs::write(dir.join("haproxy.cfg"), conf).unwrap();
+    let log = dir.join("stderr");
+    let mut child = Command::new(bin)
+        .args(["-db", "-f"])
+        .arg(dir.join("haproxy.cfg"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("spawn haproxy");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_port(&mut child, addr, "haproxy", &log);
+    (
+        Ext {
+            child,
+            dir,
+            log,
+            _tmp: tmp,
+        },
+        addr,
+    )
 }

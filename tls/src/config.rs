@@ -83,6 +83,17 @@ pub struct ServerCreds<'a> {
 /// [`TICKETS_PER_HANDSHAKE`] tickets, so a client that opens tunnels in a
 /// burst keeps resuming (each resumption consumes one ticket).
 pub fn server_config(creds: &ServerCreds<'_>) -> Result<Arc<ServerConfig>, SetupError> {
+    server_config_with(creds, None)
+}
+
+/// [`server_config`] with the given ticket sealer (`None`: rustls's own,
+/// a random key per process that rotates every 6 hours). Gateways behind a
+/// load balancer share one ([`crate::ticket_keys::SharedTicketer`]) so any
+/// instance resumes another's sessions.
+pub fn server_config_with(
+    creds: &ServerCreds<'_>,
+    ticketer: Option<Arc<dyn rustls::server::ProducesTickets>>,
+) -> Result<Arc<ServerConfig>, SetupError> {
     let roots = Arc::new(roots(creds.client_ca)?);
     let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider())
         .build()
@@ -102,7 +113,10 @@ pub fn server_config(creds: &ServerCreds<'_>) -> Result<Arc<ServerConfig>, Setup
             reason: format!("key does not match certificate {}: {e}", creds.cert.display()),
         })?;
     cfg.enable_secret_extraction = true;
-    cfg.ticketer = rustls::crypto::ring::Ticketer::new().map_err(SetupError::Tls)?;
+    cfg.ticketer = match ticketer {
+        Some(t) => t,
+        None => rustls::crypto::ring::Ticketer::new().map_err(SetupError::Tls)?,
+    };
     cfg.send_tls13_tickets = TICKETS_PER_HANDSHAKE;
     Ok(Arc::new(cfg))
 }

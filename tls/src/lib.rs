@@ -7,6 +7,8 @@
 //! - [`conn`]: the handshake, driven by rustls's unbuffered API on monoio's
 //!   owned buffers; then the connection splits into a reader and a writer.
 //! - [`tickets`]: a TLS 1.3 ticket store deep enough for bursts of tunnels.
+//! - [`ticket_keys`]: session-ticket keys shared by gateway instances
+//!   behind a load balancer (rotation with a grace period).
 //! - [`record`]: TLS 1.3 record protection in place. rustls 0.23's unbuffered
 //!   API copies every record's plaintext into a fresh `Vec`; taking the
 //!   traffic secrets through rustls's kernel-TLS interface and sealing/opening
@@ -30,6 +32,7 @@ pub mod conn;
 pub mod fuzz;
 pub mod pki;
 pub mod record;
+pub mod ticket_keys;
 pub mod tickets;
 
 pub use certs::Identity;

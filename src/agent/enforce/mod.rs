@@ -87,7 +87,8 @@ impl Settings {
         Ok(Settings {
             pac_url,
             http_proxy: url(slot.http_port),
-            https_proxy: url(slot.https_port),
+            // Without an https_port the slot serves https URLs on its HTTP port.
+            https_proxy: url(slot.https_port.unwrap_or(slot.http_port)),
             no_proxy,
             no_proxy_skipped: skipped,
         })
