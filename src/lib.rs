@@ -17,11 +17,14 @@
 //! - [`app`]: process assembly (listeners, threads, signals); [`ports`]:
 //!   who holds a port msc needs.
 //! - [`cli`]: the commands and tools (`pki`, `demo`, `origin`, `status`).
+//! - [`agent`]: beside the client: one instance per configuration and port,
+//!   service-manager notifications, `msc watchdog`.
 //!
 //! The data path never blocks, locks or allocates per chunk; anything that
 //! does (config, resolution of gateway names, logging I/O) lives elsewhere.
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod app;
 pub mod cli;
 pub mod client;

@@ -4,6 +4,7 @@
 //! publishes the routing table workers read (atomically, lock-free for them).
 
 pub mod api;
+pub mod health;
 pub mod premise;
 pub mod probe;
 
@@ -72,6 +73,10 @@ pub struct State {
     last_failure: Vec<Option<Failure>>,
     /// When a local resource error (out of descriptors...) was last logged.
     local_logged: Option<Instant>,
+    /// Asks every worker whether it still runs (`GET /health`, systemd watchdog).
+    pub pings: health::WorkerPings,
+    /// The answers for the `GET /health` being served (set just before it is rendered).
+    pub last_health: Option<health::Health>,
 }
 
 #[derive(Debug, Serialize)]
@@ -406,6 +411,8 @@ pub struct Inputs {
     pub feedback: flume::Receiver<Feedback>,
     pub workers: usize,
     pub pac: PacDoc,
+    /// The workers' liveness channels (see [`health`]).
+    pub pings: health::WorkerPings,
 }
 
 /// Binds the control listener and starts the control thread.
@@ -466,6 +473,8 @@ async fn run(
         ranker,
         last_failure: vec![None; n_gateways],
         local_logged: None,
+        pings: inputs.pings,
+        last_health: None,
     }));
     state.borrow().publish();
 
@@ -533,6 +542,7 @@ async fn run(
         });
     }
     start_probing(&state, &stop);
+    feed_systemd_watchdog(&state, &stop);
     let _ = ready.send(Ok(()));
     drop(ready);
 
@@ -545,6 +555,37 @@ async fn run(
             _ = stop.recv_async() => break,
         }
     }
+}
+
+/// When the service manager runs a watchdog (`WatchdogSec=`): every half
+/// period, asks every worker and sends `WATCHDOG=1` only if all answered, so
+/// a wedged worker gets the client restarted even though this thread runs.
+fn feed_systemd_watchdog(state: &Rc<RefCell<State>>, stop: &flume::Receiver<()>) {
+    let Some(period) = crate::agent::systemd::watchdog_period() else {
+        return;
+    };
+    let pings = state.borrow().pings.clone();
+    let stop = stop.clone();
+    monoio::spawn(async move {
+        let mut silent_logged = false;
+        loop {
+            let h = pings.ask_all(period.min(health::HEALTH_TIMEOUT)).await;
+            if h.ok {
+                crate::agent::systemd::watchdog();
+                silent_logged = false;
+            } else if !silent_logged {
+                tracing::error!(
+                    "worker(s) {} did not answer: the service manager's watchdog is no longer fed",
+                    h.silent()
+                );
+                silent_logged = true;
+            }
+            monoio::select! {
+                _ = monoio::time::sleep(period) => {},
+                _ = stop.recv_async() => return,
+            }
+        }
+    });
 }
 
 /// Probes every gateway now and then periodically (with jitter), checks the

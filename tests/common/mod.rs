@@ -59,6 +59,9 @@ impl Proc {
             .stdout(Stdio::piped())
             .stderr(stderr)
             .stdin(Stdio::null());
+        // Instance locks go to the test's own directory, never the host's runtime dir.
+        cmd.env("XDG_RUNTIME_DIR", runtime_dir(dir))
+            .env_remove("RUNTIME_DIRECTORY");
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -189,6 +192,20 @@ impl Drop for Proc {
             let _ = self.child.wait();
         }
     }
+}
+
+/// The runtime directory (instance locks) of the processes a test starts in `dir`.
+pub fn runtime_dir(dir: &Path) -> PathBuf {
+    dir.join("run")
+}
+
+/// A port that is free right now (the process under test binds it just after).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A PKI plus configuration files in a temporary directory.
