@@ -2,7 +2,8 @@
 # The test suite, on a fresh machine: installs what the tests drive (curl,
 # pactester, openssl, prlimit/setpriv; Debian packages, as root or with sudo),
 # then runs `cargo test --workspace` on both monoio drivers (io_uring, then
-# epoll with MONOIO_FORCE_LEGACY_DRIVER=1). `.ci/run` calls exactly this.
+# epoll with MONOIO_FORCE_LEGACY_DRIVER=1), then the package test
+# (packaging/test-package.sh). `.ci/run` calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -13,6 +14,12 @@ command -v gcc >/dev/null || need+=(gcc)
 command -v openssl >/dev/null || need+=(openssl)
 # prlimit and setpriv (tests/security.rs: a low descriptor limit, a second uid).
 { command -v prlimit && command -v setpriv; } >/dev/null || need+=(util-linux)
+# The package test (packaging/test-package.sh): lintian, systemd-analyze,
+# script (a terminal for the removal question), man.
+command -v lintian >/dev/null || need+=(lintian)
+command -v systemd-analyze >/dev/null || need+=(systemd)
+command -v script >/dev/null || need+=(bsdutils)
+command -v man >/dev/null || need+=(man-db)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -21,5 +28,15 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
+# cargo-deb builds the .deb; installed once per machine (about 3 minutes of
+# compilation on 2 cores, then cached in ~/.cargo/bin).
+if ! command -v cargo-deb >/dev/null; then
+  start=$(date +%s)
+  cargo install cargo-deb --locked --quiet
+  echo "cargo install cargo-deb: $(( $(date +%s) - start )) s"
+fi
+
 cargo test --workspace
 MONOIO_FORCE_LEGACY_DRIVER=1 cargo test --workspace
+# The package, from the binary the tests just built (no I/O driver involved: once).
+bash packaging/test-package.sh target/debug/msc
