@@ -274,14 +274,13 @@ fn supervise_loop(
             Ok(Event::Signal(_)) | Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => anyhow::bail!("watchdog event channel closed"),
             Ok(Event::Line(g, line)) => {
-                if let Some(c) = child.as_mut().filter(|c| c.generation == g) {
-                    if c.control.is_none()
-                        && line.contains("msc client ready")
-                        && let Some(a) = control_addr(&line)
-                    {
-                        c.control = Some(a);
-                        c.next_check = Instant::now() + ws.health_interval;
-                    }
+                if let Some(c) = child.as_mut().filter(|c| c.generation == g)
+                    && c.control.is_none()
+                    && line.contains("msc client ready")
+                    && let Some(a) = control_addr(&line)
+                {
+                    c.control = Some(a);
+                    c.next_check = Instant::now() + ws.health_interval;
                 }
                 println!("{line}");
                 let _ = std::io::stdout().flush();
@@ -506,6 +505,6 @@ mod tests {
         t.unwrap().join().unwrap();
         // The thread has ended: no run after the stop.
         let after = count.load(std::sync::atomic::Ordering::SeqCst);
-        assert_eq!(runs_rx.try_iter().count() as u32 + 4, after);
+        assert_eq!(runs_rx.try_iter().count() + 4, after as usize);
     }
 }
