@@ -3,7 +3,8 @@
 # pactester, openssl, prlimit/setpriv/unshare, dconf/gsettings, chromium,
 # firefox-esr, squid, haproxy; Debian packages, as root or with sudo),
 # then runs `cargo test --workspace` on both monoio drivers (io_uring, then
-# epoll with MONOIO_FORCE_LEGACY_DRIVER=1). `.ci/run` calls exactly this.
+# epoll with MONOIO_FORCE_LEGACY_DRIVER=1), then the package test
+# (packaging/test-package.sh). `.ci/run` calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -31,6 +32,12 @@ command -v firefox-esr >/dev/null || need+=(firefox-esr)
 PATH="$PATH:/usr/sbin:/sbin"
 command -v squid >/dev/null || need+=(squid-openssl)
 command -v haproxy >/dev/null || need+=(haproxy)
+# The package test (packaging/test-package.sh): lintian, systemd-analyze,
+# script (a terminal for the removal question), man.
+command -v lintian >/dev/null || need+=(lintian)
+command -v systemd-analyze >/dev/null || need+=(systemd)
+command -v script >/dev/null || need+=(bsdutils)
+command -v man >/dev/null || need+=(man-db)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -39,5 +46,15 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
+# cargo-deb builds the .deb; installed once per machine (about 3 minutes of
+# compilation on 2 cores, then cached in ~/.cargo/bin).
+if ! command -v cargo-deb >/dev/null; then
+  start=$(date +%s)
+  cargo install cargo-deb --locked --quiet
+  echo "cargo install cargo-deb: $(( $(date +%s) - start )) s"
+fi
+
 cargo test --workspace
 MONOIO_FORCE_LEGACY_DRIVER=1 cargo test --workspace
+# The package, from the binary the tests just built (no I/O driver involved: once).
+bash packaging/test-package.sh target/debug/msc

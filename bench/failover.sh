@@ -31,7 +31,9 @@ start origin origin --listen 127.0.0.1:0 --workers 1
 origin=$(sed -n 's/.*listening on //p' "$work/origin.out")
 start gw-a gateway --config "$work/gateway.toml"; pid_a=${pids[-1]}
 a=$(sed -n 's/.*listening on \([^ ]*\).*/\1/p' "$work/gw-a.out")
-start gw-b gateway --config "$work/gateway.toml"; pid_b=${pids[-1]}
+# A second gateway needs its own file: one msc per configuration file.
+cp "$work/gateway.toml" "$work/gateway-b.toml"
+start gw-b gateway --config "$work/gateway-b.toml"; pid_b=${pids[-1]}
 b=$(sed -n 's/.*listening on \([^ ]*\).*/\1/p' "$work/gw-b.out")
 cat >"$work/client-run.toml" <<TOML
 workers = 1

@@ -18,6 +18,8 @@
 //! - [`app`]: process assembly (listeners, threads, signals); [`ports`]:
 //!   who holds a port msc needs.
 //! - [`cli`]: the commands and tools (`pki`, `demo`, `origin`, `status`).
+//! - [`agent`]: beside the client: one instance per configuration and port,
+//!   service-manager notifications, `msc watchdog`.
 //!
 //! The data path never blocks, locks or allocates per chunk; anything that
 //! does (config, resolution of gateway names, logging I/O) lives elsewhere.

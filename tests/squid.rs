@@ -262,7 +262,7 @@ fn failover_from_msc_gateway_to_squid() {
 fn probe_url_tells_refusal_from_failure() {
     let env = Env::new();
     let (_origin, origin) = env.origin();
-    let dead = format!("127.0.0.1:{}", free_port("127.0.0.1"));
+    let dead = format!("127.0.0.1:{}", free_port());
     let (_squid, squid_addr) = squid(
         &env,
         "acl probe_denied url_regex /status/200$\nhttp_access deny probe_denied\n",

@@ -232,6 +232,7 @@ pub fn start_client(cfg: &ClientConfig, pool: &DefaultThreadPool) -> anyhow::Res
         log: if cfg.log_all { log.clone() } else { AccessLog::off() },
     });
     let (fb_tx, fb_rx) = flume::unbounded::<Feedback>();
+    let (pings, responders) = crate::control::health::channels(cfg.workers);
     // The control plane first: its first on-premise evaluation happens before
     // any browser connection is accepted.
     let control = crate::control::start(
@@ -243,6 +244,7 @@ pub fn start_client(cfg: &ClientConfig, pool: &DefaultThreadPool) -> anyhow::Res
             feedback: fb_rx,
             workers: cfg.workers,
             pac,
+            pings,
         },
         pool.clone(),
     )?;
@@ -257,6 +259,10 @@ pub fn start_client(cfg: &ClientConfig, pool: &DefaultThreadPool) -> anyhow::Res
             key: &tls.key,
         };
         let c = msc_tls::config::client_config(&creds, 64).map_err(|e| std::io::Error::other(e.to_string()))?;
+        // Answers the control plane's liveness pings while this runtime runs.
+        if let Some(r) = responders.get(i) {
+            r.clone().spawn();
+        }
         let recorder = Recorder::new(i, n_gateways, fb_tx.clone(), FEEDBACK_PERIOD);
         let pool = TunnelPool::new(pool_cfg, c, t, recorder.clone(), n_gateways);
         // Warm up towards slot 1's gateway so the first request finds a tunnel.

@@ -50,6 +50,23 @@ enum Cmd {
         #[command(subcommand)]
         cmd: PkiCmd,
     },
+    /// Supervise `msc run` (restart on death or a failed GET /health) and run the
+    /// agent's periodic tasks; under a systemd service, systemd supervises instead.
+    Watchdog {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Supervise the client: auto = unless running as a systemd service.
+        #[arg(long, value_enum, default_value = "auto")]
+        supervise: crate::agent::watchdog::Supervise,
+        /// The root proxy settings are enforced under (tests, images).
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+    },
+    /// Print the administrator's uninstall warning (`uninstall.warning`) for the package scripts.
+    UninstallWarning {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Run origin, gateway and client on loopback with a fresh PKI.
     Demo {
         /// Workers per component (0 = one per core).
@@ -152,6 +169,7 @@ enum PkiCmd {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let log_arg = cli.log.clone();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cli.log))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -164,7 +182,7 @@ pub fn main() -> ExitCode {
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    match run(cli.cmd) {
+    match run(cli.cmd, &log_arg) {
         Ok(code) => code,
         Err(e) => {
             // Flush queued log lines first; the error is printed once.
@@ -182,6 +200,9 @@ pub fn main() -> ExitCode {
 fn exit_code(e: &anyhow::Error) -> u8 {
     if let Some(h) = e.chain().find_map(|c| c.downcast_ref::<crate::ports::PortHeld>()) {
         return if h.other_user { 3 } else { 2 };
+    }
+    if e.chain().any(|c| c.is::<crate::agent::instance::AlreadyRunning>()) {
+        return 2;
     }
     if e.chain()
         .any(|c| c.is::<msc_tls::SetupError>() || c.is::<crate::config::ConfigError>())
@@ -202,13 +223,19 @@ fn config_error(e: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(2)
 }
 
-fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
+/// The text `msc uninstall-warning` prints without `uninstall.warning`.
+pub const DEFAULT_UNINSTALL_WARNING: &str = "Removing msc stops the security client: browsers on this machine will no longer be protected, and may stop working until their proxy settings are changed.";
+
+fn run(cmd: Cmd, log: &str) -> anyhow::Result<ExitCode> {
     match cmd {
         Cmd::Run { config } => {
             let cfg = match ClientConfig::load(&config) {
                 Ok(c) => c,
                 Err(e) => return Ok(config_error(e)),
             };
+            crate::agent::watchdog::follow_supervisor();
+            let dir = crate::agent::instance::runtime_dir(cfg.runtime_dir.as_deref());
+            let _lock = crate::agent::instance::acquire(&dir, &crate::agent::instance::client_keys(&cfg))?;
             app::raise_fd_limit();
             let pool = app::blocking_pool();
             let client = app::start_client(&cfg, &pool)?;
@@ -225,8 +252,10 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             drop(routing);
             line.push_str(&format!("; control http://{}/proxy.pac", client.control.addr));
             ready(&line);
+            crate::agent::systemd::ready(&format!("control http://{}/", client.control.addr));
             let sig = app::wait_for_signal()?;
             tracing::info!("signal {sig}: stopping (open connections get {:?})", app::GRACE);
+            crate::agent::systemd::stopping();
             client.stop();
             Ok(ExitCode::SUCCESS)
         }
@@ -235,6 +264,8 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 Ok(c) => c,
                 Err(e) => return Ok(config_error(e)),
             };
+            let dir = crate::agent::instance::runtime_dir(cfg.runtime_dir.as_deref());
+            let _lock = crate::agent::instance::acquire(&dir, &crate::agent::instance::gateway_keys(&cfg))?;
             app::raise_fd_limit();
             let pool = app::blocking_pool();
             let gw = app::start_gateway(&cfg, &pool)?;
@@ -246,8 +277,10 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 cfg.deny.len()
             ));
             tracing::info!("egress policy: {}", cfg.egress);
+            crate::agent::systemd::ready(&format!("listening on {}", gw.addr));
             let sig = app::wait_for_signal()?;
             tracing::info!("signal {sig}: stopping (open connections get {:?})", app::GRACE);
+            crate::agent::systemd::stopping();
             gw.stop();
             Ok(ExitCode::SUCCESS)
         }
@@ -284,6 +317,44 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 "next: msc gateway --config {0}/gateway.toml   and   msc run --config {0}/client.toml",
                 opts.dir.display()
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Watchdog {
+            config,
+            supervise,
+            root,
+        } => {
+            let cfg = match ClientConfig::load(&config) {
+                Ok(c) => c,
+                Err(e) => return Ok(config_error(e)),
+            };
+            let tasks = match crate::agent::agent_tasks(&cfg, &root) {
+                Ok(t) => t,
+                Err(e) => return Ok(config_error(e)),
+            };
+            crate::agent::watchdog::run(
+                crate::agent::watchdog::Options {
+                    config,
+                    cfg,
+                    supervise,
+                    msc: std::env::current_exe()?,
+                    log: log.to_string(),
+                },
+                tasks,
+            )
+        }
+        Cmd::UninstallWarning { config } => {
+            // For the package's removal script: a broken or missing file still
+            // yields a warning (the default one).
+            // Read without validating the rest: at removal time the
+            // credentials may already be gone.
+            let text = std::fs::read_to_string(&config)
+                .ok()
+                .and_then(|t| t.parse::<toml::Table>().ok())
+                .and_then(|t| t.get("uninstall")?.get("warning")?.as_str().map(str::to_string))
+                .filter(|t| !t.trim().is_empty())
+                .unwrap_or_else(|| DEFAULT_UNINSTALL_WARNING.to_string());
+            println!("{}", text.trim());
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Demo { workers } => {

@@ -34,6 +34,26 @@ struct Raw {
     selection: RawSelection,
     #[serde(default)]
     enforce: super::enforce::RawEnforce,
+    #[serde(default)]
+    watchdog: RawWatchdog,
+    #[serde(default)]
+    uninstall: RawUninstall,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawWatchdog {
+    health_interval: Option<String>,
+    health_timeout: Option<String>,
+    health_failures: Option<u32>,
+    start_timeout: Option<String>,
+    backoff_max: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawUninstall {
+    warning: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -288,6 +308,21 @@ pub struct PacSettings {
     pub max_age: Duration,
 }
 
+/// How `msc watchdog` supervises the client (`[watchdog]`).
+#[derive(Clone, Copy, Debug)]
+pub struct WatchdogSettings {
+    /// Time between two `GET /health` checks.
+    pub health_interval: Duration,
+    /// A check not answered within this fails.
+    pub health_timeout: Duration,
+    /// Consecutive failed checks before the client is killed and restarted.
+    pub health_failures: u32,
+    /// A client that has not printed its ready line by then is restarted.
+    pub start_timeout: Duration,
+    /// Longest wait between two restarts in a crash loop.
+    pub backoff_max: Duration,
+}
+
 /// A validated client configuration.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
@@ -295,6 +330,8 @@ pub struct ClientConfig {
     pub workers: usize,
     /// The I/O driver of the worker runtimes.
     pub driver: msc_io::runtime::DriverChoice,
+    /// `runtime.dir`: where the instance locks live (default: see `agent::instance::runtime_dir`).
+    pub runtime_dir: Option<PathBuf>,
     pub listen: IpAddr,
     pub tls: ClientTls,
     pub timeouts: ClientTimeouts,
@@ -313,6 +350,9 @@ pub struct ClientConfig {
     pub selection: Selection,
     /// Proxy-settings enforcement (`[enforce]`, docs/enforcement.md).
     pub enforce: super::enforce::EnforceConfig,
+    pub watchdog: WatchdogSettings,
+    /// `uninstall.warning`: what the package shows the administrator before removal.
+    pub uninstall_warning: Option<String>,
 }
 
 impl ClientConfig {
@@ -592,8 +632,38 @@ fn validate(file: &Path, raw: Raw) -> Result<ClientConfig, ConfigError> {
     let selection = selection(&c, &raw.selection)?;
     let driver = c.driver(raw.runtime.driver.as_deref())?;
     let enforce = super::enforce::validate(&c, raw.enforce)?;
+    let runtime_dir = c.runtime_dir(raw.runtime.dir.as_deref())?;
+    let w = &raw.watchdog;
+    let wd = |key: &str, v: &Option<String>, default: Duration| c.duration_or(&format!("watchdog.{key}"), v, default);
+    let watchdog = WatchdogSettings {
+        health_interval: wd("health_interval", &w.health_interval, Duration::from_secs(1))?,
+        health_timeout: wd("health_timeout", &w.health_timeout, Duration::from_secs(3))?,
+        health_failures: match w.health_failures {
+            Some(0) => return Err(c.err("watchdog.health_failures", "must be at least 1")),
+            Some(n) => n,
+            None => 2,
+        },
+        start_timeout: wd("start_timeout", &w.start_timeout, Duration::from_secs(30))?,
+        backoff_max: wd("backoff_max", &w.backoff_max, Duration::from_secs(30))?,
+    };
+    if watchdog.health_timeout <= crate::control::health::HEALTH_TIMEOUT {
+        return Err(c.err(
+            "watchdog.health_timeout",
+            format!(
+                "must be longer than the {:?} the client waits for its workers",
+                crate::control::health::HEALTH_TIMEOUT
+            ),
+        ));
+    }
+    let uninstall_warning = match raw.uninstall.warning {
+        Some(t) if t.trim().is_empty() => {
+            return Err(c.err("uninstall.warning", "must not be empty (omit it for the default text)"));
+        }
+        t => t,
+    };
     Ok(ClientConfig {
         file: file.to_path_buf(),
+        runtime_dir,
         workers,
         driver,
         listen,
@@ -609,6 +679,8 @@ fn validate(file: &Path, raw: Raw) -> Result<ClientConfig, ConfigError> {
         pool,
         selection,
         enforce,
+        watchdog,
+        uninstall_warning,
     })
 }
 

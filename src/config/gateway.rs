@@ -143,6 +143,8 @@ pub struct GatewayConfig {
     pub workers: usize,
     /// The I/O driver of the worker runtimes.
     pub driver: msc_io::runtime::DriverChoice,
+    /// `runtime.dir`: where the instance locks live (default: see `agent::instance::runtime_dir`).
+    pub runtime_dir: Option<PathBuf>,
     pub listen: SocketAddr,
     pub tls: GatewayTls,
     pub deny: DenyList,
@@ -218,8 +220,10 @@ fn validate(file: &Path, raw: Raw) -> Result<GatewayConfig, ConfigError> {
         None => None,
     };
     let driver = c.driver(raw.runtime.driver.as_deref())?;
+    let runtime_dir = c.runtime_dir(raw.runtime.dir.as_deref())?;
     Ok(GatewayConfig {
         file: file.to_path_buf(),
+        runtime_dir,
         workers,
         driver,
         listen,

@@ -18,6 +18,8 @@ use serde::de::DeserializeOwned;
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRuntime {
     pub(crate) driver: Option<String>,
+    /// Where the instance locks live (see `agent::instance`).
+    pub(crate) dir: Option<String>,
 }
 
 pub use crate::forward::access::AccessLogTarget;
@@ -80,6 +82,21 @@ impl Check<'_> {
             Some(s) => self.duration(key, s),
             None => Ok(default),
         }
+    }
+
+    /// `runtime.dir`: a directory for the instance locks, relative to the
+    /// configuration file's directory unless absolute; created at start.
+    pub(crate) fn runtime_dir(&self, v: Option<&str>) -> Result<Option<PathBuf>, ConfigError> {
+        let Some(v) = v else { return Ok(None) };
+        if v.trim().is_empty() {
+            return Err(self.err("runtime.dir", "must not be empty"));
+        }
+        let p = Path::new(v.trim());
+        Ok(Some(if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.file.parent().unwrap_or(Path::new(".")).join(p)
+        }))
     }
 
     /// Resolves a path relative to the configuration file's directory and

@@ -3,6 +3,8 @@
 //! `GET /proxy.pac` (also `/wpad.dat`): the PAC, with `ETag`,
 //! `Cache-Control` and `If-None-Match` support.
 //! `GET /status`: JSON for `msc status` and scripts.
+//! `GET /health`: 200 once every worker answered the control plane, 503
+//! naming the ones that did not (the watchdog's heartbeat; see `health`).
 //! Every request must carry a `Host` naming a loopback address (`localhost`,
 //! `127.x.y.z`, `[::1]`, with or without a port): this defeats DNS
 //! rebinding, where a web page's own host name is pointed at 127.0.0.1.
@@ -79,6 +81,12 @@ pub async fn serve(state: Rc<RefCell<State>>, stream: TcpStream) {
                 return;
             }
         };
+        if head.path.str(r.data()).split('?').next() == Some("/health") {
+            // Asked now, per request: a wedged worker must show here.
+            let pings = state.borrow().pings.clone();
+            let h = pings.ask_all(super::health::HEALTH_TIMEOUT).await;
+            state.borrow_mut().last_health = Some(h);
+        }
         let (reply, keep) = respond(&state, &head, r.data());
         // The control API takes no request bodies: close rather than parse one.
         let has_body = head.headers.values(r.data(), "content-length").next().is_some()
@@ -183,7 +191,24 @@ fn respond(state: &Rc<RefCell<State>>, head: &RequestHead, buf: &[u8]) -> (Vec<u
             }
             o
         }
-        _ => error_reply(404, WHO, "unknown path (try /proxy.pac or /status)", close),
+        "/health" => match &st.last_health {
+            Some(h) => {
+                let body = serde_json::to_vec(h).unwrap_or_default();
+                let status = if h.ok { "200 OK" } else { "503 Service Unavailable" };
+                let mut o = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nCache-Control: no-store\r\n{conn}\r\n",
+                    body.len() + 1
+                )
+                .into_bytes();
+                if !head_only {
+                    o.extend_from_slice(&body);
+                    o.push(b'\n');
+                }
+                o
+            }
+            None => error_reply(503, WHO, "workers not asked yet", close),
+        },
+        _ => error_reply(404, WHO, "unknown path (try /proxy.pac, /status or /health)", close),
     };
     if head_only && out.is_empty() {
         out = Vec::new();

@@ -4,6 +4,7 @@
 //! publishes the routing table workers read (atomically, lock-free for them).
 
 pub mod api;
+pub mod health;
 pub mod premise;
 pub mod probe;
 
@@ -82,6 +83,10 @@ pub struct State {
     /// Per gateway: wakes its probe loop to re-plan (after a failure seen
     /// elsewhere, its next probe is due on the back-off, not the interval).
     probe_wake: Vec<flume::Sender<()>>,
+    /// Asks every worker whether it still runs (`GET /health`, systemd watchdog).
+    pub pings: health::WorkerPings,
+    /// The answers for the `GET /health` being served (set just before it is rendered).
+    pub last_health: Option<health::Health>,
 }
 
 /// A data-path report of unreachable gateways counts in the status for this
@@ -490,6 +495,8 @@ pub struct Inputs {
     pub feedback: flume::Receiver<Feedback>,
     pub workers: usize,
     pub pac: PacDoc,
+    /// The workers' liveness channels (see [`health`]).
+    pub pings: health::WorkerPings,
 }
 
 /// Binds the control listener and starts the control thread.
@@ -554,6 +561,8 @@ async fn run(
         last_unreachable: None,
         last_reached: None,
         probe_wake: Vec::new(),
+        pings: inputs.pings,
+        last_health: None,
     }));
     state.borrow().publish();
 
@@ -621,6 +630,7 @@ async fn run(
         });
     }
     start_probing(&state, &stop);
+    feed_systemd_watchdog(&state, &stop);
     let _ = ready.send(Ok(()));
     drop(ready);
 
@@ -633,6 +643,37 @@ async fn run(
             _ = stop.recv_async() => break,
         }
     }
+}
+
+/// When the service manager runs a watchdog (`WatchdogSec=`): every half
+/// period, asks every worker and sends `WATCHDOG=1` only if all answered, so
+/// a wedged worker gets the client restarted even though this thread runs.
+fn feed_systemd_watchdog(state: &Rc<RefCell<State>>, stop: &flume::Receiver<()>) {
+    let Some(period) = crate::agent::systemd::watchdog_period() else {
+        return;
+    };
+    let pings = state.borrow().pings.clone();
+    let stop = stop.clone();
+    monoio::spawn(async move {
+        let mut silent_logged = false;
+        loop {
+            let h = pings.ask_all(period.min(health::HEALTH_TIMEOUT)).await;
+            if h.ok {
+                crate::agent::systemd::watchdog();
+                silent_logged = false;
+            } else if !silent_logged {
+                tracing::error!(
+                    "worker(s) {} did not answer: the service manager's watchdog is no longer fed",
+                    h.silent()
+                );
+                silent_logged = true;
+            }
+            monoio::select! {
+                _ = monoio::time::sleep(period) => {},
+                _ = stop.recv_async() => return,
+            }
+        }
+    });
 }
 
 /// Probes every gateway now and then periodically (with jitter), checks the

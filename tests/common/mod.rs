@@ -59,6 +59,9 @@ impl Proc {
             .stdout(Stdio::piped())
             .stderr(stderr)
             .stdin(Stdio::null());
+        // Instance locks go to the test's own directory, never the host's runtime dir.
+        cmd.env("XDG_RUNTIME_DIR", runtime_dir(dir))
+            .env_remove("RUNTIME_DIRECTORY");
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -189,6 +192,20 @@ impl Drop for Proc {
             let _ = self.child.wait();
         }
     }
+}
+
+/// The runtime directory (instance locks) of the processes a test starts in `dir`.
+pub fn runtime_dir(dir: &Path) -> PathBuf {
+    dir.join("run")
+}
+
+/// A port that is free right now (the process under test binds it just after).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A PKI plus configuration files in a temporary directory.
@@ -704,16 +721,6 @@ pub fn wait_status(
     }
 }
 
-/// A free TCP port on `ip` right now (for third-party programs that cannot
-/// report the port they bound; the window for a race is tiny).
-pub fn free_port(ip: &str) -> u16 {
-    std::net::TcpListener::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Waits (bounded) until `addr` accepts connections; panics with `what`'s
 /// log if `child` exits first or the wait runs out.
 pub fn wait_port(child: &mut Child, addr: SocketAddr, what: &str, log: &Path) {
@@ -811,7 +818,7 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 /// resume a session whose client certificate it verified (an
 /// `internal_error` alert on the client's next, resumed, handshake).
 pub fn squid(env: &Env, extra: &str) -> (Ext, SocketAddr) {
-    squid_at(env, free_port("127.0.0.1"), extra)
+    squid_at(env, free_port(), extra)
 }
 
 /// [`squid`] on a given port (to restart it where it was).
@@ -885,7 +892,7 @@ pub fn haproxy(backends: &[SocketAddr]) -> (Ext, SocketAddr) {
     let bin = program("haproxy", "haproxy");
     let tmp = tempfile::Builder::new().prefix("msc-haproxy").tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
-    let port = free_port("127.0.0.1");
+    let port = free_port();
     let mut conf = format!(
         "global\n  maxconn 4096\n\
          defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 120s\n  timeout server 120s\n  retries 3\n  option redispatch\n\

@@ -1,0 +1,510 @@
+//! `msc watchdog --config client.toml`: its own process, off the data path.
+//!
+//! Where no service manager supervises the client (and in tests), it starts
+//! `msc run` as its child and keeps it running:
+//! - a child that dies is restarted at once (SIGCHLD wakes the loop; no
+//!   polling delay), then with a doubling back-off while it keeps dying
+//!   soon after start (a crash loop), up to `watchdog.backoff_max`;
+//! - a child that stops answering `GET /health` (which the control plane
+//!   answers only after every worker answered) for `watchdog.health_failures`
+//!   checks in a row is killed (SIGKILL: a wedged or stopped process handles
+//!   nothing else) and restarted;
+//! - every restart is logged with its cause.
+//!
+//! Under systemd (the packaged units) the service manager does this itself
+//! (`Restart=always`, `WatchdogSec=` fed by the control plane) and the
+//! watchdog only runs the agent's periodic tasks ([`super::AgentTask`]).
+//!
+//! The child gets `MSC_SUPERVISOR_PID` and asks the kernel for SIGTERM when
+//! its parent dies, so a killed watchdog never leaves an orphan client behind
+//! (which would hold the instance locks against the next watchdog's child).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::config::client::{ClientConfig, WatchdogSettings};
+
+/// The environment variable naming the supervising watchdog's pid.
+pub const SUPERVISOR_ENV: &str = "MSC_SUPERVISOR_PID";
+
+/// A child that ran at least this long before dying was not crash-looping.
+const STABLE: Duration = Duration::from_secs(10);
+/// First back-off step (the second restart in a row).
+const BACKOFF_MIN: Duration = Duration::from_millis(250);
+
+/// Whether `msc watchdog` supervises the client itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Supervise {
+    /// Unless a systemd service runs it (systemd then supervises `msc run`).
+    Auto,
+    Yes,
+    No,
+}
+
+/// Whether this process is a systemd service on a systemd-booted machine.
+pub fn under_systemd() -> bool {
+    std::env::var_os("INVOCATION_ID").is_some() && sd_notify::booted().unwrap_or(false)
+}
+
+/// The wait before restart number `n` of a crash loop (1 = first death).
+pub fn backoff(n: u32, max: Duration) -> Duration {
+    if n <= 1 {
+        return Duration::ZERO;
+    }
+    let shift = (n - 2).min(16);
+    BACKOFF_MIN.saturating_mul(1 << shift).min(max)
+}
+
+/// Called by `msc run` at start: when a watchdog supervises it, die with it.
+pub fn follow_supervisor() {
+    let Some(pid) = std::env::var(SUPERVISOR_ENV).ok().and_then(|v| v.parse::<i32>().ok()) else {
+        return;
+    };
+    if let Err(e) = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM)) {
+        tracing::warn!("cannot follow the watchdog's exit: {e}");
+        return;
+    }
+    // The watchdog may have died before the request above took effect.
+    if rustix::process::getppid().map(|p| p.as_raw_pid()) != Some(pid) {
+        tracing::warn!("the supervising watchdog (pid {pid}) is gone: stopping");
+        let _ = rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::TERM);
+    }
+}
+
+/// `GET /health` on the client's control API, within `timeout` in all.
+pub fn check_health(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    let left = || {
+        deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1))
+    };
+    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    s.set_write_timeout(Some(left())).map_err(|e| e.to_string())?;
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .map_err(|e| format!("cannot send the request: {e}"))?;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        s.set_read_timeout(Some(left())).map_err(|e| e.to_string())?;
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) if out.len() < 64 * 1024 => out.extend_from_slice(&buf[..n]),
+            Ok(_) => break,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return Err(format!("no answer within {timeout:?}"));
+            }
+            Err(e) => return Err(format!("read failed: {e}")),
+        }
+    }
+    let text = String::from_utf8_lossy(&out);
+    let status = text.lines().next().unwrap_or_default();
+    if status.starts_with("HTTP/1.1 200") {
+        return Ok(());
+    }
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().trim();
+    let silent = serde_json::from_str::<serde_json::Value>(body).ok().and_then(|v| {
+        let ids: Vec<String> = v["workers"]
+            .as_array()?
+            .iter()
+            .filter(|w| w["answered"] == false)
+            .map(|w| w["worker"].to_string())
+            .collect();
+        (!ids.is_empty()).then(|| format!("worker(s) {} did not answer", ids.join(", ")))
+    });
+    Err(silent.unwrap_or_else(|| format!("answered '{status}'")))
+}
+
+/// What the watchdog runs.
+#[derive(Debug)]
+pub struct Options {
+    pub config: PathBuf,
+    pub cfg: ClientConfig,
+    pub supervise: Supervise,
+    /// The `msc` binary to run (this one).
+    pub msc: PathBuf,
+    /// `--log` for the child.
+    pub log: String,
+}
+
+enum Event {
+    Signal(i32),
+    Line(u64, String),
+    Health(u64, Result<(), String>),
+}
+
+struct Running {
+    child: Child,
+    generation: u64,
+    started: Instant,
+    /// The control API, once the child printed its ready line.
+    control: Option<SocketAddr>,
+    failures: u32,
+    checking: bool,
+    next_check: Instant,
+}
+
+/// Runs until SIGTERM or SIGINT; returns the exit status for `main`.
+pub fn run(opts: Options, tasks: Vec<Box<dyn super::AgentTask>>) -> anyhow::Result<std::process::ExitCode> {
+    use signal_hook::consts::{SIGCHLD, SIGINT, SIGTERM};
+    let dir = super::instance::runtime_dir(opts.cfg.runtime_dir.as_deref());
+    let _lock = super::instance::acquire(&dir, &[super::instance::supervisor_key(&opts.cfg.file)])?;
+    let supervise = match opts.supervise {
+        Supervise::Yes => true,
+        Supervise::No => false,
+        Supervise::Auto => !under_systemd(),
+    };
+    let (tx, rx) = mpsc::channel::<Event>();
+    // Signals first: a child that dies at once must still wake the loop.
+    let mut signals = signal_hook::iterator::Signals::new([SIGCHLD, SIGINT, SIGTERM])?;
+    let sig_tx = tx.clone();
+    std::thread::Builder::new()
+        .name("msc-wd-signals".into())
+        .spawn(move || {
+            for s in signals.forever() {
+                if sig_tx.send(Event::Signal(s)).is_err() {
+                    return;
+                }
+            }
+        })?;
+    let (tasks_stop, tasks_thread) = start_tasks(tasks)?;
+    crate::agent::systemd::ready("watchdog running");
+    let code = if supervise {
+        tracing::info!(
+            "watchdog: supervising `msc run --config {}` (health every {:?})",
+            opts.config.display(),
+            opts.cfg.watchdog.health_interval
+        );
+        supervise_loop(&opts, &tx, &rx)?
+    } else {
+        tracing::info!("watchdog: the service manager supervises the client; running the agent tasks only");
+        loop {
+            match rx.recv() {
+                Ok(Event::Signal(s)) if s == SIGTERM || s == SIGINT => break,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        std::process::ExitCode::SUCCESS
+    };
+    drop(tasks_stop);
+    if let Some(t) = tasks_thread {
+        let _ = t.join();
+    }
+    Ok(code)
+}
+
+fn supervise_loop(
+    opts: &Options,
+    tx: &mpsc::Sender<Event>,
+    rx: &mpsc::Receiver<Event>,
+) -> anyhow::Result<std::process::ExitCode> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let ws: WatchdogSettings = opts.cfg.watchdog;
+    let mut generation = 0u64;
+    let mut in_a_row = 0u32;
+    let mut restarts = 0u64;
+    let mut child: Option<Running> = None;
+    let mut restart_at: Option<Instant> = Some(Instant::now());
+    loop {
+        // Start (or restart) when due.
+        if child.is_none() && restart_at.is_some_and(|t| Instant::now() >= t) {
+            restart_at = None;
+            generation += 1;
+            match spawn(opts, generation, tx) {
+                Ok(c) => {
+                    println!("msc watchdog: client started (pid {})", c.id());
+                    let _ = std::io::stdout().flush();
+                    child = Some(Running {
+                        child: c,
+                        generation,
+                        started: Instant::now(),
+                        control: None,
+                        failures: 0,
+                        checking: false,
+                        next_check: Instant::now(),
+                    });
+                }
+                Err(e) => {
+                    in_a_row += 1;
+                    let d = backoff(in_a_row.max(2), ws.backoff_max);
+                    tracing::error!("watchdog: cannot start the client: {e:#}; retrying in {d:?}");
+                    restart_at = Some(Instant::now() + d);
+                }
+            }
+        }
+        // Health check when due.
+        if let Some(c) = child.as_mut()
+            && let Some(addr) = c.control
+            && !c.checking
+            && Instant::now() >= c.next_check
+        {
+            c.checking = true;
+            let (g, t, timeout) = (c.generation, tx.clone(), ws.health_timeout);
+            std::thread::Builder::new()
+                .name("msc-wd-health".into())
+                .spawn(move || {
+                    let _ = t.send(Event::Health(g, check_health(addr, timeout)));
+                })?;
+        }
+        let next = [
+            restart_at,
+            child.as_ref().and_then(|c| c.control.map(|_| c.next_check)),
+            child.as_ref().map(|c| c.started + ws.start_timeout),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let wait = next.map_or(Duration::from_secs(1), |t| {
+            t.saturating_duration_since(Instant::now()).min(Duration::from_secs(1))
+        });
+        let mut kill_cause: Option<String> = None;
+        match rx.recv_timeout(wait) {
+            Ok(Event::Signal(s)) if s == SIGTERM || s == SIGINT => {
+                tracing::info!("watchdog: signal {s}: stopping the client");
+                if let Some(mut c) = child.take() {
+                    stop_child(&mut c.child);
+                }
+                return Ok(std::process::ExitCode::SUCCESS);
+            }
+            Ok(Event::Signal(_)) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => anyhow::bail!("watchdog event channel closed"),
+            Ok(Event::Line(g, line)) => {
+                if let Some(c) = child.as_mut().filter(|c| c.generation == g)
+                    && c.control.is_none()
+                    && line.contains("msc client ready")
+                    && let Some(a) = control_addr(&line)
+                {
+                    c.control = Some(a);
+                    c.next_check = Instant::now() + ws.health_interval;
+                }
+                println!("{line}");
+                let _ = std::io::stdout().flush();
+            }
+            Ok(Event::Health(g, res)) => {
+                if let Some(c) = child.as_mut().filter(|c| c.generation == g) {
+                    c.checking = false;
+                    c.next_check = Instant::now() + ws.health_interval;
+                    match res {
+                        Ok(()) => c.failures = 0,
+                        Err(e) => {
+                            c.failures += 1;
+                            tracing::warn!(
+                                "watchdog: client (pid {}) health check failed ({}/{}): {e}",
+                                c.child.id(),
+                                c.failures,
+                                ws.health_failures
+                            );
+                            if c.failures >= ws.health_failures {
+                                kill_cause = Some(format!(
+                                    "did not answer GET /health {} times in a row (last: {e})",
+                                    c.failures
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(c) = child.as_ref()
+            && c.control.is_none()
+            && c.started.elapsed() >= ws.start_timeout
+        {
+            kill_cause = Some(format!("was not ready within {:?}", ws.start_timeout));
+        }
+        if let Some(cause) = kill_cause
+            && let Some(c) = child.as_mut()
+        {
+            let _ = c.child.kill();
+            let _ = c.child.wait();
+            let pid = c.child.id();
+            let ran = c.started.elapsed();
+            child = None;
+            (in_a_row, restarts) = (next_in_a_row(in_a_row, ran), restarts + 1);
+            let d = backoff(in_a_row, ws.backoff_max);
+            tracing::warn!(
+                "watchdog: restarting the client: pid {pid} {cause}; killed; restart #{restarts} in {d:?} ({in_a_row} in a row)"
+            );
+            restart_at = Some(Instant::now() + d);
+            continue;
+        }
+        // Reap: SIGCHLD woke us, or a periodic check.
+        if let Some(c) = child.as_mut()
+            && let Ok(Some(status)) = c.child.try_wait()
+        {
+            let pid = c.child.id();
+            let ran = c.started.elapsed();
+            child = None;
+            (in_a_row, restarts) = (next_in_a_row(in_a_row, ran), restarts + 1);
+            let d = backoff(in_a_row, ws.backoff_max);
+            tracing::warn!(
+                "watchdog: restarting the client: pid {pid} {} after {ran:.1?}; restart #{restarts} in {d:?} ({in_a_row} in a row)",
+                describe(status)
+            );
+            restart_at = Some(Instant::now() + d);
+        }
+    }
+}
+
+/// Deaths in a row: reset by a child that ran [`STABLE`].
+fn next_in_a_row(in_a_row: u32, ran: Duration) -> u32 {
+    if ran >= STABLE { 1 } else { in_a_row + 1 }
+}
+
+fn describe(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exited with status {c}"),
+        (None, Some(s)) => format!("was killed by signal {s}"),
+        _ => format!("ended ({status})"),
+    }
+}
+
+fn control_addr(line: &str) -> Option<SocketAddr> {
+    line.split("control http://").nth(1)?.split('/').next()?.parse().ok()
+}
+
+fn spawn(opts: &Options, generation: u64, tx: &mpsc::Sender<Event>) -> anyhow::Result<Child> {
+    let mut c = Command::new(&opts.msc)
+        .arg("--log")
+        .arg(&opts.log)
+        .arg("run")
+        .arg("--config")
+        .arg(&opts.config)
+        .env(SUPERVISOR_ENV, std::process::id().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    if let Some(out) = c.stdout.take() {
+        let tx = tx.clone();
+        std::thread::Builder::new()
+            .name("msc-wd-stdout".into())
+            .spawn(move || {
+                for line in BufReader::new(out).lines() {
+                    let Ok(line) = line else { return };
+                    if tx.send(Event::Line(generation, line)).is_err() {
+                        return;
+                    }
+                }
+            })?;
+    }
+    Ok(c)
+}
+
+/// SIGTERM, then SIGKILL after the client's grace period and a second.
+fn stop_child(c: &mut Child) {
+    let _ = rustix::process::kill_process(rustix::process::Pid::from_child(c), rustix::process::Signal::TERM);
+    let deadline = Instant::now() + crate::app::GRACE + Duration::from_secs(1);
+    let (t, r) = mpsc::channel::<()>();
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = c.try_wait() {
+            return;
+        }
+        // A bounded pause without sleeping a runtime thread (this is not one).
+        let _ = r.recv_timeout(Duration::from_millis(20));
+    }
+    drop(t);
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
+/// Runs the agent tasks on one thread, each every its period, until the
+/// returned sender is dropped.
+fn start_tasks(
+    tasks: Vec<Box<dyn super::AgentTask>>,
+) -> std::io::Result<(mpsc::Sender<()>, Option<std::thread::JoinHandle<()>>)> {
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    if tasks.is_empty() {
+        return Ok((stop_tx, None));
+    }
+    let t = std::thread::Builder::new()
+        .name("msc-agent-tasks".into())
+        .spawn(move || {
+            run_tasks(tasks, &stop_rx);
+        })?;
+    Ok((stop_tx, Some(t)))
+}
+
+/// The task loop: every task at once, then each every its period.
+pub fn run_tasks(mut tasks: Vec<Box<dyn super::AgentTask>>, stop: &mpsc::Receiver<()>) {
+    let mut due: Vec<Instant> = vec![Instant::now(); tasks.len()];
+    loop {
+        for (t, d) in tasks.iter_mut().zip(due.iter_mut()) {
+            if Instant::now() >= *d {
+                if let Err(e) = t.run_once() {
+                    tracing::warn!("{}: {e:#}", t.name());
+                }
+                *d = Instant::now() + t.period();
+            }
+        }
+        let next = due.iter().min().copied().unwrap_or_else(Instant::now);
+        match stop.recv_timeout(next.saturating_duration_since(Instant::now())) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            _ => break,
+        }
+    }
+    for t in &mut tasks {
+        t.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let max = Duration::from_secs(30);
+        assert_eq!(backoff(1, max), Duration::ZERO);
+        assert_eq!(backoff(2, max), Duration::from_millis(250));
+        assert_eq!(backoff(3, max), Duration::from_millis(500));
+        assert_eq!(backoff(4, max), Duration::from_secs(1));
+        assert_eq!(backoff(12, max), max);
+        assert_eq!(backoff(u32::MAX, max), max);
+        assert_eq!(next_in_a_row(5, Duration::from_secs(11)), 1);
+        assert_eq!(next_in_a_row(5, Duration::from_secs(1)), 6);
+    }
+
+    #[test]
+    fn reads_the_control_address_from_the_ready_line() {
+        let l = "msc client ready: 2 workers, driver io_uring; slot 1 http 127.0.0.1:1 https 127.0.0.1:2 -> gateway gw1; control http://127.0.0.1:40001/proxy.pac";
+        assert_eq!(control_addr(l), Some("127.0.0.1:40001".parse().unwrap()));
+        assert_eq!(control_addr("msc client ready"), None);
+    }
+
+    struct Counter(std::sync::Arc<std::sync::atomic::AtomicU32>, mpsc::Sender<u32>);
+
+    impl super::super::AgentTask for Counter {
+        fn name(&self) -> &str {
+            "counter"
+        }
+        fn period(&self) -> Duration {
+            Duration::from_millis(20)
+        }
+        fn run_once(&mut self) -> anyhow::Result<()> {
+            let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            let _ = self.1.send(n);
+            anyhow::ensure!(n != 2, "the second run fails; the loop goes on");
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn agent_tasks_run_every_period_until_stopped() {
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let (runs_tx, runs_rx) = mpsc::channel();
+        let (stop, t) = start_tasks(vec![Box::new(Counter(count.clone(), runs_tx))]).unwrap();
+        for want in 1..=4 {
+            assert_eq!(runs_rx.recv_timeout(Duration::from_secs(5)).unwrap(), want);
+        }
+        drop(stop);
+        t.unwrap().join().unwrap();
+        // The thread has ended: no run after the stop.
+        let after = count.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(runs_rx.try_iter().count() + 4, after as usize);
+    }
+}
