@@ -47,6 +47,8 @@ pub struct ClientShared {
     pub on_premise: Arc<ProxySettings>,
     /// The direct relay used when failing open.
     pub fail_open_relay: Arc<ProxySettings>,
+    /// The direct relay used while a trusted user disabled protection.
+    pub disabled_relay: Arc<ProxySettings>,
     /// This client's identity (certificate principal), for the access log.
     pub user: Arc<str>,
     pub log: AccessLog,
@@ -61,6 +63,7 @@ pub struct ClientService {
     pool: Rc<TunnelPool>,
     on_premise: Proxy,
     fail_open: Proxy,
+    disabled: Proxy,
     /// Access-log labels per gateway (`gw:NAME`), built once.
     routes: Vec<Arc<str>>,
 }
@@ -78,6 +81,7 @@ impl ClientService {
             t: shared.timeouts,
             on_premise: Proxy::new(shared.on_premise.clone()),
             fail_open: Proxy::new(shared.fail_open_relay.clone()),
+            disabled: Proxy::new(shared.disabled_relay.clone()),
             shared,
             recorder,
             pool,
@@ -275,6 +279,12 @@ impl ClientService {
             return Next::Close;
         }
         let routing = self.shared.routing.load_full();
+        if routing.disabled {
+            // Deliberate and visible: counted, shown by `msc status`, logged
+            // as `direct:disabled` in the access log.
+            self.recorder.direct(|d| d.disabled += 1);
+            return Box::pin(self.direct(&self.disabled, br, bw, head)).await;
+        }
         if routing.direct_on_premise {
             self.recorder.direct(|d| d.on_premise += 1);
             return Box::pin(self.direct(&self.on_premise, br, bw, head)).await;

@@ -58,7 +58,10 @@ impl Proc {
         cmd.args(args)
             .stdout(Stdio::piped())
             .stderr(stderr)
-            .stdin(Stdio::null());
+            .stdin(Stdio::null())
+            // The control socket's default lives there: tests never use the host's.
+            .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("RUNTIME_DIRECTORY");
         for (k, v) in env {
             cmd.env(k, v);
         }
