@@ -188,9 +188,12 @@ impl SocketServer {
     /// Stops accepting and removes the socket file.
     pub fn stop(mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        // Wake the blocking accept.
-        let _ = UnixStream::connect(&self.path);
-        if let Some(t) = self.thread.take() {
+        // Wake the blocking accept. If that fails (the file was removed), the
+        // thread stays parked in accept until the process exits: it is not
+        // joined, so stopping never hangs.
+        if UnixStream::connect(&self.path).is_ok()
+            && let Some(t) = self.thread.take()
+        {
             let _ = t.join();
         }
         let _ = std::fs::remove_file(&self.path);

@@ -61,7 +61,9 @@ impl Proc {
             .stdin(Stdio::null())
             // The control socket's default lives there: tests never use the host's.
             .env_remove("XDG_RUNTIME_DIR")
-            .env_remove("RUNTIME_DIRECTORY");
+            .env_remove("RUNTIME_DIRECTORY")
+            // Nor the host's system bus (tests that need one pass a private bus).
+            .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/msc-test-bus");
         for (k, v) in env {
             cmd.env(k, v);
         }
