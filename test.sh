@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test suite, on a fresh machine: installs what the tests drive (curl,
-# pactester, openssl, prlimit/setpriv/unshare, dconf/gsettings, chromium,
-# firefox-esr, squid, haproxy; Debian packages, as root or with sudo),
+# pactester, openssl, prlimit/setpriv/unshare, dconf/gsettings, dbus-daemon,
+# chromium, chromium-headless-shell, firefox-esr, squid, haproxy, lintian;
+# Debian packages, as root or with sudo),
 # then runs `cargo test --workspace` on both monoio drivers (io_uring, then
 # epoll with MONOIO_FORCE_LEGACY_DRIVER=1), then the package test
 # (packaging/test-package.sh). `.ci/run` calls exactly this.
@@ -38,6 +39,8 @@ command -v lintian >/dev/null || need+=(lintian)
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v script >/dev/null || need+=(bsdutils)
 command -v man >/dev/null || need+=(man-db)
+# The cross-origin page test (tests/client_state.rs) uses the headless shell.
+command -v chromium-headless-shell >/dev/null || need+=(chromium-headless-shell)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

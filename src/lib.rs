@@ -17,6 +17,7 @@
 //! - [`config`]: configuration files, raw and validated.
 //! - [`app`]: process assembly (listeners, threads, signals); [`ports`]:
 //!   who holds a port msc needs.
+//! - [`agent`]: beside the client: session events (logind).
 //! - [`cli`]: the commands and tools (`pki`, `demo`, `origin`, `status`).
 //! - [`agent`]: beside the client: one instance per configuration and port,
 //!   service-manager notifications, `msc watchdog`.

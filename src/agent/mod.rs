@@ -6,11 +6,14 @@
 //!   manager does and runs the agent's periodic tasks.
 //! - [`enforce`]: the proxy-settings backends (GNOME, KDE, Firefox, Chromium,
 //!   command-line tools) and their check-and-restore loop, one of those tasks.
+//! - [`session`]: logind signals (lock, logout, suspend, shutdown) that end a
+//!   trusted user's disable.
 //!
 //! Nothing here may block or slow the client's workers.
 
 pub mod enforce;
 pub mod instance;
+pub mod session;
 pub mod systemd;
 pub mod watchdog;
 

@@ -143,6 +143,7 @@ pub fn initial_routing(cfg: &ClientConfig) -> Routing {
         gateways,
         slots: (0..cfg.servers.len()).map(|i| vec![i]).collect(),
         direct_on_premise: false,
+        disabled: false,
         none_available: false,
         direct_permitted: true,
         last_failure: vec![None; cfg.servers.len()],
@@ -227,6 +228,7 @@ pub fn start_client(cfg: &ClientConfig, pool: &DefaultThreadPool) -> anyhow::Res
         on_premise: relay("direct:on-premise"),
         fail_open_relay: relay("direct:fail-open:unavailable"),
         fail_open_unreachable_relay: relay("direct:fail-open:unreachable"),
+        disabled_relay: relay("direct:disabled"),
         user,
         // Requests through a gateway are logged only with `log.requests = "all"`.
         log: if cfg.log_all { log.clone() } else { AccessLog::off() },

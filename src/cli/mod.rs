@@ -111,6 +111,24 @@ enum Cmd {
         #[command(subcommand)]
         cmd: TicketKeysCmd,
     },
+    /// Turn protection off for a while (trusted users, if the admin config allows):
+    /// the PAC says DIRECT and the client relays DIRECT until the time is up,
+    /// `msc enable`, or the next screen lock, logout, suspend or shutdown.
+    Disable {
+        /// How long, e.g. 30m (at most `[disable] max`).
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: String,
+        /// Why (required; logged by the client).
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
+    /// Turn protection back on after `msc disable` (trusted users).
+    Enable {
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
     /// Run the built-in origin server (demo page and test endpoints).
     Origin {
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -118,6 +136,60 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         workers: usize,
     },
+}
+
+/// Where the running client's control socket is.
+#[derive(clap::Args, Debug)]
+struct SocketArgs {
+    /// Client configuration (its control.socket is used).
+    #[arg(long, short, conflicts_with = "socket")]
+    config: Option<PathBuf>,
+    /// The control socket [default: /run/msc/control.sock, else $XDG_RUNTIME_DIR/msc/control.sock].
+    #[arg(long)]
+    socket: Option<PathBuf>,
+}
+
+impl SocketArgs {
+    fn path(&self) -> Result<PathBuf, ExitCode> {
+        if let Some(p) = &self.socket {
+            return Ok(p.clone());
+        }
+        if let Some(f) = &self.config {
+            return match ClientConfig::load(f) {
+                Ok(c) => c.socket.ok_or_else(|| {
+                    config_error(format!(
+                        "{}: control.socket: the client serves no control socket (set control.socket)",
+                        f.display()
+                    ))
+                }),
+                Err(e) => Err(config_error(e)),
+            };
+        }
+        let packaged = PathBuf::from("/run/msc/control.sock");
+        if packaged.exists() {
+            return Ok(packaged);
+        }
+        Ok(crate::config::client::default_socket().unwrap_or(packaged))
+    }
+}
+
+/// Sends `req` to the control socket and prints the answer.
+fn socket_command(args: &SocketArgs, req: crate::control::socket::Request) -> anyhow::Result<ExitCode> {
+    let path = match args.path() {
+        Ok(p) => p,
+        Err(code) => return Ok(code),
+    };
+    let reply = crate::control::socket::request(&path, &req)?;
+    if reply.ok {
+        println!("{}", reply.message);
+        if let Some(s) = reply.state {
+            println!("state: {s}");
+        }
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("error: {}", reply.message);
+        Ok(ExitCode::from(1))
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -436,6 +508,12 @@ fn run(cmd: Cmd, log: &str) -> anyhow::Result<ExitCode> {
             println!("{}", crate::gateway::tickets::rotate_file(&file, start_in, grace)?);
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Disable {
+            duration,
+            reason,
+            socket,
+        } => socket_command(&socket, crate::control::socket::Request::Disable { duration, reason }),
+        Cmd::Enable { socket } => socket_command(&socket, crate::control::socket::Request::Enable),
         Cmd::Origin { listen, workers } => {
             let pool = app::blocking_pool();
             let (w, addr) = origin::start_origin(listen, workers, &pool)?;

@@ -25,6 +25,25 @@ pub fn fetch(addr: SocketAddr) -> anyhow::Result<String> {
     Ok(body.trim_end().to_string())
 }
 
+/// The client state in one line, from its JSON form (see `control::state::ClientState`).
+fn state_line(s: &Value) -> String {
+    match serde_json::from_value::<crate::control::state::ClientState>(s.clone()) {
+        Ok(crate::control::state::ClientState::Disabled { until, reason, by }) => {
+            let left = until
+                .duration_since(std::time::SystemTime::now())
+                .map_or_else(|_| "0s".into(), |d| ago(d.as_secs_f64()));
+            format!(
+                "DISABLED by {by} until {} ({left} left): {reason}",
+                humantime::format_rfc3339_seconds(until)
+            )
+        }
+        Ok(crate::control::state::ClientState::Enabled) => "ENABLED".into(),
+        Ok(crate::control::state::ClientState::ConnectionPending { why }) => format!("CONNECTION PENDING: {why}"),
+        Ok(crate::control::state::ClientState::Error { reason }) => format!("ERROR: {reason}"),
+        Err(_) => "unknown (an older client?)".into(),
+    }
+}
+
 fn ms(v: &Value) -> String {
     v.as_f64().map_or("-".into(), |x| format!("{x:.1}ms"))
 }
@@ -50,8 +69,10 @@ pub fn render(json: &str) -> anyhow::Result<String> {
             "fail-closed"
         }
     );
+    let _ = writeln!(o, "state: {}", state_line(&v["state"]));
     let traffic = match v["traffic"].as_str().unwrap_or("?") {
         "gateway" => "through the gateway".to_string(),
+        "direct:disabled" => "DIRECT, UNSCANNED: protection is disabled by a trusted user".to_string(),
         "direct:on-premise" => "DIRECT (on premise)".to_string(),
         "direct:fail-open" => "DIRECT, UNSCANNED: no gateway is reachable (fail-open)".to_string(),
         "refused:fail-closed" => "refused: no gateway is reachable (fail-closed)".to_string(),
@@ -145,13 +166,14 @@ pub fn render(json: &str) -> anyhow::Result<String> {
     let d = &v["direct"];
     let _ = writeln!(
         o,
-        "without a gateway: {} on premise, {} failed open ({} because no gateway could be reached at connect), {} refused (fail-closed; {} at connect), {} refused (untrusted gateway)",
+        "without a gateway: {} on premise, {} failed open ({} because no gateway could be reached at connect), {} refused (fail-closed; {} at connect), {} refused (untrusted gateway), {} while disabled",
         d["on_premise"],
         d["fail_open"],
         d["fail_open_unreachable"],
         d["fail_closed"],
         d["fail_closed_unreachable"],
-        d["refused_untrusted"]
+        d["refused_untrusted"],
+        d["disabled"]
     );
     Ok(o)
 }

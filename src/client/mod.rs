@@ -55,6 +55,8 @@ pub struct ClientShared {
     /// The direct relay used when failing open because this request found
     /// every gateway of its slot unreachable (before the control plane knew).
     pub fail_open_unreachable_relay: Arc<ProxySettings>,
+    /// The direct relay used while a trusted user disabled protection.
+    pub disabled_relay: Arc<ProxySettings>,
     /// This client's identity (certificate principal), for the access log.
     pub user: Arc<str>,
     pub log: AccessLog,
@@ -70,6 +72,7 @@ pub struct ClientService {
     on_premise: Proxy,
     fail_open: Proxy,
     fail_open_unreachable: Proxy,
+    disabled: Proxy,
     /// Access-log labels per gateway (`gw:NAME`), built once.
     routes: Vec<Arc<str>>,
 }
@@ -88,6 +91,7 @@ impl ClientService {
             on_premise: Proxy::new(shared.on_premise.clone()),
             fail_open: Proxy::new(shared.fail_open_relay.clone()),
             fail_open_unreachable: Proxy::new(shared.fail_open_unreachable_relay.clone()),
+            disabled: Proxy::new(shared.disabled_relay.clone()),
             shared,
             recorder,
             pool,
@@ -360,6 +364,12 @@ impl ClientService {
             return Next::Close;
         }
         let routing = self.shared.routing.load_full();
+        if routing.disabled {
+            // Deliberate and visible: counted, shown by `msc status`, logged
+            // as `direct:disabled` in the access log.
+            self.recorder.direct(|d| d.disabled += 1);
+            return Box::pin(self.direct(&self.disabled, br, bw, head)).await;
+        }
         if routing.direct_on_premise {
             self.recorder.direct(|d| d.on_premise += 1);
             return Box::pin(self.direct(&self.on_premise, br, bw, head)).await;

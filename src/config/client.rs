@@ -38,6 +38,8 @@ struct Raw {
     watchdog: RawWatchdog,
     #[serde(default)]
     uninstall: RawUninstall,
+    #[serde(default)]
+    disable: RawDisable,
 }
 
 #[derive(Deserialize, Default)]
@@ -54,6 +56,13 @@ struct RawWatchdog {
 #[serde(deny_unknown_fields)]
 struct RawUninstall {
     warning: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDisable {
+    allowed: Option<bool>,
+    max: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -151,6 +160,20 @@ struct RawServer {
 #[serde(deny_unknown_fields)]
 struct RawControl {
     listen: Option<String>,
+    socket: Option<String>,
+    #[serde(default)]
+    trusted_users: Vec<String>,
+    #[serde(default)]
+    trusted_groups: Vec<String>,
+}
+
+/// Who may change the client's state through the control socket (root always may).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Trusted {
+    /// User names or numeric uids.
+    pub users: Vec<String>,
+    /// Group names or numeric gids.
+    pub groups: Vec<String>,
 }
 
 /// Paths of the client's TLS credentials.
@@ -353,6 +376,13 @@ pub struct ClientConfig {
     pub watchdog: WatchdogSettings,
     /// `uninstall.warning`: what the package shows the administrator before removal.
     pub uninstall_warning: Option<String>,
+    /// The control socket (state changes, peer credentials checked); `None`: no socket.
+    pub socket: Option<PathBuf>,
+    /// `control.socket` was set explicitly: failing to serve it stops the start.
+    pub socket_required: bool,
+    pub trusted: Trusted,
+    /// `[disable]`: whether and how long trusted users may turn protection off.
+    pub disable: crate::control::state::DisablePolicy,
 }
 
 impl ClientConfig {
@@ -630,6 +660,28 @@ fn validate(file: &Path, raw: Raw) -> Result<ClientConfig, ConfigError> {
         ));
     }
     let selection = selection(&c, &raw.selection)?;
+    let socket = control_socket(&c, raw.control.socket.as_deref())?;
+    for (key, list) in [
+        ("control.trusted_users", &raw.control.trusted_users),
+        ("control.trusted_groups", &raw.control.trusted_groups),
+    ] {
+        for (i, n) in list.iter().enumerate() {
+            if !valid_account(n) {
+                return Err(c.err(
+                    format!("{key}[{i}]"),
+                    format!("'{n}' is not a user/group name or a numeric id"),
+                ));
+            }
+        }
+    }
+    let trusted = Trusted {
+        users: raw.control.trusted_users,
+        groups: raw.control.trusted_groups,
+    };
+    let disable = crate::control::state::DisablePolicy {
+        allowed: raw.disable.allowed.unwrap_or(false),
+        max: c.duration_or("disable.max", &raw.disable.max, Duration::from_secs(3600))?,
+    };
     let driver = c.driver(raw.runtime.driver.as_deref())?;
     let enforce = super::enforce::validate(&c, raw.enforce)?;
     let runtime_dir = c.runtime_dir(raw.runtime.dir.as_deref())?;
@@ -681,7 +733,58 @@ fn validate(file: &Path, raw: Raw) -> Result<ClientConfig, ConfigError> {
         enforce,
         watchdog,
         uninstall_warning,
+        socket_required: raw.control.socket.as_deref().is_some_and(|s| !s.trim().is_empty()),
+        socket,
+        trusted,
+        disable,
     })
+}
+
+/// A POSIX-ish account name (letters, digits, `_`, `-`, `.`, a trailing `$`) or a number.
+fn valid_account(n: &str) -> bool {
+    let body = n.strip_suffix('$').unwrap_or(n);
+    !body.is_empty()
+        && n.len() <= 64
+        && !body.starts_with('-')
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// `control.socket`: a path, `""` for none; by default `$RUNTIME_DIRECTORY/control.sock`
+/// (systemd's `RuntimeDirectory=`), else `$XDG_RUNTIME_DIR/msc/control.sock`, else none.
+fn control_socket(c: &Check<'_>, v: Option<&str>) -> Result<Option<PathBuf>, ConfigError> {
+    match v.map(str::trim) {
+        Some("") => Ok(None),
+        Some(v) => {
+            let p = Path::new(v);
+            let p = if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                c.file.parent().unwrap_or(Path::new(".")).join(p)
+            };
+            if p.file_name().is_none() {
+                return Err(c.err("control.socket", format!("'{}' names no file", p.display())));
+            }
+            // sockaddr_un holds 108 bytes including the terminating NUL.
+            if p.as_os_str().len() > 107 {
+                return Err(c.err(
+                    "control.socket",
+                    format!("'{}' is longer than a Unix socket path may be (107 bytes)", p.display()),
+                ));
+            }
+            Ok(Some(p))
+        }
+        None => Ok(default_socket()),
+    }
+}
+
+/// The control socket's default path (see [`control_socket`]).
+pub fn default_socket() -> Option<PathBuf> {
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    env("RUNTIME_DIRECTORY")
+        .map(|d| d.join("control.sock"))
+        .or_else(|| env("XDG_RUNTIME_DIR").map(|d| d.join("msc").join("control.sock")))
 }
 
 fn selection(c: &Check<'_>, r: &RawSelection) -> Result<Selection, ConfigError> {

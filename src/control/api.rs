@@ -8,6 +8,14 @@
 //! Every request must carry a `Host` naming a loopback address (`localhost`,
 //! `127.x.y.z`, `[::1]`, with or without a port): this defeats DNS
 //! rebinding, where a web page's own host name is pointed at 127.0.0.1.
+//!
+//! The listener is read-only (GET and HEAD). Requests a web page makes are
+//! refused (403) and counted: an `Origin` other than this listener's own
+//! (`http://` + the `Host`), a `Sec-Fetch-Site` other than `same-origin` or
+//! `none` (a page on another local port is `same-site`), and script loads.
+//! Browsers cannot forge these headers, so no page can read the status or
+//! the PAC across origins. State changes are not offered here at all: they
+//! go through the control socket ([`super::socket`]).
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -52,6 +60,25 @@ fn valid_port(p: &str) -> bool {
     p.strip_prefix(':').is_some_and(|d| {
         !d.is_empty() && d.len() <= 5 && d.bytes().all(|b| b.is_ascii_digit()) && d.parse::<u16>().is_ok()
     })
+}
+
+/// Whether an `Origin` header value is this listener's own origin: `http://`
+/// followed by exactly the `Host` the request names.
+pub fn same_origin(origin: &str, host: &str) -> bool {
+    origin
+        .trim()
+        .strip_prefix("http://")
+        .is_some_and(|o| o.eq_ignore_ascii_case(host.trim()))
+}
+
+/// Whether a `Sec-Fetch-Site` value shows a request a web page made on
+/// another origin (anything but `same-origin` and `none`, the user's own
+/// navigation).
+pub fn from_other_site(sec_fetch_site: &str) -> bool {
+    !matches!(
+        sec_fetch_site.trim().to_ascii_lowercase().as_str(),
+        "same-origin" | "none"
+    )
 }
 
 /// Whether an `If-None-Match` value matches `etag`.
@@ -105,8 +132,8 @@ fn respond(state: &Rc<RefCell<State>>, head: &RequestHead, buf: &[u8]) -> (Vec<u
         .values(buf, "host")
         .next()
         .map(|v| String::from_utf8_lossy(v).into_owned());
-    match host.as_deref() {
-        Some(h) if loopback_host(h) => {}
+    let host = match host.as_deref() {
+        Some(h) if loopback_host(h) => h,
         _ => {
             return (
                 error_reply(
@@ -118,7 +145,7 @@ fn respond(state: &Rc<RefCell<State>>, head: &RequestHead, buf: &[u8]) -> (Vec<u
                 false,
             );
         }
-    }
+    };
     // A web page may try to load the PAC (or the status) as a script to
     // learn the proxy set-up; browsers label such requests, PAC fetchers
     // and command-line tools do not.
@@ -128,9 +155,16 @@ fn respond(state: &Rc<RefCell<State>>, head: &RequestHead, buf: &[u8]) -> (Vec<u
             .next()
             .map(|v| v.trim_ascii().to_ascii_lowercase())
     };
-    if fetch("sec-fetch-site").as_deref() == Some(b"cross-site".as_slice())
+    let origin = head
+        .headers
+        .values(buf, "origin")
+        .next()
+        .map(|v| String::from_utf8_lossy(v).into_owned());
+    if origin.is_some_and(|o| !same_origin(&o, host))
+        || fetch("sec-fetch-site").is_some_and(|v| from_other_site(&String::from_utf8_lossy(&v)))
         || fetch("sec-fetch-dest").as_deref() == Some(b"script".as_slice())
     {
+        state.borrow_mut().refused_web_request();
         return (
             error_reply(
                 403,
@@ -247,6 +281,26 @@ mod tests {
             "[fe80::1]:80",
         ] {
             assert!(!loopback_host(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn origins() {
+        assert!(same_origin("http://127.0.0.1:27778", "127.0.0.1:27778"));
+        assert!(same_origin("http://LOCALHOST:27778", "localhost:27778"));
+        for bad in [
+            "http://127.0.0.1:8000",
+            "https://127.0.0.1:27778",
+            "null",
+            "http://evil.example",
+            "http://127.0.0.1:27778.evil.example",
+            "",
+        ] {
+            assert!(!same_origin(bad, "127.0.0.1:27778"), "{bad}");
+        }
+        assert!(!from_other_site("same-origin") && !from_other_site("None"));
+        for s in ["same-site", "cross-site", "", "whatever"] {
+            assert!(from_other_site(s), "{s}");
         }
     }
 

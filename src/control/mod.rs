@@ -7,6 +7,8 @@ pub mod api;
 pub mod health;
 pub mod premise;
 pub mod probe;
+pub mod socket;
+pub mod state;
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -24,6 +26,7 @@ use crate::upstream::feedback::{DirectCounts, Feedback, TlsCounts};
 use crate::upstream::rank::{Evidence, GatewayStatus, Ranker, SampleOutcome, Switch, SwitchReason};
 use crate::upstream::{Failure, FailureKind, GatewayRoute, Routing, RoutingHandle};
 use premise::PremiseCheck;
+use state::{ClientState, EnableCause, Event, Machine};
 
 /// The PAC as served.
 #[derive(Debug, Clone)]
@@ -87,6 +90,24 @@ pub struct State {
     pub pings: health::WorkerPings,
     /// The answers for the `GET /health` being served (set just before it is rendered).
     pub last_health: Option<health::Health>,
+    /// The client state (see [`state`]).
+    machine: Machine,
+    /// The PAC for normal operation (`pac` is the all-DIRECT one while disabled).
+    pac_enabled: PacDoc,
+    /// Whether any gateway ever answered a probe.
+    answered: bool,
+    /// Requests the control API refused because a web page made them.
+    refused_web: u64,
+    socket: Option<std::path::PathBuf>,
+}
+
+/// The control API's own figures.
+#[derive(Debug, Serialize)]
+pub struct ApiStatus {
+    /// Requests refused because a web page made them (Origin / Sec-Fetch-Site).
+    pub refused_web_requests: u64,
+    /// The control socket for state changes, if any.
+    pub socket: Option<String>,
 }
 
 /// A data-path report of unreachable gateways counts in the status for this
@@ -146,6 +167,8 @@ pub struct LastDirect {
 #[derive(Debug, Serialize)]
 pub struct Status {
     pub version: &'static str,
+    /// The client state (`enabled`, `disabled`, `connection_pending`, `error`).
+    pub state: ClientState,
     pub uptime_seconds: f64,
     pub workers: usize,
     pub fail_open: bool,
@@ -170,6 +193,7 @@ pub struct Status {
     pub error: Option<String>,
     /// The latest request that went DIRECT, if any did.
     pub last_direct: Option<LastDirect>,
+    pub api: ApiStatus,
 }
 
 impl State {
@@ -200,6 +224,7 @@ impl State {
         };
         Status {
             version: env!("CARGO_PKG_VERSION"),
+            state: self.machine.state().clone(),
             uptime_seconds: self.started.elapsed().as_secs_f64(),
             workers: self.workers,
             fail_open: self.cfg.fail_open,
@@ -245,6 +270,10 @@ impl State {
                 route,
                 seconds_ago: at.elapsed().as_secs_f64(),
             }),
+            api: ApiStatus {
+                refused_web_requests: self.refused_web,
+                socket: self.socket.as_ref().map(|p| p.display().to_string()),
+            },
         }
     }
 
@@ -255,7 +284,7 @@ impl State {
     }
 
     fn traffic_error(&self, routing: &Routing) -> Option<String> {
-        if routing.direct_on_premise {
+        if routing.direct_on_premise || routing.disabled {
             None
         } else if routing.none_available {
             Some(routing.unavailable_reason())
@@ -269,6 +298,109 @@ impl State {
         }
     }
 
+    /// The client state, for the status page, the tray and the metrics.
+    pub fn client_state(&self) -> &ClientState {
+        self.machine.state()
+    }
+
+    /// Counts a request the control API refused because a web page made it.
+    pub fn refused_web_request(&mut self) {
+        self.refused_web += 1;
+    }
+
+    /// Feeds the state machine; logs a change, and on a disable or enable
+    /// swaps the PAC and republishes the routing.
+    pub fn event(&mut self, ev: Event) {
+        let was_disabled = self.machine.disabled().is_some();
+        let Some(t) = self.machine.apply(ev, SystemTime::now()) else {
+            return;
+        };
+        let disabled = self.machine.disabled().is_some();
+        match (&t.to, &t.enabled_because) {
+            (ClientState::Disabled { .. }, _) => tracing::warn!(
+                "client state: {}: browser traffic goes DIRECT, unscanned; the PAC says DIRECT",
+                t.to
+            ),
+            (_, Some(cause)) => tracing::warn!("protection re-enabled: {cause}; client state: {}", t.to),
+            (ClientState::Error { .. }, _) => tracing::warn!("client state: {}", t.to),
+            _ => tracing::info!("client state: {}", t.to),
+        }
+        if disabled != was_disabled || disabled {
+            self.pac = if disabled {
+                PacDoc::new(DISABLED_PAC.into())
+            } else {
+                self.pac_enabled.clone()
+            };
+            self.publish_routing();
+        }
+    }
+
+    /// Re-judges connectivity for the state machine from the ranking.
+    fn connectivity(&mut self) {
+        let routing = self.routing.load_full();
+        let ev = if routing.direct_on_premise || (self.answered && self.ranker.current().is_some()) {
+            Event::GatewayAnswered
+        } else if self.ranker.current().is_none() {
+            let direct =
+                !routing.disabled && !routing.direct_on_premise && routing.direct_permitted && self.cfg.fail_open;
+            Event::NoGateway {
+                direct,
+                reason: routing.unavailable_reason(),
+            }
+        } else {
+            return;
+        };
+        self.event(ev);
+    }
+
+    /// Answers a control-socket command (the caller is authenticated, and
+    /// trusted if the command changes anything).
+    fn command(&mut self, cmd: socket::Command) {
+        let socket::Command { req, caller, reply } = cmd;
+        let r = match req {
+            socket::Request::State => Ok("current state".to_string()),
+            socket::Request::Disable { duration, reason } => {
+                match state::check_disable(self.cfg.disable, &duration, &reason, &caller.label(), SystemTime::now()) {
+                    Ok(d) => {
+                        tracing::warn!(
+                            "protection disabled by {} (pid {}; {}) for {duration}: {}",
+                            caller.label(),
+                            caller.pid,
+                            caller.trust.as_deref().unwrap_or("?"),
+                            d.reason
+                        );
+                        self.event(Event::Disable(d));
+                        Ok(format!("protection disabled for {}", duration.trim()))
+                    }
+                    Err(why) => {
+                        tracing::warn!("control socket: refused to disable for {}: {why}", caller.label());
+                        Err(why)
+                    }
+                }
+            }
+            socket::Request::Enable => {
+                if self.machine.disabled().is_some() {
+                    self.event(Event::Enable(EnableCause::User(caller.label())));
+                    Ok("protection enabled".to_string())
+                } else {
+                    Ok("protection was not disabled".to_string())
+                }
+            }
+        };
+        let _ = reply.send(match r {
+            Ok(message) => socket::Reply {
+                ok: true,
+                message,
+                state: Some(self.machine.state().clone()),
+            },
+            Err(message) => socket::Reply {
+                ok: false,
+                message,
+                state: Some(self.machine.state().clone()),
+            },
+        });
+    }
+
     fn on_premise_direct(&self) -> bool {
         self.cfg.on_premise.as_ref().is_some_and(|op| op.direct)
             && self.premise.last.as_ref().is_some_and(|(c, _)| c.on_premise)
@@ -280,13 +412,19 @@ impl State {
             .map_or_else(|| format!("#{i}"), |g| g.name.to_string())
     }
 
-    /// Publishes a new routing table for the workers.
-    fn publish(&self) {
+    /// Publishes a new routing table for the workers, and re-judges the state.
+    fn publish(&mut self) {
+        self.publish_routing();
+        self.connectivity();
+    }
+
+    fn publish_routing(&self) {
         let now = Instant::now();
         self.routing.store(Arc::new(Routing {
             gateways: self.gateways.clone(),
             slots: self.ranker.slots(self.slots.len(), self.cfg.selection.pinned, now),
             direct_on_premise: self.on_premise_direct(),
+            disabled: self.machine.disabled().is_some(),
             none_available: self.ranker.current().is_none(),
             direct_permitted: self.last_failure.iter().flatten().all(|f| f.kind.permits_direct()),
             last_failure: self.last_failure.clone(),
@@ -325,7 +463,7 @@ impl State {
     }
 
     /// Logs a change of the selected gateway and publishes the new routing.
-    fn switched(&self, sw: Option<Switch>) {
+    fn switched(&mut self, sw: Option<Switch>) {
         if let Some(sw) = sw {
             let from = sw.from.map_or_else(|| "none".to_string(), |i| self.name(i));
             let to = sw
@@ -350,12 +488,15 @@ impl State {
                 self.direct.fail_closed += direct.fail_closed;
                 self.direct.fail_closed_unreachable += direct.fail_closed_unreachable;
                 self.direct.refused_untrusted += direct.refused_untrusted;
+                self.direct.disabled += direct.disabled;
                 let route = if direct.fail_open_unreachable > 0 {
                     Some("direct:fail-open:unreachable")
                 } else if direct.fail_open > 0 {
                     Some("direct:fail-open:unavailable")
                 } else if direct.on_premise > 0 {
                     Some("direct:on-premise")
+                } else if direct.disabled > 0 {
+                    Some("direct:disabled")
                 } else {
                     None
                 };
@@ -402,6 +543,13 @@ impl State {
                     *f = None;
                 }
                 self.last_reached = Some(now);
+                if !self.answered {
+                    self.answered = true;
+                    // Reported below even when the ranking does not switch.
+                    let sw = self.ranker.record(gw, SampleOutcome::Ok(d), source, now);
+                    self.switched(sw);
+                    return;
+                }
                 SampleOutcome::Ok(d)
             }
             Err(probe::ProbeError { kind: None, reason }) => {
@@ -474,15 +622,71 @@ pub struct Control {
     pub addr: SocketAddr,
     stop: Option<flume::Sender<()>>,
     thread: Option<JoinHandle<()>>,
+    socket: Option<socket::SocketServer>,
+    feed: StateFeed,
 }
 
 impl Control {
     pub fn stop(mut self) {
+        if let Some(s) = self.socket.take() {
+            s.stop();
+        }
         self.stop.take();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
+
+    /// A handle other threads use to feed the client state.
+    pub fn feed(&self) -> StateFeed {
+        self.feed.clone()
+    }
+
+    /// The control socket's path, if one is served.
+    pub fn socket_path(&self) -> Option<&std::path::Path> {
+        self.socket.as_ref().map(|s| s.path.as_path())
+    }
+}
+
+/// Feeds the client state machine from other threads: the session watcher
+/// (re-enable on lock, logout, suspend, shutdown) and the enforcement loop.
+///
+/// # Thread Safety
+/// `Send + Sync + Clone`: a channel to the control thread; events are applied
+/// there in order.
+#[derive(Debug, Clone)]
+pub struct StateFeed {
+    tx: flume::Sender<Event>,
+}
+
+impl StateFeed {
+    /// The enforcement backends' health: `Some(reason)` while enforcing the
+    /// browser proxy settings fails, `None` once it works.
+    pub fn enforcement(&self, failing: Option<String>) {
+        let _ = self.tx.send(Event::Enforcement(failing));
+    }
+
+    /// Ends a disable (a session event); does nothing if not disabled.
+    pub fn enable(&self, cause: EnableCause) {
+        let _ = self.tx.send(Event::Enable(cause));
+    }
+
+    /// Any other event.
+    pub fn send(&self, ev: Event) {
+        let _ = self.tx.send(ev);
+    }
+}
+
+/// The client certificate's `notAfter` (the first certificate in the file).
+pub fn cert_not_after(path: &std::path::Path) -> anyhow::Result<SystemTime> {
+    let certs = msc_tls::certs::load_certs(path)?;
+    let der = certs
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("{}: no certificate", path.display()))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
+        .map_err(|e| anyhow::anyhow!("{}: cannot parse the certificate: {e}", path.display()))?;
+    let secs = cert.validity().not_after.timestamp();
+    Ok(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).unwrap_or(0)))
 }
 
 /// What the control plane starts from.
@@ -505,11 +709,59 @@ pub fn start(inputs: Inputs, pool: DefaultThreadPool) -> anyhow::Result<Control>
         .map_err(|e| crate::ports::explain_bind(inputs.cfg.control, "control.listen", e))?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
+    let (cmd_tx, cmd_rx) = flume::unbounded::<socket::Command>();
+    let (ev_tx, ev_rx) = flume::unbounded::<Event>();
+    let keep_ev = ev_tx.clone();
+    let feed = StateFeed { tx: ev_tx };
+    let socket = match &inputs.cfg.socket {
+        None => {
+            tracing::info!("no control socket (control.socket): msc disable/enable are unavailable");
+            None
+        }
+        Some(path) => match socket::bind(path) {
+            Ok(l) => Some(socket::serve(
+                l,
+                path.clone(),
+                inputs.cfg.trusted.clone(),
+                cmd_tx.clone(),
+            )?),
+            Err(e) if !inputs.cfg.socket_required => {
+                tracing::warn!("{e:#}; msc disable/enable are unavailable");
+                None
+            }
+            Err(e) => {
+                return Err(e.context(crate::config::ConfigError {
+                    file: inputs.cfg.file.clone(),
+                    key: "control.socket".into(),
+                    reason: "cannot be served".into(),
+                }));
+            }
+        },
+    };
+    match cert_not_after(&inputs.cfg.tls.cert) {
+        Ok(not_after) => feed.send(Event::Certificate { not_after }),
+        Err(e) => tracing::warn!("client certificate expiry unknown: {e:#}"),
+    }
+    if inputs.cfg.disable.allowed {
+        crate::agent::session::watch(feed.clone());
+    }
+    let socket_path = socket.as_ref().map(|s: &socket::SocketServer| s.path.clone());
     let (stop_tx, stop_rx) = flume::bounded::<()>(0);
     let (ready_tx, ready_rx) = flume::bounded::<anyhow::Result<()>>(1);
     let thread = std::thread::Builder::new().name("msc-control".into()).spawn(move || {
         let r = msc_io::runtime::block_on(msc_io::runtime::DriverChoice::Auto, Some(pool), move |_| {
-            run(inputs, listener, stop_rx, ready_tx)
+            run(
+                inputs,
+                listener,
+                Channels {
+                    stop: stop_rx,
+                    cmds: cmd_rx,
+                    events: ev_rx,
+                    socket: socket_path,
+                    _keep: (cmd_tx, keep_ev),
+                },
+                ready_tx,
+            )
         });
         if let Err(e) = r {
             tracing::error!("control plane runtime failed: {e}");
@@ -520,18 +772,32 @@ pub fn start(inputs: Inputs, pool: DefaultThreadPool) -> anyhow::Result<Control>
             addr,
             stop: Some(stop_tx),
             thread: Some(thread),
+            socket,
+            feed,
         }),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(anyhow::anyhow!("the control plane exited during start-up")),
     }
 }
 
-async fn run(
-    inputs: Inputs,
-    listener: std::net::TcpListener,
+/// What the control thread listens to besides the workers.
+struct Channels {
     stop: flume::Receiver<()>,
-    ready: flume::Sender<anyhow::Result<()>>,
-) {
+    cmds: flume::Receiver<socket::Command>,
+    events: flume::Receiver<Event>,
+    socket: Option<std::path::PathBuf>,
+    /// Senders kept so the receivers above never report "disconnected".
+    _keep: (flume::Sender<socket::Command>, flume::Sender<Event>),
+}
+
+async fn run(inputs: Inputs, listener: std::net::TcpListener, ch: Channels, ready: flume::Sender<anyhow::Result<()>>) {
+    let Channels {
+        stop,
+        cmds,
+        events,
+        socket,
+        _keep,
+    } = ch;
     let listener = match TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -545,7 +811,7 @@ async fn run(
     let state = Rc::new(RefCell::new(State {
         pac_max_age: inputs.cfg.pac.max_age,
         cfg: inputs.cfg,
-        pac: inputs.pac,
+        pac: inputs.pac.clone(),
         routing: inputs.routing,
         gateways: inputs.gateways,
         slots: inputs.slots,
@@ -563,8 +829,13 @@ async fn run(
         probe_wake: Vec::new(),
         pings: inputs.pings,
         last_health: None,
+        machine: Machine::default(),
+        pac_enabled: inputs.pac,
+        answered: false,
+        refused_web: 0,
+        socket,
     }));
-    state.borrow().publish();
+    state.borrow_mut().publish();
 
     let st = state.clone();
     let stop2 = stop.clone();
@@ -635,11 +906,25 @@ async fn run(
     drop(ready);
 
     loop {
+        // Wake for the end of a disable; otherwise once a minute (certificate expiry).
+        let tick = state
+            .borrow()
+            .machine
+            .next_deadline()
+            .and_then(|t| t.duration_since(SystemTime::now()).ok())
+            .map_or(Duration::from_secs(60), |d| d.min(Duration::from_secs(60)));
         monoio::select! {
             fb = feedback.recv_async() => match fb {
                 Ok(fb) => state.borrow_mut().apply(fb),
                 Err(_) => break,
             },
+            c = cmds.recv_async() => if let Ok(c) = c {
+                state.borrow_mut().command(c);
+            },
+            e = events.recv_async() => if let Ok(e) = e {
+                state.borrow_mut().event(e);
+            },
+            _ = monoio::time::sleep(tick) => state.borrow_mut().event(Event::Tick),
             _ = stop.recv_async() => break,
         }
     }
@@ -774,7 +1059,9 @@ fn start_probing(state: &Rc<RefCell<State>>, stop: &flume::Receiver<()>) {
 /// Where browser traffic goes under `routing` (see [`Status::traffic`]);
 /// `unreachable`: the data path recently found no gateway reachable.
 fn traffic_route(routing: &Routing, fail_open: bool, unreachable: bool) -> &'static str {
-    if routing.direct_on_premise {
+    if routing.disabled {
+        "direct:disabled"
+    } else if routing.direct_on_premise {
         "direct:on-premise"
     } else if !routing.none_available && !unreachable {
         "gateway"
@@ -786,6 +1073,9 @@ fn traffic_route(routing: &Routing, fail_open: bool, unreachable: bool) -> &'sta
         "refused:fail-closed"
     }
 }
+
+/// The PAC served while a trusted user disabled protection.
+const DISABLED_PAC: &str = "// msc: protection is disabled by a trusted user (msc disable); everything goes DIRECT.\nfunction FindProxyForURL(url, host) {\n  return \"DIRECT\";\n}\n";
 
 #[cfg(test)]
 mod tests {
@@ -799,6 +1089,7 @@ mod tests {
             none_available,
             direct_permitted,
             last_failure: Vec::new(),
+            disabled: false,
         }
     }
 

@@ -57,6 +57,8 @@ pub struct DirectCounts {
     /// Refused with 503 because a gateway failed authentication or answered
     /// wrongly (never DIRECT, whatever `fail_open` says).
     pub refused_untrusted: u64,
+    /// Relayed directly because a trusted user disabled protection (`msc disable`).
+    pub disabled: u64,
 }
 
 /// Tunnel handshakes and how many resumed a TLS 1.3 session.

@@ -105,6 +105,9 @@ pub struct Routing {
     pub slots: Vec<Vec<usize>>,
     /// On premise in "direct" mode: relay requests directly, no tunnel.
     pub direct_on_premise: bool,
+    /// A trusted user disabled protection (`msc disable`): relay every
+    /// request directly, counted, until the control plane re-enables.
+    pub disabled: bool,
     /// The control plane judges no gateway usable: apply the fail-open/closed policy.
     pub none_available: bool,
     /// Every gateway that is down failed only by being unreachable, so the

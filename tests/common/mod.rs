@@ -59,9 +59,12 @@ impl Proc {
             .stdout(Stdio::piped())
             .stderr(stderr)
             .stdin(Stdio::null());
-        // Instance locks go to the test's own directory, never the host's runtime dir.
+        // Instance locks and the control socket's default go to the test's own
+        // directory, never the host's runtime dir; nor the host's system bus
+        // (tests that need one pass a private bus).
         cmd.env("XDG_RUNTIME_DIR", runtime_dir(dir))
-            .env_remove("RUNTIME_DIRECTORY");
+            .env_remove("RUNTIME_DIRECTORY")
+            .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/msc-test-bus");
         for (k, v) in env {
             cmd.env(k, v);
         }
