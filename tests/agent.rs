@@ -20,9 +20,12 @@ use common::*;
 
 /// A client configuration with fixed slot ports (so they stay the same
 /// across restarts) and the control API on an ephemeral port.
+/// A client config with fixed slot ports and a fixed control port (the
+/// watchdog's enforcement writes the PAC URL, so the port must be known).
 fn fixed_client(env: &Env, name: &str, gw: std::net::SocketAddr, http: u16, https: u16, extra: &str) -> PathBuf {
+    let control = free_port();
     let text = format!(
-        "workers = 2\n[tls]\nca = \"ca.pem\"\ncert = \"client.pem\"\nkey = \"client-key.pem\"\n{extra}\n[[servers]]\nname = \"gw1\"\naddress = \"{gw}\"\nserver_name = \"localhost\"\nhttp_port = {http}\nhttps_port = {https}\n[control]\nlisten = \"127.0.0.1:0\"\n"
+        "workers = 2\n[tls]\nca = \"ca.pem\"\ncert = \"client.pem\"\nkey = \"client-key.pem\"\n{extra}\n[[servers]]\nname = \"gw1\"\naddress = \"{gw}\"\nserver_name = \"localhost\"\nhttp_port = {http}\nhttps_port = {https}\n[control]\nlisten = \"127.0.0.1:{control}\"\n"
     );
     env.write(&format!("{name}.toml"), &text)
 }
@@ -447,4 +450,37 @@ fn watchdog_backs_off_a_crash_loop() {
     assert!(gap >= Duration::from_millis(950), "{starts:?}");
     eprintln!("crash loop: starts at {starts:?}");
     drop(squatter);
+}
+
+/// The watchdog runs proxy-settings enforcement as its periodic task: the
+/// managed policy appears under the root at start, and a user's edit is
+/// restored within one period and logged.
+#[test]
+fn watchdog_enforces_proxy_settings_and_restores_drift() {
+    let env = Env::new();
+    let (_g, gw) = env.gateway();
+    let extra = "[enforce]\nbackends = [\"chromium\"]\ninterval = \"1s\"\n";
+    let cfg = fixed_client(&env, "wd-enforce", gw, free_port(), free_port(), extra);
+    let wd = start_watchdog(&env, &cfg, "watchdog-enforce");
+    let policy = env.path("root").join("etc/chromium/policies/managed/msc.json");
+    let pac_mode = |p: &Path| {
+        std::fs::read_to_string(p)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .is_some_and(|v| v["ProxyMode"] == "pac_script")
+    };
+    let until = |what: &str, cond: &dyn Fn() -> bool| {
+        let t = Instant::now();
+        while !cond() {
+            assert!(t.elapsed() < WAIT, "{what} within {WAIT:?}; watchdog: {}", wd.stderr());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        t.elapsed()
+    };
+    until("policy applied", &|| pac_mode(&policy));
+    // A user (or another tool) points the browser elsewhere.
+    std::fs::write(&policy, "{\"ProxyMode\": \"direct\"}").unwrap();
+    let took = until("drift restored", &|| pac_mode(&policy));
+    assert!(took < Duration::from_secs(5), "restored after {took:?}");
+    wd.wait_stderr("ProxyMode");
 }

@@ -703,9 +703,36 @@ pub struct Inputs {
     pub pings: health::WorkerPings,
 }
 
+/// How long a fixed control port that is "in use" is retried at start-up.
+/// A client killed with SIGKILL releases sockets its io_uring operations hold
+/// only when the kernel tears the ring down, a little after the process is
+/// gone: a restart (the watchdog's) must not fail on that. A port another
+/// live program holds stays in use and fails after this bound.
+const CONTROL_BIND_RETRY: Duration = Duration::from_secs(2);
+
+#[allow(
+    clippy::disallowed_methods,
+    reason = "start-up, before any runtime runs: a bounded wait for the kernel to release a dead process's socket"
+)]
+fn bind_control(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let t0 = Instant::now();
+    loop {
+        match std::net::TcpListener::bind(addr) {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && addr.port() != 0
+                    && t0.elapsed() < CONTROL_BIND_RETRY =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            r => return r,
+        }
+    }
+}
+
 /// Binds the control listener and starts the control thread.
 pub fn start(inputs: Inputs, pool: DefaultThreadPool) -> anyhow::Result<Control> {
-    let listener = std::net::TcpListener::bind(inputs.cfg.control)
+    let listener = bind_control(inputs.cfg.control)
         .map_err(|e| crate::ports::explain_bind(inputs.cfg.control, "control.listen", e))?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
