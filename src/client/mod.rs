@@ -352,7 +352,10 @@ impl ClientService {
         // gateway closed while it sat idle is found before anything is sent.
         let check = body != BodyLen::Empty || !idempotent;
         let (mut tun, mut pooled) = match self.tunnel_for(routing, slot, peer, check).await {
-            Ok(t) => t,
+            Ok(t) => {
+                self.recorder.pool(t.1);
+                t
+            }
             Err(e) => {
                 answer(bw, e.status, &e.reason).await;
                 return Next::Close;
@@ -490,6 +493,7 @@ impl ClientService {
             }));
         }
         self.log(&req, resp.status, up_bytes, resp.bytes, gw);
+        self.recorder.request(gw, up_bytes, resp.bytes);
         if resp.origin_reusable && up_res.is_ok() {
             self.pool.put(tun);
         } else {
@@ -515,6 +519,7 @@ impl ClientService {
         } = u;
         let (u, d) = relay(br, bw, &mut tun.r, &mut tun.w, self.t.idle).await;
         self.log(&req, status, up + u.bytes, down + d.bytes, tun.gw);
+        self.recorder.request(tun.gw, up + u.bytes, down + d.bytes);
         u.result.is_err() || d.result.is_err()
     }
 

@@ -4,6 +4,10 @@
 //! publishes the routing table workers read (atomically, lock-free for them).
 
 pub mod api;
+pub mod history;
+pub mod logring;
+pub mod metrics;
+pub mod page;
 pub mod premise;
 pub mod probe;
 
@@ -22,6 +26,7 @@ use crate::config::client::ClientConfig;
 use crate::upstream::feedback::{DirectCounts, Feedback, TlsCounts};
 use crate::upstream::rank::{Evidence, GatewayStatus, Ranker, SampleOutcome, Switch, SwitchReason};
 use crate::upstream::{Failure, FailureKind, GatewayRoute, Routing, RoutingHandle};
+use history::{Counters, History, SwitchRecord};
 use premise::PremiseCheck;
 
 /// The PAC as served.
@@ -72,6 +77,11 @@ pub struct State {
     last_failure: Vec<Option<Failure>>,
     /// When a local resource error (out of descriptors...) was last logged.
     local_logged: Option<Instant>,
+    /// Latency samples and switches for the status page.
+    pub history: History,
+    counters: Counters,
+    /// The client certificate's names and validity (read at start).
+    cert: Option<msc_tls::certs::CertSummary>,
 }
 
 #[derive(Debug, Serialize)]
@@ -114,6 +124,44 @@ pub struct LastSwitch {
     pub seconds_ago: f64,
 }
 
+/// The client certificate as the status shows it (never key material).
+#[derive(Debug, Clone, Serialize)]
+pub struct CertStatus {
+    pub subject: String,
+    pub issuer: String,
+    /// notAfter, seconds since the Unix epoch, and as RFC 3339.
+    pub not_after: i64,
+    pub not_after_text: String,
+    /// Negative once expired.
+    pub expires_in_seconds: i64,
+}
+
+impl CertStatus {
+    fn new(c: &msc_tls::certs::CertSummary, now: SystemTime) -> CertStatus {
+        let now_s = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let at = u64::try_from(c.not_after).map_or(SystemTime::UNIX_EPOCH, |s| {
+            SystemTime::UNIX_EPOCH + Duration::from_secs(s)
+        });
+        CertStatus {
+            subject: c.subject.clone(),
+            issuer: c.issuer.clone(),
+            not_after: c.not_after,
+            not_after_text: humantime::format_rfc3339_seconds(at).to_string(),
+            expires_in_seconds: c.not_after.saturating_sub(now_s),
+        }
+    }
+}
+
+/// The client's state in one word and why (see [`page::state_label`]).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    /// `enabled`, `connection_pending` or `error`.
+    pub state: &'static str,
+    pub reason: String,
+}
+
 /// `GET /status`.
 #[derive(Debug, Serialize)]
 pub struct Status {
@@ -138,6 +186,14 @@ pub struct Status {
     pub traffic: &'static str,
     /// What is wrong, in one line, when traffic is not going through a gateway.
     pub error: Option<String>,
+    /// Traffic counters since start (requests, bytes, tunnels, pool, per worker).
+    pub counters: Counters,
+    /// Recent changes of the selected gateway, newest first.
+    pub switches: Vec<SwitchRecord>,
+    /// The client certificate (`null` if it could not be read).
+    pub certificate: Option<CertStatus>,
+    /// The state in one word and why, as the page, the tray and the metrics show it.
+    pub summary: Summary,
 }
 
 impl State {
@@ -166,7 +222,7 @@ impl State {
                     .map(|d| d.as_secs_f64()),
             },
         };
-        Status {
+        let mut status = Status {
             version: env!("CARGO_PKG_VERSION"),
             uptime_seconds: self.started.elapsed().as_secs_f64(),
             workers: self.workers,
@@ -209,7 +265,17 @@ impl State {
             tls: self.tls,
             traffic: traffic_route(&routing, self.cfg.fail_open),
             error: (routing.none_available && !routing.direct_on_premise).then(|| routing.unavailable_reason()),
-        }
+            counters: Counters {
+                switches: self.history.switch_count,
+                ..self.counters.clone()
+            },
+            switches: self.history.switches(),
+            certificate: self.cert.as_ref().map(|c| CertStatus::new(c, SystemTime::now())),
+            summary: Summary::default(),
+        };
+        let (state, reason) = page::state_label(&status);
+        status.summary = Summary { state, reason };
+        status
     }
 
     fn on_premise_direct(&self) -> bool {
@@ -268,13 +334,20 @@ impl State {
     }
 
     /// Logs a change of the selected gateway and publishes the new routing.
-    fn switched(&self, sw: Option<Switch>) {
+    fn switched(&mut self, sw: Option<Switch>) {
         if let Some(sw) = sw {
             let from = sw.from.map_or_else(|| "none".to_string(), |i| self.name(i));
             let to = sw
                 .to
                 .map_or_else(|| "none (no gateway available)".to_string(), |i| self.name(i));
             tracing::info!("gateway switch: {from} -> {to}: {sw}");
+            let rec = History::record(
+                sw.from.map(|i| self.name(i)),
+                sw.to.map(|i| self.name(i)),
+                history::name_gateways(&sw.to_string(), |i| self.name(i)),
+                SystemTime::now(),
+            );
+            self.history.switched(rec);
         }
         self.publish();
     }
@@ -283,8 +356,13 @@ impl State {
         let now = Instant::now();
         match fb {
             Feedback::Report {
-                direct, tls, gateways, ..
+                worker,
+                direct,
+                tls,
+                gateways,
+                pool,
             } => {
+                self.counters.merge(worker, &gateways, direct, tls, pool);
                 self.tls.handshakes += tls.handshakes;
                 self.tls.resumed += tls.resumed;
                 self.direct.on_premise += direct.on_premise;
@@ -319,6 +397,16 @@ impl State {
     /// A probe result.
     fn probed(&mut self, gw: usize, res: Result<Duration, probe::ProbeError>, source: Evidence) {
         let now = Instant::now();
+        if matches!(source, Evidence::Probe | Evidence::KeepAlive) {
+            let latency = match &res {
+                Ok(d) => Some(Some(*d)),
+                Err(probe::ProbeError { kind: None, .. }) => None,
+                Err(_) => Some(None),
+            };
+            if let Some(l) = latency {
+                self.history.sample(gw, l, SystemTime::now());
+            }
+        }
         let outcome = match res {
             Ok(d) => {
                 if let Some(f) = self.last_failure.get_mut(gw) {
@@ -451,6 +539,12 @@ async fn run(
     let feedback = inputs.feedback;
     let n_gateways = inputs.gateways.len();
     let ranker = Ranker::new(n_gateways, inputs.cfg.selection.rank.clone(), Instant::now());
+    let workers = inputs.workers;
+    // Read once: a certificate rotated on disk shows after a restart, as it
+    // takes effect only then.
+    let cert = msc_tls::certs::load_certs(&inputs.cfg.tls.cert)
+        .ok()
+        .and_then(|c| c.first().and_then(|d| msc_tls::certs::CertSummary::from_der(d)));
     let state = Rc::new(RefCell::new(State {
         pac_max_age: inputs.cfg.pac.max_age,
         cfg: inputs.cfg,
@@ -461,11 +555,14 @@ async fn run(
         premise: Premise::default(),
         direct: DirectCounts::default(),
         tls: TlsCounts::default(),
-        workers: inputs.workers,
+        workers,
         started: Instant::now(),
         ranker,
         last_failure: vec![None; n_gateways],
         local_logged: None,
+        history: History::new(n_gateways),
+        counters: Counters::new(n_gateways, workers),
+        cert,
     }));
     state.borrow().publish();
 
