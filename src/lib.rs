@@ -16,12 +16,15 @@
 //! - [`config`]: configuration files, raw and validated.
 //! - [`app`]: process assembly (listeners, threads, signals); [`ports`]:
 //!   who holds a port msc needs.
-//! - [`cli`]: the commands and tools (`pki`, `demo`, `origin`, `status`).
+//! - [`cli`]: the commands and tools (`pki`, `demo`, `origin`, `status`,
+//!   `support-bundle`).
+//! - [`agent`]: beside the client: the tray icon.
 //!
 //! The data path never blocks, locks or allocates per chunk; anything that
 //! does (config, resolution of gateway names, logging I/O) lives elsewhere.
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod app;
 pub mod cli;
 pub mod client;

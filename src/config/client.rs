@@ -32,6 +32,14 @@ struct Raw {
     pool: RawPool,
     #[serde(default)]
     selection: RawSelection,
+    #[serde(default)]
+    tray: RawTray,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTray {
+    hidden: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -233,6 +241,9 @@ pub struct ClientConfig {
     pub log_all: bool,
     pub pool: PoolConfig,
     pub selection: Selection,
+    /// `[tray] hidden = true`: the administrator hides the tray icon
+    /// (`msc tray` then exits at once).
+    pub tray_hidden: bool,
 }
 
 impl ClientConfig {
@@ -504,6 +515,7 @@ fn validate(file: &Path, raw: Raw) -> Result<ClientConfig, ConfigError> {
         log_all,
         pool,
         selection,
+        tray_hidden: raw.tray.hidden.unwrap_or(false),
     })
 }
 
