@@ -17,10 +17,11 @@
 //! - [`config`]: configuration files, raw and validated.
 //! - [`app`]: process assembly (listeners, threads, signals); [`ports`]:
 //!   who holds a port msc needs.
-//! - [`agent`]: beside the client: session events (logind).
-//! - [`cli`]: the commands and tools (`pki`, `demo`, `origin`, `status`).
+//! - [`cli`]: the commands and tools (`pki`, `demo`, `origin`, `status`,
+//!   `enforce`, `disable`/`enable`, `support-bundle`, `ticket-keys`).
 //! - [`agent`]: beside the client: one instance per configuration and port,
-//!   service-manager notifications, `msc watchdog`.
+//!   service-manager notifications, `msc watchdog`, proxy-settings
+//!   enforcement, session events (logind), the tray icon.
 //!
 //! The data path never blocks, locks or allocates per chunk; anything that
 //! does (config, resolution of gateway names, logging I/O) lives elsewhere.

@@ -8,6 +8,7 @@
 //!   command-line tools) and their check-and-restore loop, one of those tasks.
 //! - [`session`]: logind signals (lock, logout, suspend, shutdown) that end a
 //!   trusted user's disable.
+//! - [`tray`]: the tray icon (`msc tray`).
 //!
 //! Nothing here may block or slow the client's workers.
 
@@ -15,6 +16,7 @@ pub mod enforce;
 pub mod instance;
 pub mod session;
 pub mod systemd;
+pub mod tray;
 pub mod watchdog;
 
 use std::path::Path;

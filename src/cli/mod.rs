@@ -1,5 +1,6 @@
 //! Command-line interface.
 
+pub mod bundle;
 pub mod demo;
 pub mod enforce;
 pub mod origin;
@@ -129,6 +130,31 @@ enum Cmd {
         #[command(flatten)]
         socket: SocketArgs,
     },
+    /// Write a support bundle (.tar.gz): versions, OS, redacted config,
+    /// certificate names and expiry, the running client's status, PAC and
+    /// recent log lines. Never key material or secrets.
+    SupportBundle {
+        /// Client configuration (its control.listen is queried).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Control API address (default: the configuration's control.listen).
+        #[arg(long)]
+        control: Option<SocketAddr>,
+        /// Output file (default: msc-support-TIMESTAMP.tar.gz here).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Show the client's state as a tray icon (StatusNotifierItem) with a menu.
+    Tray {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Control API address (default: the configuration's control.listen).
+        #[arg(long)]
+        control: Option<SocketAddr>,
+        /// How often the client's status is read.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        interval: std::time::Duration,
+    },
     /// Run the built-in origin server (demo page and test endpoints).
     Origin {
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -248,11 +274,35 @@ pub fn main() -> ExitCode {
     // Log lines are written by a background thread: workers never block on stderr.
     let (writer, _guard) = tracing_appender::non_blocking(std::io::stderr());
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal())
+    use tracing_subscriber::prelude::*;
+    // The client also keeps its recent lines in memory for support bundles
+    // (`GET /logs`), written by their own background thread.
+    let (ring, _ring_guard) = if matches!(cli.cmd, Cmd::Run { .. } | Cmd::Demo { .. }) {
+        let ring = crate::control::logring::install(crate::control::logring::LogRing::new(
+            crate::control::logring::DEFAULT_LINES,
+        ));
+        let (w, g) = tracing_appender::non_blocking(crate::control::logring::RingWriter::new(ring));
+        (
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(w)
+                    .with_target(false)
+                    .with_ansi(false),
+            ),
+            Some(g),
+        )
+    } else {
+        (None, None)
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(writer)
+                .with_target(false)
+                .with_ansi(std::io::stderr().is_terminal()),
+        )
+        .with(ring)
         .init();
     match run(cli.cmd, &log_arg) {
         Ok(code) => code,
@@ -325,6 +375,8 @@ fn run(cmd: Cmd, log: &str) -> anyhow::Result<ExitCode> {
             line.push_str(&format!("; control http://{}/proxy.pac", client.control.addr));
             ready(&line);
             crate::agent::systemd::ready(&format!("control http://{}/", client.control.addr));
+            // Also in the log (and so in support bundles).
+            tracing::info!("msc {}: {line}", env!("CARGO_PKG_VERSION"));
             let sig = app::wait_for_signal()?;
             tracing::info!("signal {sig}: stopping (open connections get {:?})", app::GRACE);
             crate::agent::systemd::stopping();
@@ -514,6 +566,37 @@ fn run(cmd: Cmd, log: &str) -> anyhow::Result<ExitCode> {
             socket,
         } => socket_command(&socket, crate::control::socket::Request::Disable { duration, reason }),
         Cmd::Enable { socket } => socket_command(&socket, crate::control::socket::Request::Enable),
+        Cmd::SupportBundle { config, control, out } => {
+            let (path, files) =
+                crate::cli::bundle::create(&crate::cli::bundle::BundleOptions { config, control, out })?;
+            println!("wrote {} ({} files):", path.display(), files.len());
+            for f in files {
+                println!("  {f}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Tray {
+            config,
+            control,
+            interval,
+        } => {
+            let opts = crate::agent::tray::TrayOptions {
+                config,
+                control,
+                interval,
+            };
+            let r = crate::agent::tray::run(&opts, |name, view| {
+                ready(&format!(
+                    "msc tray ready: bus name {name}; state {} ({})",
+                    view.state, view.reason
+                ));
+            });
+            match r {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(e) if e.is::<crate::config::ConfigError>() => Ok(config_error(e)),
+                Err(e) => Err(e),
+            }
+        }
         Cmd::Origin { listen, workers } => {
             let pool = app::blocking_pool();
             let (w, addr) = origin::start_origin(listen, workers, &pool)?;

@@ -9,10 +9,15 @@ use serde_json::Value;
 
 /// Fetches `GET /status` (blocking; the CLI is not a worker).
 pub fn fetch(addr: SocketAddr) -> anyhow::Result<String> {
+    Ok(get(addr, "/status")?.trim_end().to_string())
+}
+
+/// Fetches `GET path` from the control API at `addr`; the body of a `200`.
+pub fn get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
         .with_context(|| format!("no msc client answers on {addr} (is it running? see control.listen)"))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET /status HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw);
@@ -22,7 +27,7 @@ pub fn fetch(addr: SocketAddr) -> anyhow::Result<String> {
     if !head.starts_with("HTTP/1.1 200") {
         bail!("{addr} answered: {}", head.lines().next().unwrap_or(""));
     }
-    Ok(body.trim_end().to_string())
+    Ok(body.to_string())
 }
 
 /// The client state in one line, from its JSON form (see `control::state::ClientState`).

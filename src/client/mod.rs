@@ -446,7 +446,10 @@ impl ClientService {
         // gateway closed while it sat idle is found before anything is sent.
         let check = body != BodyLen::Empty || !idempotent;
         let (mut tun, mut pooled) = match self.tunnel_for(routing, slot, peer, check).await {
-            Ok(t) => t,
+            Ok(t) => {
+                self.recorder.pool(t.1);
+                t
+            }
             // Only "unreachable" may lead to DIRECT: never a gateway that
             // failed authentication or answered wrongly (here or as the
             // control plane last saw it).
@@ -603,6 +606,7 @@ impl ClientService {
             }));
         }
         self.log(&req, resp.status, up_bytes, resp.bytes, gw);
+        self.recorder.request(gw, up_bytes, resp.bytes);
         if resp.origin_reusable && up_res.is_ok() {
             self.pool.put(tun);
         } else {
@@ -628,6 +632,7 @@ impl ClientService {
         } = u;
         let (u, d) = relay(br, bw, &mut tun.r, &mut tun.w, self.t.idle).await;
         self.log(&req, status, up + u.bytes, down + d.bytes, tun.gw);
+        self.recorder.request(tun.gw, up + u.bytes, down + d.bytes);
         u.result.is_err() || d.result.is_err()
     }
 

@@ -40,6 +40,8 @@ struct Raw {
     uninstall: RawUninstall,
     #[serde(default)]
     disable: RawDisable,
+    #[serde(default)]
+    tray: RawTray,
 }
 
 #[derive(Deserialize, Default)]
@@ -63,6 +65,12 @@ struct RawUninstall {
 struct RawDisable {
     allowed: Option<bool>,
     max: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTray {
+    hidden: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -383,6 +391,9 @@ pub struct ClientConfig {
     pub trusted: Trusted,
     /// `[disable]`: whether and how long trusted users may turn protection off.
     pub disable: crate::control::state::DisablePolicy,
+    /// `[tray] hidden = true`: the administrator hides the tray icon
+    /// (`msc tray` then exits at once).
+    pub tray_hidden: bool,
 }
 
 impl ClientConfig {
@@ -737,6 +748,7 @@ fn validate(file: &Path, raw: Raw) -> Result<ClientConfig, ConfigError> {
         socket,
         trusted,
         disable,
+        tray_hidden: raw.tray.hidden.unwrap_or(false),
     })
 }
 

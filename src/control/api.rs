@@ -5,6 +5,11 @@
 //! `GET /status`: JSON for `msc status` and scripts.
 //! `GET /health`: 200 once every worker answered the control plane, 503
 //! naming the ones that did not (the watchdog's heartbeat; see `health`).
+//! `GET /`: the status page (HTML, inline SVG plots, no script, no external
+//! asset; see [`super::page`]).
+//! `GET /metrics`: Prometheus text format (see [`super::metrics`]).
+//! `GET /logs`: the client's recent log lines (plain text), for
+//! `msc support-bundle`.
 //! Every request must carry a `Host` naming a loopback address (`localhost`,
 //! `127.x.y.z`, `[::1]`, with or without a port): this defeats DNS
 //! rebinding, where a web page's own host name is pointed at 127.0.0.1.
@@ -213,17 +218,9 @@ fn respond(state: &Rc<RefCell<State>>, head: &RequestHead, buf: &[u8]) -> (Vec<u
             }
         }
         "/status" => {
-            let body = serde_json::to_vec_pretty(&st.status()).unwrap_or_default();
-            let mut o = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nCache-Control: no-store\r\n{conn}\r\n",
-                body.len() + 1
-            )
-            .into_bytes();
-            if !head_only {
-                o.extend_from_slice(&body);
-                o.push(b'\n');
-            }
-            o
+            let mut body = serde_json::to_vec_pretty(&st.status()).unwrap_or_default();
+            body.push(b'\n');
+            ok("application/json", "", &body, conn, head_only)
         }
         "/health" => match &st.last_health {
             Some(h) => {
@@ -242,12 +239,61 @@ fn respond(state: &Rc<RefCell<State>>, head: &RequestHead, buf: &[u8]) -> (Vec<u
             }
             None => error_reply(503, WHO, "workers not asked yet", close),
         },
-        _ => error_reply(404, WHO, "unknown path (try /proxy.pac, /status or /health)", close),
+        "/" => {
+            let body = super::page::render(&st.status(), &st.history, std::time::SystemTime::now());
+            ok(
+                "text/html; charset=utf-8",
+                PAGE_HEADERS,
+                body.as_bytes(),
+                conn,
+                head_only,
+            )
+        }
+        "/metrics" => {
+            let body = super::metrics::render(&st.status());
+            ok(super::metrics::CONTENT_TYPE, "", body.as_bytes(), conn, head_only)
+        }
+        "/logs" => {
+            let mut body = String::new();
+            match super::logring::global() {
+                Some(ring) => {
+                    for l in ring.lines() {
+                        body.push_str(&l);
+                        body.push('\n');
+                    }
+                }
+                None => body.push_str("(this process keeps no log lines in memory)\n"),
+            }
+            ok("text/plain; charset=utf-8", "", body.as_bytes(), conn, head_only)
+        }
+        _ => error_reply(
+            404,
+            WHO,
+            "unknown path (try /, /status, /metrics, /health, /logs or /proxy.pac)",
+            close,
+        ),
     };
     if head_only && out.is_empty() {
         out = Vec::new();
     }
     (out, !close)
+}
+
+/// The status page may load nothing at all (everything is inline) and may
+/// not be framed.
+const PAGE_HEADERS: &str = "Content-Security-Policy: default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; form-action 'none'; base-uri 'none'\r\nX-Frame-Options: DENY\r\nReferrer-Policy: no-referrer\r\n";
+
+/// A `200 OK` with `body` (omitted for HEAD), never cached.
+fn ok(ctype: &str, extra: &str, body: &[u8], conn: &str, head_only: bool) -> Vec<u8> {
+    let mut o = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n{extra}{conn}\r\n",
+        body.len()
+    )
+    .into_bytes();
+    if !head_only {
+        o.extend_from_slice(body);
+    }
+    o
 }
 
 #[cfg(test)]

@@ -5,6 +5,10 @@
 
 pub mod api;
 pub mod health;
+pub mod history;
+pub mod logring;
+pub mod metrics;
+pub mod page;
 pub mod premise;
 pub mod probe;
 pub mod socket;
@@ -25,6 +29,7 @@ use crate::config::client::ClientConfig;
 use crate::upstream::feedback::{DirectCounts, Feedback, TlsCounts};
 use crate::upstream::rank::{Evidence, GatewayStatus, Ranker, SampleOutcome, Switch, SwitchReason};
 use crate::upstream::{Failure, FailureKind, GatewayRoute, Routing, RoutingHandle};
+use history::{Counters, History, SwitchRecord};
 use premise::PremiseCheck;
 use state::{ClientState, EnableCause, Event, Machine};
 
@@ -99,6 +104,11 @@ pub struct State {
     /// Requests the control API refused because a web page made them.
     refused_web: u64,
     socket: Option<std::path::PathBuf>,
+    /// Latency samples and switches for the status page.
+    pub history: History,
+    counters: Counters,
+    /// The client certificate's names and validity (read at start).
+    cert: Option<msc_tls::certs::CertSummary>,
 }
 
 /// The control API's own figures.
@@ -163,6 +173,44 @@ pub struct LastDirect {
     pub seconds_ago: f64,
 }
 
+/// The client certificate as the status shows it (never key material).
+#[derive(Debug, Clone, Serialize)]
+pub struct CertStatus {
+    pub subject: String,
+    pub issuer: String,
+    /// notAfter, seconds since the Unix epoch, and as RFC 3339.
+    pub not_after: i64,
+    pub not_after_text: String,
+    /// Negative once expired.
+    pub expires_in_seconds: i64,
+}
+
+impl CertStatus {
+    fn new(c: &msc_tls::certs::CertSummary, now: SystemTime) -> CertStatus {
+        let now_s = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let at = u64::try_from(c.not_after).map_or(SystemTime::UNIX_EPOCH, |s| {
+            SystemTime::UNIX_EPOCH + Duration::from_secs(s)
+        });
+        CertStatus {
+            subject: c.subject.clone(),
+            issuer: c.issuer.clone(),
+            not_after: c.not_after,
+            not_after_text: humantime::format_rfc3339_seconds(at).to_string(),
+            expires_in_seconds: c.not_after.saturating_sub(now_s),
+        }
+    }
+}
+
+/// The client's state in one word and why (see [`page::state_label`]).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    /// `enabled`, `connection_pending` or `error`.
+    pub state: &'static str,
+    pub reason: String,
+}
+
 /// `GET /status`.
 #[derive(Debug, Serialize)]
 pub struct Status {
@@ -194,6 +242,14 @@ pub struct Status {
     /// The latest request that went DIRECT, if any did.
     pub last_direct: Option<LastDirect>,
     pub api: ApiStatus,
+    /// Traffic counters since start (requests, bytes, tunnels, pool, per worker).
+    pub counters: Counters,
+    /// Recent changes of the selected gateway, newest first.
+    pub switches: Vec<SwitchRecord>,
+    /// The client certificate (`null` if it could not be read).
+    pub certificate: Option<CertStatus>,
+    /// The state in one word and why, as the page, the tray and the metrics show it.
+    pub summary: Summary,
 }
 
 impl State {
@@ -222,7 +278,7 @@ impl State {
                     .map(|d| d.as_secs_f64()),
             },
         };
-        Status {
+        let mut status = Status {
             version: env!("CARGO_PKG_VERSION"),
             state: self.machine.state().clone(),
             uptime_seconds: self.started.elapsed().as_secs_f64(),
@@ -274,7 +330,17 @@ impl State {
                 refused_web_requests: self.refused_web,
                 socket: self.socket.as_ref().map(|p| p.display().to_string()),
             },
-        }
+            counters: Counters {
+                switches: self.history.switch_count,
+                ..self.counters.clone()
+            },
+            switches: self.history.switches(),
+            certificate: self.cert.as_ref().map(|c| CertStatus::new(c, SystemTime::now())),
+            summary: Summary::default(),
+        };
+        let (state, reason) = page::state_label(&status);
+        status.summary = Summary { state, reason };
+        status
     }
 
     /// Whether workers recently found no gateway reachable and none was reached since.
@@ -470,6 +536,13 @@ impl State {
                 .to
                 .map_or_else(|| "none (no gateway available)".to_string(), |i| self.name(i));
             tracing::info!("gateway switch: {from} -> {to}: {sw}");
+            let rec = History::record(
+                sw.from.map(|i| self.name(i)),
+                sw.to.map(|i| self.name(i)),
+                history::name_gateways(&sw.to_string(), |i| self.name(i)),
+                SystemTime::now(),
+            );
+            self.history.switched(rec);
         }
         self.publish();
     }
@@ -478,8 +551,13 @@ impl State {
         let now = Instant::now();
         match fb {
             Feedback::Report {
-                direct, tls, gateways, ..
+                worker,
+                direct,
+                tls,
+                gateways,
+                pool,
             } => {
+                self.counters.merge(worker, &gateways, direct, tls, pool);
                 self.tls.handshakes += tls.handshakes;
                 self.tls.resumed += tls.resumed;
                 self.direct.on_premise += direct.on_premise;
@@ -537,6 +615,16 @@ impl State {
     /// A probe result.
     fn probed(&mut self, gw: usize, res: Result<Duration, probe::ProbeError>, source: Evidence) {
         let now = Instant::now();
+        if matches!(source, Evidence::Probe | Evidence::KeepAlive) {
+            let latency = match &res {
+                Ok(d) => Some(Some(*d)),
+                Err(probe::ProbeError { kind: None, .. }) => None,
+                Err(_) => Some(None),
+            };
+            if let Some(l) = latency {
+                self.history.sample(gw, l, SystemTime::now());
+            }
+        }
         let outcome = match res {
             Ok(d) => {
                 if let Some(f) = self.last_failure.get_mut(gw) {
@@ -835,6 +923,12 @@ async fn run(inputs: Inputs, listener: std::net::TcpListener, ch: Channels, read
     let feedback = inputs.feedback;
     let n_gateways = inputs.gateways.len();
     let ranker = Ranker::new(n_gateways, inputs.cfg.selection.rank.clone(), Instant::now());
+    let workers = inputs.workers;
+    // Read once: a certificate rotated on disk shows after a restart, as it
+    // takes effect only then.
+    let cert = msc_tls::certs::load_certs(&inputs.cfg.tls.cert)
+        .ok()
+        .and_then(|c| c.first().and_then(|d| msc_tls::certs::CertSummary::from_der(d)));
     let state = Rc::new(RefCell::new(State {
         pac_max_age: inputs.cfg.pac.max_age,
         cfg: inputs.cfg,
@@ -845,7 +939,7 @@ async fn run(inputs: Inputs, listener: std::net::TcpListener, ch: Channels, read
         premise: Premise::default(),
         direct: DirectCounts::default(),
         tls: TlsCounts::default(),
-        workers: inputs.workers,
+        workers,
         started: Instant::now(),
         ranker,
         last_failure: vec![None; n_gateways],
@@ -861,6 +955,9 @@ async fn run(inputs: Inputs, listener: std::net::TcpListener, ch: Channels, read
         answered: false,
         refused_web: 0,
         socket,
+        history: History::new(n_gateways),
+        counters: Counters::new(n_gateways, workers),
+        cert,
     }));
     state.borrow_mut().publish();
 

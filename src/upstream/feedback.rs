@@ -21,20 +21,35 @@ pub struct GatewayTraffic {
     pub setup_us: Histogram<u64>,
     pub ok: u64,
     pub failed: u64,
+    /// Requests relayed through this gateway's tunnels (the CONNECT or
+    /// upgrade that opened a byte relay counts as one).
+    pub requests: u64,
+    /// Body bytes relayed: browser to gateway, gateway to browser.
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+}
+
+impl Default for GatewayTraffic {
+    fn default() -> GatewayTraffic {
+        GatewayTraffic::new()
+    }
 }
 
 impl GatewayTraffic {
-    fn new() -> GatewayTraffic {
+    pub fn new() -> GatewayTraffic {
         GatewayTraffic {
             // 1 µs .. 60 s at 2 significant figures: a few KiB.
             setup_us: Histogram::new_with_bounds(1, 60_000_000, 2).expect("static histogram bounds"),
             ok: 0,
             failed: 0,
+            requests: 0,
+            bytes_up: 0,
+            bytes_down: 0,
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.ok == 0 && self.failed == 0
+        self.ok == 0 && self.failed == 0 && self.requests == 0
     }
 }
 
@@ -68,6 +83,14 @@ pub struct TlsCounts {
     pub resumed: u64,
 }
 
+/// Requests that found a ready tunnel in the worker's pool (hits) or had to
+/// open one on their critical path (misses).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PoolCounts {
+    pub hits: u64,
+    pub misses: u64,
+}
+
 /// A message from a worker.
 #[derive(Debug)]
 pub enum Feedback {
@@ -77,6 +100,7 @@ pub enum Feedback {
         gateways: Vec<GatewayTraffic>,
         direct: DirectCounts,
         tls: TlsCounts,
+        pool: PoolCounts,
     },
     /// A tunnel to this gateway just failed before any byte was relayed.
     Failed {
@@ -91,6 +115,7 @@ struct Pending {
     gateways: Vec<GatewayTraffic>,
     direct: DirectCounts,
     tls: TlsCounts,
+    pool: PoolCounts,
 }
 
 /// A worker's recorder. `!Send`: one per worker thread.
@@ -112,6 +137,7 @@ impl Recorder {
                 gateways: (0..gateways).map(|_| GatewayTraffic::new()).collect(),
                 direct: DirectCounts::default(),
                 tls: TlsCounts::default(),
+                pool: PoolCounts::default(),
             }),
             scheduled: Cell::new(false),
             period,
@@ -153,6 +179,27 @@ impl Recorder {
         self.schedule();
     }
 
+    /// A request through a tunnel to `gw` completed (or its relay ended),
+    /// with this many body bytes each way.
+    pub fn request(self: &Rc<Self>, gw: usize, up: u64, down: u64) {
+        if let Some(g) = self.pending.borrow_mut().gateways.get_mut(gw) {
+            g.requests += 1;
+            g.bytes_up = g.bytes_up.saturating_add(up);
+            g.bytes_down = g.bytes_down.saturating_add(down);
+        }
+        self.schedule();
+    }
+
+    /// A request looked for a pooled tunnel: found one (`hit`) or not.
+    pub fn pool(self: &Rc<Self>, hit: bool) {
+        {
+            let mut p = self.pending.borrow_mut();
+            p.pool.hits += u64::from(hit);
+            p.pool.misses += u64::from(!hit);
+        }
+        self.schedule();
+    }
+
     /// A request was handled without a gateway.
     pub fn direct(self: &Rc<Self>, f: impl FnOnce(&mut DirectCounts)) {
         f(&mut self.pending.borrow_mut().direct);
@@ -177,21 +224,20 @@ impl Recorder {
         if p.gateways.iter().all(GatewayTraffic::is_empty)
             && p.direct == DirectCounts::default()
             && p.tls == TlsCounts::default()
+            && p.pool == PoolCounts::default()
         {
             return;
         }
-        let gateways = p
-            .gateways
-            .iter_mut()
-            .map(|g| std::mem::replace(g, GatewayTraffic::new()))
-            .collect();
+        let gateways = p.gateways.iter_mut().map(std::mem::take).collect();
         let direct = std::mem::take(&mut p.direct);
         let tls = std::mem::take(&mut p.tls);
+        let pool = std::mem::take(&mut p.pool);
         let _ = self.tx.try_send(Feedback::Report {
             worker: self.worker,
             gateways,
             direct,
             tls,
+            pool,
         });
     }
 }

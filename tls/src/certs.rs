@@ -88,6 +88,35 @@ impl Identity {
     }
 }
 
+/// What a certificate says about itself, for status and support output:
+/// names and validity only (a certificate holds no secret; this never
+/// touches a key).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertSummary {
+    /// RFC 4514 style, e.g. `CN=alice`.
+    pub subject: String,
+    pub issuer: String,
+    /// Validity bounds, seconds since the Unix epoch.
+    pub not_before: i64,
+    pub not_after: i64,
+    /// Hex, as printed by `openssl x509 -serial`.
+    pub serial: String,
+}
+
+impl CertSummary {
+    /// `None` for bytes that are not a DER certificate.
+    pub fn from_der(der: &[u8]) -> Option<CertSummary> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        Some(CertSummary {
+            subject: cert.subject().to_string(),
+            issuer: cert.issuer().to_string(),
+            not_before: cert.validity().not_before.timestamp(),
+            not_after: cert.validity().not_after.timestamp(),
+            serial: cert.raw_serial_as_string().replace(':', "").to_ascii_uppercase(),
+        })
+    }
+}
+
 impl fmt::Display for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let cn = self.common_name.as_deref().unwrap_or("-");
@@ -99,5 +128,26 @@ impl fmt::Display for Identity {
             write!(f, " uri={u}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::{Ca, Validity};
+
+    #[test]
+    fn summary_names_subject_issuer_and_validity() {
+        let ca = Ca::new("Test CA").unwrap();
+        let v = Validity::days(30);
+        let leaf = ca.issue_client("alice", Some("alice@example.com"), v).unwrap();
+        let der = CertificateDer::from_pem_slice(leaf.cert_pem.as_bytes()).unwrap();
+        let s = CertSummary::from_der(&der).unwrap();
+        assert!(s.subject.contains("CN=alice"), "{s:?}");
+        assert!(s.issuer.contains("CN=Test CA"), "{s:?}");
+        assert_eq!(s.not_after, v.not_after.unix_timestamp());
+        assert!(s.not_before < s.not_after);
+        assert!(!s.serial.is_empty() && s.serial.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(CertSummary::from_der(b"not a certificate"), None);
     }
 }
