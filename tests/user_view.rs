@@ -467,6 +467,8 @@ fn support_bundle_lists_its_contents_and_holds_no_secrets() {
     let run = Command::new(MSC)
         .args(["support-bundle", "--config"])
         .arg(&cfg)
+        // The client's control socket (log lines) is in the test's runtime dir.
+        .env("XDG_RUNTIME_DIR", runtime_dir(chain.env.dir.path()))
         .args(["--control", &ctl.to_string()])
         .arg("--out")
         .arg(&out)

@@ -371,6 +371,22 @@ fn describe_key(path: &Path, o: &mut String) {
 }
 
 /// Asks the running client's control API for `path`.
+/// The client's log ring, over the control socket: it is served only to
+/// trusted callers (root, `control.trusted_users`/`trusted_groups`).
+fn logs_from_socket(cfg: Option<&ClientConfig>) -> String {
+    let Some(path) = cfg.and_then(|c| c.socket.clone()) else {
+        return "not available: no control socket (give --config; see control.socket)\n".to_string();
+    };
+    match crate::control::socket::request(&path, &crate::control::socket::Request::Logs) {
+        Ok(r) if r.ok => r.message,
+        Ok(r) => format!(
+            "not available: {} (the log lines are served to trusted users only)\n",
+            r.message
+        ),
+        Err(e) => format!("not available: {e:#}\n"),
+    }
+}
+
 fn from_client(addr: SocketAddr, path: &str) -> String {
     match crate::cli::status::get(addr, path) {
         Ok(body) => body,
@@ -440,7 +456,7 @@ pub fn create(opts: &BundleOptions) -> anyhow::Result<(PathBuf, Vec<String>)> {
     entries.push(Entry {
         name: "logs.txt",
         what: "the running client's recent log lines (in-memory ring; visited URLs are not logged)",
-        text: from_client(control, "/logs"),
+        text: logs_from_socket(cfg.as_ref()),
     });
     entries.push(Entry {
         name: "metrics.txt",

@@ -8,8 +8,6 @@
 //! `GET /`: the status page (HTML, inline SVG plots, no script, no external
 //! asset; see [`super::page`]).
 //! `GET /metrics`: Prometheus text format (see [`super::metrics`]).
-//! `GET /logs`: the client's recent log lines (plain text), for
-//! `msc support-bundle`.
 //! Every request must carry a `Host` naming a loopback address (`localhost`,
 //! `127.x.y.z`, `[::1]`, with or without a port): this defeats DNS
 //! rebinding, where a web page's own host name is pointed at 127.0.0.1.
@@ -253,23 +251,10 @@ fn respond(state: &Rc<RefCell<State>>, head: &RequestHead, buf: &[u8]) -> (Vec<u
             let body = super::metrics::render(&st.status());
             ok(super::metrics::CONTENT_TYPE, "", body.as_bytes(), conn, head_only)
         }
-        "/logs" => {
-            let mut body = String::new();
-            match super::logring::global() {
-                Some(ring) => {
-                    for l in ring.lines() {
-                        body.push_str(&l);
-                        body.push('\n');
-                    }
-                }
-                None => body.push_str("(this process keeps no log lines in memory)\n"),
-            }
-            ok("text/plain; charset=utf-8", "", body.as_bytes(), conn, head_only)
-        }
         _ => error_reply(
             404,
             WHO,
-            "unknown path (try /, /status, /metrics, /health, /logs or /proxy.pac)",
+            "unknown path (try /, /status, /metrics, /health or /proxy.pac)",
             close,
         ),
     };

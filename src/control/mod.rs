@@ -425,6 +425,19 @@ impl State {
         let socket::Command { req, caller, reply } = cmd;
         let r = match req {
             socket::Request::State => Ok("current state".to_string()),
+            socket::Request::Logs => {
+                let mut body = String::new();
+                match logring::global() {
+                    Some(ring) => {
+                        for l in ring.lines() {
+                            body.push_str(&l);
+                            body.push('\n');
+                        }
+                    }
+                    None => body.push_str("(this process keeps no log lines in memory)\n"),
+                }
+                Ok(body)
+            }
             socket::Request::Disable { duration, reason } => {
                 match state::check_disable(self.cfg.disable, &duration, &reason, &caller.label(), SystemTime::now()) {
                     Ok(d) => {

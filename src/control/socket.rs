@@ -44,10 +44,14 @@ pub enum Request {
     },
     /// Turn protection back on (trusted callers).
     Enable,
+    /// The client's recent log lines (trusted callers: support bundles).
+    /// Not on the TCP control API, which any local program can read.
+    Logs,
 }
 
 impl Request {
-    /// Whether the request changes anything (and so needs a trusted caller).
+    /// Whether the request changes anything or reads the logs (and so
+    /// needs a trusted caller).
     pub fn changes_state(&self) -> bool {
         !matches!(self, Request::State)
     }
