@@ -70,7 +70,21 @@ async fn drive<C: Unbuffered>(
 ) -> Result<(), TlsError> {
     let mut outgoing: Vec<u8> = Vec::with_capacity(4096);
     loop {
-        let UnbufferedStatus { discard, state } = conn.process(&mut incoming[..]);
+        // Once the handshake is complete rustls is given no more records:
+        // only what it still has to send (the server's session tickets).
+        // Records behind the peer's Finished stay in `incoming` for the
+        // record layer. Fed to rustls, a KeyUpdate(update_requested) there
+        // would make it rotate its sending key and queue the KeyUpdate
+        // message, which is lost when the connection becomes a kernel
+        // connection: our records would then be sealed with a key the peer
+        // does not have yet (it answers bad_record_mac).
+        let mut nothing = [0u8; 0];
+        let input: &mut [u8] = if conn.common().is_handshaking() {
+            &mut incoming[..]
+        } else {
+            &mut nothing
+        };
+        let UnbufferedStatus { discard, state } = conn.process(input);
         let state = match state {
             Ok(s) => s,
             Err(e) => {

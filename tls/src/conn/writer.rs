@@ -50,6 +50,27 @@ impl TlsWriter {
         self.shared.key_update_requested.set(true);
     }
 
+    /// Whether the next record must follow a KeyUpdate: the peer asked for
+    /// one, or this key is close to its limit.
+    fn rotation_due(&self) -> bool {
+        self.shared.key_update_requested.get() || self.key.seq() >= self.shared.rotate_after
+    }
+
+    /// Seals a KeyUpdate into the room reserved at `rec[at..at + KEY_UPDATE_ROOM]`
+    /// and switches to the next key. Called only once the records that follow
+    /// it are certain to be sent (after the read that fills them), so a read
+    /// cancelled meanwhile leaves the key and the pending request untouched.
+    fn seal_key_update_at(&mut self, rec: &mut [u8], at: usize) -> io::Result<()> {
+        let body = at + HEADER_LEN;
+        // KeyUpdate(update_not_requested)
+        rec[body..body + 5].copy_from_slice(&[24, 0, 0, 1, 0]);
+        self.key.seal_in(rec, at, 5, CT_HANDSHAKE).map_err(invalid)?;
+        self.shared.key_update_requested.set(false);
+        let (seq, secrets) = self.shared.kernel.borrow_mut().update_tx().map_err(invalid)?;
+        self.key = RecordKey::new(&secrets, seq).map_err(invalid)?;
+        Ok(())
+    }
+
     /// Appends a sealed KeyUpdate to `rec` and switches to the next key, if
     /// the peer asked for one or this key is close to its limit.
     fn maybe_rotate(&mut self, rec: &mut Vec<u8>) -> io::Result<()> {
@@ -154,9 +175,12 @@ impl Sink for TlsWriter {
         // after its first read.
         let bulk = plain.is_bulk();
         let mut rec = if bulk { buf::take() } else { buf::take_small() };
-        if let Err(e) = self.maybe_rotate(&mut rec) {
-            buf::give(rec);
-            return Err(e);
+        // Room for a KeyUpdate, sealed only after the read (below): the read
+        // may be cancelled (an idle relay, the other direction ending), and
+        // the key must not have moved on without the KeyUpdate on the wire.
+        let rotate = self.rotation_due();
+        if rotate {
+            rec.resize(KEY_UPDATE_ROOM, 0);
         }
         let start = rec.len();
         let want = max.min(if bulk { BATCH_PLAINTEXT } else { SMALL_PLAINTEXT });
@@ -177,6 +201,10 @@ impl Sink for TlsWriter {
                     // Every record but the last is full and sealed where it
                     // lies; the last one ends the buffer and seals below.
                     debug_assert_eq!(n, got);
+                    if rotate && let Err(e) = self.seal_key_update_at(&mut rec, 0) {
+                        buf::give(rec);
+                        return Err(e);
+                    }
                     for i in 0..(n - 1) / MAX_PLAINTEXT {
                         let at = start + i * RECORD_STRIDE;
                         if let Err(e) = self.key.seal_in(&mut rec, at, MAX_PLAINTEXT, CT_APPLICATION_DATA) {
@@ -195,16 +223,21 @@ impl Sink for TlsWriter {
         };
         let n = match res {
             Ok(0) => {
-                // EOF; a pending KeyUpdate still goes out with close_notify later.
-                rec.truncate(start);
-                if start > 0 {
-                    self.send(rec).await?;
-                } else {
-                    buf::give(rec);
-                }
+                // EOF: nothing to seal; a pending KeyUpdate stays pending.
+                buf::give(rec);
                 return Ok(0);
             }
-            Ok(n) => n,
+            Ok(n) => {
+                // The single-record path: the KeyUpdate goes ahead of it now.
+                // (The many-record path sealed it before its full records.)
+                if rotate && want <= MAX_PLAINTEXT {
+                    if let Err(e) = self.seal_key_update_at(&mut rec, 0) {
+                        buf::give(rec);
+                        return Err(e);
+                    }
+                }
+                n
+            }
             Err(e) => {
                 buf::give(rec);
                 return Err(e);
