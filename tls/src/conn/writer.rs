@@ -230,11 +230,12 @@ impl Sink for TlsWriter {
             Ok(n) => {
                 // The single-record path: the KeyUpdate goes ahead of it now.
                 // (The many-record path sealed it before its full records.)
-                if rotate && want <= MAX_PLAINTEXT {
-                    if let Err(e) = self.seal_key_update_at(&mut rec, 0) {
-                        buf::give(rec);
-                        return Err(e);
-                    }
+                if rotate
+                    && want <= MAX_PLAINTEXT
+                    && let Err(e) = self.seal_key_update_at(&mut rec, 0)
+                {
+                    buf::give(rec);
+                    return Err(e);
                 }
                 n
             }
