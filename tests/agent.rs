@@ -483,4 +483,23 @@ fn watchdog_enforces_proxy_settings_and_restores_drift() {
     let took = until("drift restored", &|| pac_mode(&policy));
     assert!(took < Duration::from_secs(5), "restored after {took:?}");
     wd.wait_stderr("ProxyMode");
+
+    // Each run is reported to the client over its control socket.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let listen = text.split("listen = \"").nth(1).unwrap().split('"').next().unwrap();
+    let ctl: std::net::SocketAddr = listen.parse().unwrap();
+    let v = wait_status(ctl, "an enforcement report", WAIT, |v| v["enforcement"].is_object());
+    assert!(v["enforcement"]["failing"].is_null(), "{v:#}");
+    // Enforcement that cannot restore a setting makes the client's state an
+    // error naming it (here a file where Chrome's policy directory belongs).
+    let opt = env.path("root").join("etc/opt");
+    std::fs::remove_dir_all(&opt).unwrap();
+    std::fs::write(&opt, "not a directory").unwrap();
+    let v = wait_status(ctl, "enforcement failing", WAIT, |v| v["state"]["kind"] == "error");
+    assert!(v["enforcement"]["failing"].is_string(), "{v:#}");
+    assert!(v["state"]["reason"].as_str().unwrap().contains("enforc"), "{v:#}");
+    // Repaired: the state recovers.
+    std::fs::remove_file(&opt).unwrap();
+    let v = wait_status(ctl, "enforcement working again", WAIT, |v| v["enforcement"]["failing"].is_null());
+    assert_ne!(v["state"]["kind"], "error", "{v:#}");
 }

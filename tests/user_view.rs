@@ -559,7 +559,12 @@ fn support_bundle_lists_its_contents_and_holds_no_secrets() {
     assert!(all["system.txt"].contains("kernel:"));
     assert!(all["resolution.txt"].contains("gw1"), "{}", all["resolution.txt"]);
     assert!(all["switches.json"].contains("\"recent\""));
-    assert!(all["enforcement.txt"].starts_with("not available"));
+    // No watchdog runs here: the client has had no enforcement report.
+    assert!(
+        all["enforcement.txt"].starts_with("no report"),
+        "{}",
+        all["enforcement.txt"]
+    );
     assert!(all["metrics.txt"].contains("msc_requests_total"));
     assert!(
         all["logs.txt"].lines().any(|l| l.contains("INFO")),

@@ -44,18 +44,13 @@ pub trait AgentTask: Send {
 struct EnforceTask {
     enforcer: enforce::Enforcer,
     applied: bool,
+    /// The client's control socket: each run's outcome is reported there,
+    /// so the client's state says when enforcement fails.
+    socket: Option<std::path::PathBuf>,
 }
 
-impl AgentTask for EnforceTask {
-    fn name(&self) -> &str {
-        "enforce"
-    }
-
-    fn period(&self) -> Duration {
-        self.enforcer.interval()
-    }
-
-    fn run_once(&mut self) -> anyhow::Result<()> {
+impl EnforceTask {
+    fn run(&mut self) -> anyhow::Result<()> {
         if !self.applied {
             let a = self.enforcer.apply_all()?;
             tracing::info!(
@@ -78,6 +73,29 @@ impl AgentTask for EnforceTask {
     }
 }
 
+impl AgentTask for EnforceTask {
+    fn name(&self) -> &str {
+        "enforce"
+    }
+
+    fn period(&self) -> Duration {
+        self.enforcer.interval()
+    }
+
+    fn run_once(&mut self) -> anyhow::Result<()> {
+        let r = self.run();
+        if let Some(path) = &self.socket {
+            let failing = r.as_ref().err().map(|e| format!("{e:#}"));
+            let req = crate::control::socket::Request::Enforcement { failing };
+            // The client may be restarting: the next run reports again.
+            if let Err(e) = crate::control::socket::request(path, &req) {
+                tracing::debug!("enforce: cannot report to the client: {e:#}");
+            }
+        }
+        r
+    }
+}
+
 /// The periodic tasks `msc watchdog --config FILE` runs for this client
 /// configuration; settings are written under `root` (`/` on a laptop, a
 /// temporary directory in tests).
@@ -89,5 +107,6 @@ pub fn agent_tasks(
     Ok(vec![Box::new(EnforceTask {
         enforcer,
         applied: false,
+        socket: cfg.socket.clone(),
     })])
 }

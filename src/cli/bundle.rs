@@ -516,7 +516,11 @@ pub fn create(opts: &BundleOptions) -> anyhow::Result<(PathBuf, Vec<String>)> {
     entries.push(Entry {
         name: "enforcement.txt",
         what: "proxy-settings enforcement state",
-        text: "not available: this build does not report proxy-settings enforcement state yet (placeholder)\n".into(),
+        text: match status_json.as_ref().map(|s| &s["enforcement"]) {
+            Some(e) if !e.is_null() => format!("{}\n", serde_json::to_string_pretty(e).unwrap_or_default()),
+            Some(_) => "no report: msc watchdog (which enforces the proxy settings) has not reported to this client, or enforcement is switched off\n".to_string(),
+            None => "not available: the client's status could not be read\n".to_string(),
+        },
     });
     if !notes.is_empty() {
         entries.push(Entry {

@@ -104,6 +104,9 @@ pub struct State {
     /// Requests the control API refused because a web page made them.
     refused_web: u64,
     socket: Option<std::path::PathBuf>,
+    /// The latest report of `msc watchdog`'s enforcement: when, and why it
+    /// fails (`None`: it works).
+    enforcement: Option<(Instant, Option<String>)>,
     /// Latency samples and switches for the status page.
     pub history: History,
     counters: Counters,
@@ -161,6 +164,14 @@ pub struct LastSwitch {
     /// Human-readable reason.
     pub reason: String,
     pub detail: SwitchReason,
+    pub seconds_ago: f64,
+}
+
+/// The proxy-settings enforcement's latest report.
+#[derive(Debug, Serialize)]
+pub struct EnforcementStatus {
+    /// Why enforcing the proxy settings fails; `null` while it works.
+    pub failing: Option<String>,
     pub seconds_ago: f64,
 }
 
@@ -241,6 +252,9 @@ pub struct Status {
     pub error: Option<String>,
     /// The latest request that went DIRECT, if any did.
     pub last_direct: Option<LastDirect>,
+    /// The proxy-settings enforcement as `msc watchdog` last reported it
+    /// (`null`: no report: no watchdog, or enforcement switched off).
+    pub enforcement: Option<EnforcementStatus>,
     pub api: ApiStatus,
     /// Traffic counters since start (requests, bytes, tunnels, pool, per worker).
     pub counters: Counters,
@@ -324,6 +338,10 @@ impl State {
             error: self.traffic_error(&routing),
             last_direct: self.last_direct.map(|(at, route)| LastDirect {
                 route,
+                seconds_ago: at.elapsed().as_secs_f64(),
+            }),
+            enforcement: self.enforcement.as_ref().map(|(at, failing)| EnforcementStatus {
+                failing: failing.clone(),
                 seconds_ago: at.elapsed().as_secs_f64(),
             }),
             api: ApiStatus {
@@ -456,6 +474,14 @@ impl State {
                         Err(why)
                     }
                 }
+            }
+            socket::Request::Enforcement { failing } => {
+                if let Some(why) = &failing {
+                    tracing::warn!("proxy-settings enforcement fails ({}): {why}", caller.label());
+                }
+                self.enforcement = Some((Instant::now(), failing.clone()));
+                self.event(Event::Enforcement(failing));
+                Ok("enforcement state recorded".to_string())
             }
             socket::Request::Enable => {
                 if self.machine.disabled().is_some() {
@@ -968,6 +994,7 @@ async fn run(inputs: Inputs, listener: std::net::TcpListener, ch: Channels, read
         answered: false,
         refused_web: 0,
         socket,
+        enforcement: None,
         history: History::new(n_gateways),
         counters: Counters::new(n_gateways, workers),
         cert,

@@ -47,6 +47,10 @@ pub enum Request {
     /// The client's recent log lines (trusted callers: support bundles).
     /// Not on the TCP control API, which any local program can read.
     Logs,
+    /// The proxy-settings enforcement's health, reported by `msc watchdog`
+    /// after each of its runs (trusted callers: it runs as root):
+    /// `failing` is the reason while enforcing fails, `null` once it works.
+    Enforcement { failing: Option<String> },
 }
 
 impl Request {
