@@ -500,6 +500,8 @@ fn watchdog_enforces_proxy_settings_and_restores_drift() {
     assert!(v["state"]["reason"].as_str().unwrap().contains("enforc"), "{v:#}");
     // Repaired: the state recovers.
     std::fs::remove_file(&opt).unwrap();
-    let v = wait_status(ctl, "enforcement working again", WAIT, |v| v["enforcement"]["failing"].is_null());
+    let v = wait_status(ctl, "enforcement working again", WAIT, |v| {
+        v["enforcement"]["failing"].is_null()
+    });
     assert_ne!(v["state"]["kind"], "error", "{v:#}");
 }
