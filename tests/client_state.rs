@@ -8,11 +8,10 @@
 )]
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -271,62 +270,10 @@ fn disable_not_permitted_by_default() {
     assert_eq!(status(client.control_addr())["state"]["kind"], "enabled");
 }
 
-/// A private bus: a `dbus-daemon` on a socket in a temporary directory.
-struct Bus {
-    child: Child,
-    address: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Bus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+type Bus = PrivateBus;
 
 fn private_bus() -> Bus {
-    let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("bus.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>session</type>
-  <listen>unix:path={}/bus</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow send_destination="*" eavesdrop="true"/>
-    <allow eavesdrop="true"/>
-    <allow own="*"/>
-  </policy>
-</busconfig>
-"#,
-            dir.path().display()
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new("dbus-daemon")
-        .arg(format!("--config-file={}", conf.display()))
-        .args(["--nofork", "--print-address"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("dbus-daemon is installed (test.sh installs dbus-daemon)");
-    // Ready when it prints its address.
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let address = line.trim().to_string();
-    assert!(address.starts_with("unix:"), "dbus-daemon printed {address:?}");
-    Bus {
-        child,
-        address,
-        _dir: dir,
-    }
+    PrivateBus::start()
 }
 
 /// The stand-in for logind: owns `org.freedesktop.login1` and emits its signals.

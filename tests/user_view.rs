@@ -11,10 +11,9 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -575,69 +574,13 @@ fn support_bundle_lists_its_contents_and_holds_no_secrets() {
 
 // ---------------------------------------------------------------- tray ----
 
-/// A private session bus: `dbus-daemon` with its own config and socket.
-struct Bus {
-    daemon: Child,
-    address: String,
+/// The tray's properties, read back from a private bus.
+trait Sni {
+    fn property(&self, name: &str, prop: &str) -> String;
+    fn wait_property(&self, name: &str, prop: &str, want: &str) -> String;
 }
 
-impl Bus {
-    fn start(dir: &Path) -> Bus {
-        let socket = dir.join("bus");
-        let config = dir.join("session.conf");
-        std::fs::write(
-            &config,
-            format!(
-                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>session</type>
-  <listen>unix:path={}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow send_destination="*" eavesdrop="true"/>
-    <allow eavesdrop="true"/>
-    <allow own="*"/>
-  </policy>
-</busconfig>
-"#,
-                socket.display()
-            ),
-        )
-        .unwrap();
-        let mut daemon = Command::new("dbus-daemon")
-            .arg(format!("--config-file={}", config.display()))
-            .args(["--nofork", "--print-address=1"])
-            .stdout(Stdio::piped())
-            // It complains that it cannot raise its descriptor limit: harmless here.
-            .stderr(std::fs::File::create(dir.join("dbus-daemon.stderr")).unwrap())
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("dbus-daemon is installed (test.sh installs dbus-daemon)");
-        // Ready when it prints its address.
-        let mut line = String::new();
-        BufReader::new(daemon.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let address = line.trim().to_string();
-        assert!(address.starts_with("unix:"), "dbus-daemon printed {address:?}");
-        Bus { daemon, address }
-    }
-
-    fn busctl(&self, args: &[&str]) -> String {
-        let out = Command::new("busctl")
-            .arg(format!("--address={}", self.address))
-            .args(args)
-            .output()
-            .expect("busctl is installed");
-        assert!(
-            out.status.success(),
-            "busctl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
+impl Sni for PrivateBus {
     fn property(&self, name: &str, prop: &str) -> String {
         self.busctl(&[
             "get-property",
@@ -661,13 +604,6 @@ impl Bus {
             assert!(Instant::now() < deadline, "{prop} never contained {want:?}: {v}");
             std::thread::sleep(Duration::from_millis(50));
         }
-    }
-}
-
-impl Drop for Bus {
-    fn drop(&mut self) {
-        let _ = self.daemon.kill();
-        let _ = self.daemon.wait();
     }
 }
 
@@ -702,7 +638,7 @@ impl Watcher {
 }
 
 /// The dbusmenu layout as JSON: (id, label, visible, enabled) per item, depth first.
-fn menu_items(bus: &Bus, name: &str) -> Vec<(i64, String, bool, bool)> {
+fn menu_items(bus: &PrivateBus, name: &str) -> Vec<(i64, String, bool, bool)> {
     let raw = bus.busctl(&[
         "--json=short",
         // The layout's depth is -1: no more options after this.
@@ -741,8 +677,7 @@ fn menu_items(bus: &Bus, name: &str) -> Vec<(i64, String, bool, bool)> {
 fn tray_icon_on_a_private_session_bus() {
     let chain = Chain::start();
     let ctl = chain.client.control_addr();
-    let bus_dir = tempfile::tempdir().unwrap();
-    let bus = Bus::start(bus_dir.path());
+    let bus = PrivateBus::start();
     let items = Arc::new(Mutex::new(Vec::new()));
     let _watcher = zbus::blocking::connection::Builder::address(bus.address.as_str())
         .unwrap()
@@ -889,8 +824,7 @@ fn tray_hidden_by_the_administrator() {
         "client-key.pem",
         "[tray]\nhidden = true\n",
     );
-    let bus_dir = tempfile::tempdir().unwrap();
-    let bus = Bus::start(bus_dir.path());
+    let bus = PrivateBus::start();
     let before = bus.busctl(&["list", "--no-pager"]);
     let out = Command::new(MSC)
         .args(["tray", "--config"])

@@ -95,18 +95,7 @@ fn situation(s: &Status) -> (&'static str, String) {
 
 /// Escapes text for HTML content and attribute values.
 pub fn esc(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&#39;"),
-            c => o.push(c),
-        }
-    }
-    o
+    crate::forward::http::html_escape(s)
 }
 
 fn unix(t: SystemTime) -> f64 {

@@ -927,3 +927,79 @@ pub fn haproxy(backends: &[SocketAddr]) -> (Ext, SocketAddr) {
         addr,
     )
 }
+
+/// A private D-Bus bus: a `dbus-daemon` with its own configuration and
+/// socket in a temporary directory (tests never use the host's buses);
+/// ready once it prints its address; killed on drop.
+pub struct PrivateBus {
+    child: Child,
+    pub address: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl PrivateBus {
+    pub fn start() -> PrivateBus {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("bus");
+        let config = dir.path().join("session.conf");
+        std::fs::write(
+            &config,
+            format!(
+                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:path={}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+"#,
+                socket.display()
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", config.display()))
+            .args(["--nofork", "--print-address=1"])
+            .stdout(Stdio::piped())
+            // It complains that it cannot raise its descriptor limit: harmless here.
+            .stderr(std::fs::File::create(dir.path().join("dbus-daemon.stderr")).unwrap())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("dbus-daemon is installed (test.sh installs dbus-daemon)");
+        // Ready when it prints its address.
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let address = line.trim().to_string();
+        assert!(address.starts_with("unix:"), "dbus-daemon printed {address:?}");
+        PrivateBus { child, address, dir }
+    }
+
+    /// `busctl --address=<this bus> args...`; its stdout.
+    pub fn busctl(&self, args: &[&str]) -> String {
+        let out = Command::new("busctl")
+            .arg(format!("--address={}", self.address))
+            .args(args)
+            .output()
+            .expect("busctl is installed");
+        assert!(
+            out.status.success(),
+            "busctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+impl Drop for PrivateBus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
