@@ -64,11 +64,20 @@ fn msc_as(bin: &Path, ids: Option<(u32, u32)>, args: &[&str]) -> (i32, String, S
         }
         None => Command::new(bin),
     };
-    let out = cmd
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("setpriv (util-linux) is installed");
+    cmd.args(args).stdin(Stdio::null());
+    // The copy was just written: a process another test thread forks in that
+    // moment holds the write descriptor until it execs, and exec'ing the copy
+    // then fails with ETXTBSY. Bounded retry.
+    let mut tries = 0;
+    let out = loop {
+        match cmd.output() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            r => break r.expect("setpriv (util-linux) is installed"),
+        }
+    };
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
