@@ -214,31 +214,25 @@ pub fn render(s: &Status) -> String {
         "counter",
         "Requests relayed DIRECT, without a gateway, by reason.",
     );
-    o.sample(
-        "msc_direct_requests_total",
-        &[("reason", "on_premise")],
-        s.direct.on_premise as f64,
-    );
-    o.sample(
-        "msc_direct_requests_total",
-        &[("reason", "fail_open")],
-        s.direct.fail_open as f64,
-    );
+    let d = &s.direct;
+    for (reason, v) in [
+        ("on_premise", d.on_premise),
+        ("fail_open", d.fail_open),
+        ("disabled", d.disabled),
+    ] {
+        o.sample("msc_direct_requests_total", &[("reason", reason)], v as f64);
+    }
     o.family(
         "msc_refused_requests_total",
         "counter",
         "Requests refused (503) because no gateway could be used, by reason.",
     );
-    o.sample(
-        "msc_refused_requests_total",
-        &[("reason", "fail_closed")],
-        s.direct.fail_closed as f64,
-    );
-    o.sample(
-        "msc_refused_requests_total",
-        &[("reason", "untrusted_gateway")],
-        s.direct.refused_untrusted as f64,
-    );
+    for (reason, v) in [
+        ("fail_closed", d.fail_closed),
+        ("untrusted_gateway", d.refused_untrusted),
+    ] {
+        o.sample("msc_refused_requests_total", &[("reason", reason)], v as f64);
+    }
     o.family(
         "msc_gateway_requests_total",
         "counter",
