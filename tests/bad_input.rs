@@ -296,4 +296,24 @@ fn gateway_answers_its_probe_only_to_authenticated_clients() {
     let (code, _, _) = curl(&["--cacert", &env.p("ca.pem"), &url]);
     assert_ne!(code, 0, "a client without a certificate must not reach the probe");
     let _ = proxy;
+    // A gateway document that does not exist: 404 with a one-line reason.
+    let doc = format!("https://{}/.well-known/msc/no-such-doc", c.gateway_addr);
+    let (code, out, err) = curl(&[
+        "--cacert",
+        &env.p("ca.pem"),
+        "--cert",
+        &env.p("client.pem"),
+        "--key",
+        &env.p("client-key.pem"),
+        "-sS",
+        "-w",
+        " %{http_code}",
+        &doc,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let out = String::from_utf8_lossy(&out);
+    assert!(
+        out.ends_with(" 404") && out.contains("no document \"no-such-doc\""),
+        "{out}"
+    );
 }

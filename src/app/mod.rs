@@ -218,6 +218,7 @@ pub fn start_client(cfg: &ClientConfig, pool: &DefaultThreadPool) -> anyhow::Res
             probe_delay: None,
             route: Some(route.into()),
             request_limits: msc_io::head::Limits::PEER,
+            docs: None,
         })
     };
     let shared = Arc::new(ClientShared {

@@ -4,6 +4,7 @@
 //! publishes the routing table workers read (atomically, lock-free for them).
 
 pub mod api;
+pub mod fetch;
 pub mod health;
 pub mod history;
 pub mod logring;

@@ -69,6 +69,9 @@ pub struct ProxySettings {
     /// What request heads must fit in: [`Limits::RELAYED`] behind the msc
     /// client (which adds `Via`), [`Limits::PEER`] facing a browser.
     pub request_limits: Limits,
+    /// Documents served to the gateway's own clients (gateways only; see
+    /// [`crate::gateway::docs`]).
+    pub docs: Option<Arc<crate::gateway::docs::Docs>>,
 }
 
 /// How a proxied connection ended.
@@ -272,6 +275,24 @@ impl Proxy {
         let data = c.r.data();
         let has_body = !matches!(request_body(head, data), Ok(BodyLen::Empty));
         let path = head.path.str(data);
+        if let Some(docs) = &self.settings.docs
+            && head.form == Form::Origin
+            && path.starts_with(crate::gateway::docs::DOCS_PREFIX)
+            && path != PROBE_PATH
+            && !has_body
+            && (head.method == Method::Get || head.method == Method::Head)
+        {
+            let answer = docs.get(path, &c.user);
+            let inm = head
+                .headers
+                .values(data, "if-none-match")
+                .next()
+                .map(|v| String::from_utf8_lossy(v).into_owned());
+            let is_head = head.method == Method::Head;
+            let keep = !head.wants_close(data);
+            c.r.consume(head.len);
+            return self.document(c, answer, inm.as_deref(), is_head, keep).await;
+        }
         let reply = if self.settings.probe && head.form == Form::Origin && path == PROBE_PATH && !has_body {
             if head.method == Method::Get || head.method == Method::Head {
                 if let Some(d) = self.settings.probe_delay {
@@ -302,6 +323,36 @@ impl Proxy {
         };
         let ok = c.w.write_bytes(&bytes).await.is_ok();
         Outcome::reply(reply.0, bytes.len(), keep && ok)
+    }
+
+    /// Answers a gateway document request (head already consumed).
+    async fn document<R: Source, W: Sink>(
+        &self,
+        c: &mut Peer<R, W>,
+        answer: Result<crate::gateway::docs::Doc, crate::gateway::docs::Refused>,
+        if_none_match: Option<&str>,
+        is_head: bool,
+        keep: bool,
+    ) -> Outcome {
+        use crate::gateway::docs;
+        match answer {
+            Err(r) => {
+                let bytes = error_reply(r.status, self.settings.who, &r.reason, !keep);
+                let ok = c.w.write_bytes(&bytes).await.is_ok();
+                Outcome::reply(r.status, bytes.len(), keep && ok)
+            }
+            Ok(doc) => {
+                let not_modified = if_none_match.is_some_and(|v| docs::none_match(v, &doc.etag));
+                let head = docs::head(&doc, not_modified, !keep);
+                let mut ok = c.w.write_bytes(&head).await.is_ok();
+                let mut sent = head.len();
+                if ok && !not_modified && !is_head {
+                    ok = c.w.write_bytes(&doc.body).await.is_ok();
+                    sent += doc.body.len();
+                }
+                Outcome::reply(if not_modified { 304 } else { 200 }, sent, keep && ok)
+            }
+        }
     }
 
     async fn blocked<R: Source, W: Sink>(

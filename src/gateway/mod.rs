@@ -4,6 +4,7 @@
 //! both sides). Runs on the same thread-per-core engine as the client.
 
 pub mod admit;
+pub mod docs;
 pub mod tickets;
 
 use std::net::SocketAddr;
@@ -80,6 +81,7 @@ impl GatewayShared {
                 probe_delay: cfg.probe_delay,
                 route: None,
                 request_limits: msc_io::head::Limits::RELAYED,
+                docs: Some(Arc::new(docs::for_gateway(cfg))),
             }),
         })
     }
