@@ -460,22 +460,21 @@ run();
         Reply::Send(r)
     });
     let profile = tempfile::tempdir().unwrap();
-    let out = Command::new("chromium-headless-shell")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-proxy-server",
-            "--no-first-run",
-            "--virtual-time-budget=10000",
-            "--timeout=15000",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg("--dump-dom")
-        .arg(page_origin.url("/page.html"))
-        .stdin(Stdio::null())
-        .output()
-        .expect("chromium-headless-shell is installed (test.sh installs it)");
+    let out = browser_output(
+        Command::new("chromium-headless-shell")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-proxy-server",
+                "--no-first-run",
+                "--virtual-time-budget=10000",
+                "--timeout=15000",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("--dump-dom")
+            .arg(page_origin.url("/page.html")),
+    );
     let dom = String::from_utf8_lossy(&out.stdout);
     // What the page's script found, as its DOM shows it.
     let shown = dom

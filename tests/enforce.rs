@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::{Daemon, Env, MSC, Proc};
+use common::{Daemon, Env, MSC, Proc, browser_output};
 use msc::agent::enforce::{Drift, Enforcer, Settings};
 use msc::config::enforce::{BackendChoice, EnforceConfig, Exception};
 
@@ -761,10 +761,18 @@ fn chromium_dump(policy_etc: &Path, profile: &Path, url: &str) -> String {
     );
     let script = "mount --bind \"$1\" /etc/chromium && shift && exec chromium --headless --no-sandbox --disable-gpu \
                   --ignore-certificate-errors --no-first-run --user-data-dir=\"$1\" --dump-dom \"$2\"";
-    let out = in_namespace(
-        script,
-        &[&policy_etc.display().to_string(), &profile.display().to_string(), url],
-        &[],
+    let mut c = Command::new("timeout");
+    c.args(["120", "unshare", "-m", "--", "sh", "-c", script, "sh"]).args([
+        &policy_etc.display().to_string(),
+        &profile.display().to_string(),
+        url,
+    ]);
+    let out = browser_output(&mut c);
+    assert!(
+        out.status.success(),
+        "{c:?}: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

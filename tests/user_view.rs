@@ -90,18 +90,7 @@ fn headless(profile: &Path, extra: &[&str], url: &str) -> std::process::Output {
         .arg(url)
         .env("HOME", profile)
         .stdin(Stdio::null());
-    // The headless shell itself crashes now and then on this 2-core machine
-    // (SIGSEGV at start-up, seen once in CI): a browser killed by a signal
-    // is run again, at most twice more. A page that fails to render still
-    // fails the assertions on its DOM.
-    let mut out = cmd.output().expect("run headless Chromium");
-    for _ in 0..2 {
-        // Killed by a signal: no code, or 128 + the signal from its wrapper script.
-        if out.status.code().is_some_and(|c| c <= 128) {
-            break;
-        }
-        out = cmd.output().expect("run headless Chromium");
-    }
+    let out = browser_output(&mut cmd);
     assert!(
         out.status.success(),
         "chromium failed ({}): {}",
