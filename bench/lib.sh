@@ -3,7 +3,7 @@
 # scratch directory, removed at exit) and pids (processes stopped at exit).
 
 setup() {
-  cargo build --release --quiet
+  [ "${BUILD:-1}" = 0 ] || cargo build --release --quiet
   MSC=$PWD/target/release/msc
   work=$(mktemp -d)
   pids=()

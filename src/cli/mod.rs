@@ -265,6 +265,25 @@ enum PkiCmd {
     },
 }
 
+/// Lines a log writer's queue holds before new lines are dropped (never
+/// blocking a worker). tracing-appender's default, 128,000, allocates its
+/// whole queue up front: about 4 MB per writer, most of a client's heap at
+/// rest (perf/rest.md). A burst beyond this is a flood the log cannot show
+/// anyway; what is dropped is counted by tracing-appender.
+const LOG_QUEUE_LINES: usize = 2048;
+
+fn log_queue<W: std::io::Write + Send + 'static>(
+    w: W,
+) -> (
+    tracing_appender::non_blocking::NonBlocking,
+    tracing_appender::non_blocking::WorkerGuard,
+) {
+    tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .lossy(true)
+        .finish(w)
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let log_arg = cli.log.clone();
@@ -272,7 +291,7 @@ pub fn main() -> ExitCode {
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cli.log))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Log lines are written by a background thread: workers never block on stderr.
-    let (writer, _guard) = tracing_appender::non_blocking(std::io::stderr());
+    let (writer, _guard) = log_queue(std::io::stderr());
     use std::io::IsTerminal;
     use tracing_subscriber::prelude::*;
     // The client also keeps its recent lines in memory for support bundles
@@ -281,7 +300,7 @@ pub fn main() -> ExitCode {
         let ring = crate::control::logring::install(crate::control::logring::LogRing::new(
             crate::control::logring::DEFAULT_LINES,
         ));
-        let (w, g) = tracing_appender::non_blocking(crate::control::logring::RingWriter::new(ring));
+        let (w, g) = log_queue(crate::control::logring::RingWriter::new(ring));
         (
             Some(
                 tracing_subscriber::fmt::layer()
