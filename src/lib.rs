@@ -44,4 +44,5 @@ pub mod forward;
 pub mod fuzz;
 pub mod gateway;
 pub mod ports;
+pub mod release;
 pub mod upstream;
