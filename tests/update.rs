@@ -114,7 +114,10 @@ fn poll_status(ctl: SocketAddr, what: &str, cond: impl Fn(&serde_json::Value) ->
             }
             last = Some(v);
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}; status: {last:#?}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; status: {last:#?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -142,9 +145,14 @@ fn a_signed_newer_release_is_installed_and_runs_under_the_watchdog() {
     let first = pids(&wd, &mut seen)[0];
     assert_eq!(exe(first), std::fs::canonicalize(MSC).unwrap());
 
-    let v = poll_status(ctl, "release 99.0.0 running", |v| v["update"]["running_version"] == "99.0.0");
+    let v = poll_status(ctl, "release 99.0.0 running", |v| {
+        v["update"]["running_version"] == "99.0.0"
+    });
     let installed = std::fs::canonicalize(env.path("installed/msc-99.0.0")).unwrap();
-    assert_eq!(v["update"]["running_path"].as_str().map(PathBuf::from), Some(installed.clone()));
+    assert_eq!(
+        v["update"]["running_path"].as_str().map(PathBuf::from),
+        Some(installed.clone())
+    );
     wd.wait_stderr("update: installed release 99.0.0");
     wd.wait_stderr("release 99.0.0 passed its health check: update complete");
     let now = *pids(&wd, &mut seen).last().unwrap();
@@ -152,10 +160,7 @@ fn a_signed_newer_release_is_installed_and_runs_under_the_watchdog() {
     assert!(!alive(first), "the old client is gone");
     assert_eq!(exe(now), installed, "the running client is the installed release");
     assert_eq!(std::fs::read(&installed).unwrap(), std::fs::read(MSC).unwrap());
-    assert_eq!(
-        std::fs::canonicalize(env.path("installed/current")).unwrap(),
-        installed
-    );
+    assert_eq!(std::fs::canonicalize(env.path("installed/current")).unwrap(), installed);
     let state: serde_json::Value =
         serde_json::from_slice(&std::fs::read(env.path("installed/state.json")).unwrap()).unwrap();
     assert_eq!(state["trial"], false);
@@ -196,7 +201,13 @@ fn bad_releases_are_refused_with_a_reason_and_change_nothing() {
     client.wait_stderr("update refused: bad signature: the manifest was not signed with the pinned key");
     unchanged("wrong signature");
     let v = status(ctl);
-    assert!(v["update"]["last_result"].as_str().unwrap().starts_with("refused: bad signature"), "{v:#}");
+    assert!(
+        v["update"]["last_result"]
+            .as_str()
+            .unwrap()
+            .starts_with("refused: bad signature"),
+        "{v:#}"
+    );
 
     // Altered after signing: same size, one byte changed.
     sign(&env, "release-key.pem", "99.0.0", &newer);
@@ -255,19 +266,22 @@ fn a_release_that_never_becomes_healthy_is_rolled_back_in_time() {
     let log = wd.wait_stderr("watchdog: rolled back release 99.0.0 to");
     let took = t0.elapsed();
     assert!(took < trial + Duration::from_secs(2), "rolled back after {took:?}");
-    assert!(log.contains(&format!(
-        "rolled back release 99.0.0 to {BUILD}: pid"
-    )));
+    assert!(log.contains(&format!("rolled back release 99.0.0 to {BUILD}: pid")));
     assert!(log.contains("did not pass its health check within 2s"), "{log}");
     eprintln!("rollback {took:?} after the trial began (bound {trial:?})");
     let msc = std::fs::canonicalize(MSC).unwrap();
     assert_eq!(std::fs::canonicalize(env.path("installed/current")).unwrap(), msc);
 
-    let v = poll_status(ctl, "the rollback reported", |v| !v["update"]["last_rollback"].is_null());
+    let v = poll_status(ctl, "the rollback reported", |v| {
+        !v["update"]["last_rollback"].is_null()
+    });
     let rb = &v["update"]["last_rollback"];
     assert_eq!(rb["from"], "99.0.0");
     assert_eq!(rb["to"], BUILD);
-    assert!(rb["reason"].as_str().unwrap().contains("did not pass its health check"), "{rb}");
+    assert!(
+        rb["reason"].as_str().unwrap().contains("did not pass its health check"),
+        "{rb}"
+    );
     assert_eq!(v["update"]["running_version"], BUILD);
     let now = *pids(&wd, &mut seen).last().unwrap();
     assert_eq!(exe(now), msc, "the previous release runs again");

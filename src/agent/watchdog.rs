@@ -462,7 +462,12 @@ fn roll_back(opts: &Options, version: &str, cause: &str) {
     }
 }
 
-fn spawn(opts: &Options, program: &std::path::Path, generation: u64, tx: &mpsc::Sender<Event>) -> anyhow::Result<Child> {
+fn spawn(
+    opts: &Options,
+    program: &std::path::Path,
+    generation: u64,
+    tx: &mpsc::Sender<Event>,
+) -> anyhow::Result<Child> {
     let mut c = Command::new(program)
         .arg("--log")
         .arg(&opts.log)

@@ -512,12 +512,13 @@ fn run(cmd: Cmd, log: &str) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Release {
-            cmd: ReleaseCmd::Sign {
-                key,
-                version,
-                binary,
-                out,
-            },
+            cmd:
+                ReleaseCmd::Sign {
+                    key,
+                    version,
+                    binary,
+                    out,
+                },
         } => {
             let s = crate::cli::release::sign(&key, &version, &binary, &out)?;
             println!(

@@ -66,7 +66,12 @@ impl Manifest {
     pub fn parse(bytes: &[u8]) -> Result<Manifest, String> {
         let m: Manifest = serde_json::from_slice(bytes).map_err(|e| format!("manifest is not valid: {e}"))?;
         Version::parse(&m.version).map_err(|e| format!("manifest version: {e}"))?;
-        if m.sha256.len() != 64 || !m.sha256.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+        if m.sha256.len() != 64
+            || !m
+                .sha256
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        {
             return Err("manifest sha256: not 64 lowercase hex digits".into());
         }
         if !valid_file_name(&m.file) {
@@ -84,7 +89,8 @@ pub fn valid_file_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 128
         && !n.starts_with('.')
-        && n.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// A release version: `MAJOR.MINOR.PATCH` (fewer parts allowed, missing ones
@@ -135,25 +141,27 @@ impl Version {
 
 impl Ord for Version {
     fn cmp(&self, o: &Version) -> Ordering {
-        self.nums.cmp(&o.nums).then_with(|| match (self.pre.is_empty(), o.pre.is_empty()) {
-            (true, true) => Ordering::Equal,
-            (true, false) => Ordering::Greater,
-            (false, true) => Ordering::Less,
-            (false, false) => {
-                for (a, b) in self.pre.iter().zip(&o.pre) {
-                    let c = match (a.parse::<u64>(), b.parse::<u64>()) {
-                        (Ok(x), Ok(y)) => x.cmp(&y),
-                        (Ok(_), Err(_)) => Ordering::Less,
-                        (Err(_), Ok(_)) => Ordering::Greater,
-                        (Err(_), Err(_)) => a.cmp(b),
-                    };
-                    if c != Ordering::Equal {
-                        return c;
+        self.nums
+            .cmp(&o.nums)
+            .then_with(|| match (self.pre.is_empty(), o.pre.is_empty()) {
+                (true, true) => Ordering::Equal,
+                (true, false) => Ordering::Greater,
+                (false, true) => Ordering::Less,
+                (false, false) => {
+                    for (a, b) in self.pre.iter().zip(&o.pre) {
+                        let c = match (a.parse::<u64>(), b.parse::<u64>()) {
+                            (Ok(x), Ok(y)) => x.cmp(&y),
+                            (Ok(_), Err(_)) => Ordering::Less,
+                            (Err(_), Ok(_)) => Ordering::Greater,
+                            (Err(_), Err(_)) => a.cmp(b),
+                        };
+                        if c != Ordering::Equal {
+                            return c;
+                        }
                     }
+                    self.pre.len().cmp(&o.pre.len())
                 }
-                self.pre.len().cmp(&o.pre.len())
-            }
-        })
+            })
     }
 }
 
@@ -170,9 +178,7 @@ pub fn is_newer(candidate: &str, running: &str) -> Result<bool, String> {
 
 /// A pinned public key (`update.public_key`: base64 of the 32 raw bytes).
 pub fn parse_public_key(b64: &str) -> Result<[u8; 32], String> {
-    let raw = B64
-        .decode(b64.trim())
-        .map_err(|e| format!("not base64: {e}"))?;
+    let raw = B64.decode(b64.trim()).map_err(|e| format!("not base64: {e}"))?;
     raw.try_into()
         .map_err(|r: Vec<u8>| format!("an Ed25519 public key is 32 bytes, this is {}", r.len()))
 }
@@ -436,12 +442,20 @@ mod tests {
         assert!(e.contains("bad signature"), "{e}");
         let mut changed = m.clone();
         changed.push(b' ');
-        assert!(verify(&changed, sig.as_bytes(), &pk).unwrap_err().contains("bad signature"));
+        assert!(
+            verify(&changed, sig.as_bytes(), &pk)
+                .unwrap_err()
+                .contains("bad signature")
+        );
         assert!(verify(&m, b"!!", &pk).unwrap_err().contains("not base64"));
         assert!(parse_public_key("AAAA").unwrap_err().contains("32 bytes"));
         // Signed but malformed: refused after the signature check.
         let bad = br#"{"version":"1.0","sha256":"x","size":1,"file":"a","created":""}"#;
-        assert!(verify(bad, sign(&pair, bad).as_bytes(), &pk).unwrap_err().contains("sha256"));
+        assert!(
+            verify(bad, sign(&pair, bad).as_bytes(), &pk)
+                .unwrap_err()
+                .contains("sha256")
+        );
         let bad = manifest("1.0.0", b"x");
         let bad = String::from_utf8(bad).unwrap().replace("msc-1.0.0", "../x");
         assert!(Manifest::parse(bad.as_bytes()).unwrap_err().contains("file"));
