@@ -9,7 +9,13 @@
 //!   answers only after every worker answered) for `watchdog.health_failures`
 //!   checks in a row is killed (SIGKILL: a wedged or stopped process handles
 //!   nothing else) and restarted;
-//! - every restart is logged with its cause.
+//! - every restart is logged with its cause;
+//! - with `[update]` enabled it runs `install_dir/current` (the release the
+//!   client installed, see [`crate::release`]); a release just installed is
+//!   on trial: if it does not pass a health check within `update.trial`, or
+//!   exits first, `current` is switched back to the previous binary, which
+//!   is restarted at once, and the rollback is recorded for the client's
+//!   status.
 //!
 //! Under systemd (the packaged units) the service manager does this itself
 //! (`Restart=always`, `WatchdogSec=` fed by the control plane) and the

@@ -61,7 +61,7 @@ struct RawUpdate {
 pub struct UpdateSettings {
     /// The pinned Ed25519 public key releases must be signed with.
     pub public_key: [u8; 32],
-    /// Time between two checks (each with up to a tenth more, at random).
+    /// Time between two checks (±20 % at random).
     pub interval: Duration,
     /// Where releases are installed and `current` points (`msc watchdog` runs it).
     pub install_dir: PathBuf,
@@ -943,5 +943,36 @@ mod tests {
         ] {
             assert!(ProbeUrl::parse(bad, 200).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn update_keys_are_checked_only_when_enabled() {
+        use super::{Check, RawUpdate, update_settings};
+        let file = std::path::Path::new("/etc/msc/client.toml");
+        let c = Check { file };
+        let raw = |enabled: bool, key: Option<&str>, dir: Option<&str>| RawUpdate {
+            enabled: Some(enabled),
+            public_key: key.map(str::to_owned),
+            interval: Some("30m".into()),
+            install_dir: dir.map(str::to_owned),
+            trial: None,
+        };
+        assert!(update_settings(&c, raw(false, None, None)).unwrap().is_none());
+        let e = update_settings(&c, raw(true, None, Some("r"))).unwrap_err();
+        assert_eq!(e.key, "update.public_key");
+        let e = update_settings(&c, raw(true, Some("AAAA"), Some("r"))).unwrap_err();
+        assert!(e.key == "update.public_key" && e.reason.contains("32 bytes"), "{e}");
+        let key = "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=";
+        let e = update_settings(&c, raw(true, Some(key), None)).unwrap_err();
+        assert_eq!(e.key, "update.install_dir");
+        let u = update_settings(&c, raw(true, Some(key), Some("releases")))
+            .unwrap()
+            .unwrap();
+        assert_eq!(u.install_dir, std::path::Path::new("/etc/msc/releases"));
+        assert_eq!(u.interval, std::time::Duration::from_secs(1800));
+        assert_eq!(u.trial, std::time::Duration::from_secs(60));
+        let mut bad = raw(false, None, None);
+        bad.interval = Some("soon".into());
+        assert_eq!(update_settings(&c, bad).unwrap_err().key, "update.interval");
     }
 }

@@ -354,6 +354,20 @@ pub fn install(dir: &Path, m: &Manifest, body: &[u8], running: Installed) -> std
     // The state first: a watchdog that starts `current` must know it is on trial.
     st.save(dir)?;
     switch_current(dir, &path)?;
+    // Older releases (neither the new one nor the rollback target) go.
+    let keep: Vec<PathBuf> = [Some(&path), st.previous.as_ref().map(|p| &p.path)]
+        .into_iter()
+        .flatten()
+        .filter_map(|p| fs::canonicalize(p).ok())
+        .collect();
+    for e in fs::read_dir(dir)?.flatten() {
+        let p = e.path();
+        let old = e.file_name().to_str().is_some_and(|n| n.starts_with("msc-"))
+            && fs::canonicalize(&p).is_ok_and(|c| !keep.contains(&c));
+        if old && let Err(err) = fs::remove_file(&p) {
+            tracing::warn!("update: cannot remove the old release {}: {err}", p.display());
+        }
+    }
     Ok(path)
 }
 
@@ -489,8 +503,15 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert!(names.iter().all(|n| !n.starts_with('.')), "{names:?}");
+        // A third release replaces the second; the first (running) one stays.
+        let m3 = Manifest::parse(&manifest("0.3.0", b"third")).unwrap();
+        let stale = d.join("msc-0.1.5");
+        fs::write(&stale, b"stale").unwrap();
+        install(&d, &m3, b"third", running.clone()).unwrap();
+        assert!(!stale.exists() && !p.exists(), "older releases are removed");
+        assert!(old.exists());
         let rb = roll_back(&d, "no health").unwrap().unwrap();
-        assert_eq!((rb.from.as_str(), rb.to.as_str()), ("0.2.0", "0.1.0"));
+        assert_eq!((rb.from.as_str(), rb.to.as_str()), ("0.3.0", "0.1.0"));
         assert_eq!(fs::read_link(d.join(CURRENT)).unwrap(), old);
         let st = State::load(&d);
         assert!(!st.trial && st.previous.is_none());
