@@ -122,6 +122,14 @@ fn poll_status(ctl: SocketAddr, what: &str, cond: impl Fn(&serde_json::Value) ->
     }
 }
 
+/// Replaces a served file as an administrator's tools would: a new file
+/// renamed over it.
+fn replace(path: &Path, body: &[u8]) {
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, body).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
 fn exe(pid: u32) -> PathBuf {
     std::fs::canonicalize(format!("/proc/{pid}/exe")).unwrap()
 }
@@ -213,7 +221,7 @@ fn bad_releases_are_refused_with_a_reason_and_change_nothing() {
     sign(&env, "release-key.pem", "99.0.0", &newer);
     let mut body = std::fs::read(env.path("rel/msc-99.0.0")).unwrap();
     body[3] ^= 1;
-    std::fs::write(env.path("rel/msc-99.0.0"), &body).unwrap();
+    replace(&env.path("rel/msc-99.0.0"), &body);
     client.wait_stderr("the signed one is");
     assert!(client.stderr().contains("(altered); nothing installed"));
     unchanged("wrong hash");
@@ -221,7 +229,7 @@ fn bad_releases_are_refused_with_a_reason_and_change_nothing() {
     // Truncated: the gateway serves fewer bytes than the manifest signs.
     sign(&env, "release-key.pem", "99.0.1", &newer);
     let body = std::fs::read(env.path("rel/msc-99.0.1")).unwrap();
-    std::fs::write(env.path("rel/msc-99.0.1"), &body[..body.len() / 2]).unwrap();
+    replace(&env.path("rel/msc-99.0.1"), &body[..body.len() / 2]);
     client.wait_stderr(&format!(
         "download of release 99.0.1 is {} bytes, the signed size is {}",
         body.len() / 2,

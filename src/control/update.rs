@@ -60,7 +60,7 @@ impl UpdateStatus {
         let st = release::State::load(&u.install_dir);
         let running_version = exe
             .as_deref()
-            .and_then(|e| st.version_of(e))
+            .and_then(|e| st.version_of(&u.install_dir, e))
             .map_or(build, str::to_owned);
         if let Some(rb) = &st.last_rollback {
             tracing::info!(

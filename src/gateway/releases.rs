@@ -5,7 +5,8 @@
 //! - `release/<file>`: the artifact the current manifest names, and only it.
 //!
 //! Bodies are kept in memory and re-read only when a file's modification
-//! time or size changes, so a request costs a `stat`, not a read.
+//! time, size or inode changes, so a request costs a `stat`, not a read.
+//! `msc release sign` replaces files by rename (a new inode each time).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -16,7 +17,8 @@ use arc_swap::ArcSwap;
 use super::docs::{Doc, Provider, Refused};
 use crate::release::{DOC_MANIFEST, DOC_PREFIX, DOC_SIGNATURE, MANIFEST, SIGNATURE};
 
-type Cache = HashMap<String, (SystemTime, u64, Doc)>;
+/// Per file: (modification time, size, inode) and the body as served.
+type Cache = HashMap<String, ((SystemTime, u64, u64), Doc)>;
 
 /// Serves `dir`'s signed release.
 ///
@@ -54,16 +56,21 @@ impl Releases {
             }
         };
         let meta = std::fs::metadata(&path).map_err(missing)?;
-        let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-        if let Some((t, len, doc)) = self.cache.load().get(name)
-            && *t == mtime
-            && *len == meta.len()
+        // The inode too: a file replaced by rename within one tick of the
+        // file-system clock, with the same size, is still seen as changed.
+        let key = (
+            meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            meta.len(),
+            std::os::unix::fs::MetadataExt::ino(&meta),
+        );
+        if let Some((k, doc)) = self.cache.load().get(name)
+            && *k == key
         {
             return Ok(doc.clone());
         }
         let body = std::fs::read(&path).map_err(missing)?;
         let doc = Doc::new(body, content_type);
-        let entry = (mtime, meta.len(), doc.clone());
+        let entry = (key, doc.clone());
         self.cache.rcu(|c| {
             let mut c = (**c).clone();
             c.insert(name.to_owned(), entry.clone());

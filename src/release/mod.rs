@@ -292,9 +292,15 @@ impl State {
     }
 
     /// The version of record of the binary at `exe`: the signed manifest's
-    /// if the updater installed it, else `None`.
-    pub fn version_of(&self, exe: &Path) -> Option<&str> {
+    /// if the updater installed it (in `dir`), else `None` (a binary from
+    /// elsewhere, e.g. the package's, runs with its build version, even if
+    /// it was replaced since it was recorded as a previous release).
+    pub fn version_of(&self, dir: &Path, exe: &Path) -> Option<&str> {
         let exe = fs::canonicalize(exe).ok()?;
+        let dir = fs::canonicalize(dir).ok()?;
+        if !exe.starts_with(&dir) {
+            return None;
+        }
         [&self.current, &self.previous]
             .into_iter()
             .flatten()
@@ -341,6 +347,8 @@ pub fn switch_current(dir: &Path, target: &Path) -> std::io::Result<()> {
 /// `msc watchdog` sees it healthy. Returns the installed path.
 pub fn install(dir: &Path, m: &Manifest, body: &[u8], running: Installed) -> std::io::Result<PathBuf> {
     fs::create_dir_all(dir)?;
+    // Absolute: `current` must name its target whatever the working directory.
+    let dir = &fs::canonicalize(dir)?;
     let name = format!("msc-{}", m.version);
     write_atomic(dir, &name, body, 0o755)?;
     let path = dir.join(&name);
@@ -495,8 +503,9 @@ mod tests {
         let st = State::load(&d);
         assert!(st.trial);
         assert_eq!(st.previous.as_ref(), Some(&running));
-        assert_eq!(st.version_of(&d.join(CURRENT)), Some("0.2.0"));
-        assert_eq!(st.version_of(&old), Some("0.1.0"));
+        assert_eq!(st.version_of(&d, &d.join(CURRENT)), Some("0.2.0"));
+        // The previous binary lives elsewhere: its build version counts.
+        assert_eq!(st.version_of(&d, &old), None);
         // No temporary file is left behind.
         let names: Vec<String> = fs::read_dir(&d)
             .unwrap()
