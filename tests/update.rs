@@ -148,6 +148,7 @@ fn a_signed_newer_release_is_installed_and_runs_under_the_watchdog() {
     let control = free_port();
     let cfg = update_client(&env, gw, &public, control, "10s");
     let ctl: SocketAddr = format!("127.0.0.1:{control}").parse().unwrap();
+    let t0 = Instant::now();
     let wd = start_watchdog(&env, &cfg);
     let mut seen = Vec::new();
     let first = pids(&wd, &mut seen)[0];
@@ -156,6 +157,11 @@ fn a_signed_newer_release_is_installed_and_runs_under_the_watchdog() {
     let v = poll_status(ctl, "release 99.0.0 running", |v| {
         v["update"]["running_version"] == "99.0.0"
     });
+    eprintln!(
+        "watchdog start to the new release answering its status: {:?} (first check after ~200 ms, a {} MiB download)",
+        t0.elapsed(),
+        std::fs::metadata(MSC).unwrap().len() >> 20
+    );
     let installed = std::fs::canonicalize(env.path("installed/msc-99.0.0")).unwrap();
     assert_eq!(
         v["update"]["running_path"].as_str().map(PathBuf::from),
