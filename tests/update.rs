@@ -303,3 +303,47 @@ fn a_release_that_never_becomes_healthy_is_rolled_back_in_time() {
     wd.wait_stderr("release 99.0.0 was rolled back here");
     assert_eq!(*pids(&wd, &mut seen).last().unwrap(), now);
 }
+
+#[test]
+fn release_tools_refuse_bad_input_with_a_reason() {
+    let env = Env::new();
+    keygen(&env, "k.pem");
+    let run = |args: &[&str]| {
+        let out = Command::new(MSC)
+            .args(args)
+            .current_dir(env.dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (ok, err) = run(&["release", "keygen", "--out", &env.p("k.pem")]);
+    assert!(!ok && err.contains("an existing key is never overwritten"), "{err}");
+    let sign = |key: &str, version: &str, binary: &str| {
+        run(&[
+            "release",
+            "sign",
+            "--key",
+            key,
+            "--version",
+            version,
+            "--binary",
+            binary,
+            "--out",
+            &env.p("rel"),
+        ])
+    };
+    let (ok, err) = sign(&env.p("k.pem"), "banana", MSC);
+    assert!(
+        !ok && err.contains("--version") && err.contains("MAJOR.MINOR.PATCH"),
+        "{err}"
+    );
+    let (ok, err) = sign(&env.p("client.pem"), "1.0.0", MSC);
+    assert!(
+        !ok && (err.contains("not an Ed25519 PKCS#8 key") || err.contains("not a PEM private key")),
+        "{err}"
+    );
+    let (ok, err) = sign(&env.p("k.pem"), "1.0.0", &env.p("missing"));
+    assert!(!ok && err.contains("cannot read"), "{err}");
+    assert!(!env.path("rel/manifest.json").exists(), "nothing signed");
+}

@@ -37,6 +37,16 @@ pub struct Signed {
 pub fn sign(key: &Path, version: &str, binary: &Path, out: &Path) -> anyhow::Result<Signed> {
     Version::parse(version).map_err(|e| anyhow::anyhow!("--version: {e}"))?;
     let key_text = fs::read_to_string(key).with_context(|| format!("cannot read the key {}", key.display()))?;
+    if let Ok(meta) = fs::metadata(key) {
+        use std::os::unix::fs::PermissionsExt as _;
+        if meta.permissions().mode() & 0o077 != 0 {
+            eprintln!(
+                "warning: the signing key {} is readable by other users (mode {:o}); it should be 0600",
+                key.display(),
+                meta.permissions().mode() & 0o777
+            );
+        }
+    }
     let pair = crate::release::load_key(&key_text).map_err(|e| anyhow::anyhow!("{}: {e}", key.display()))?;
     let body = fs::read(binary).with_context(|| format!("cannot read {}", binary.display()))?;
     anyhow::ensure!(!body.is_empty(), "{} is empty", binary.display());
