@@ -18,7 +18,10 @@
 //! - [`app`]: process assembly (listeners, threads, signals); [`ports`]:
 //!   who holds a port msc needs.
 //! - [`cli`]: the commands and tools (`pki`, `demo`, `origin`, `status`,
-//!   `enforce`, `disable`/`enable`, `support-bundle`, `ticket-keys`).
+//!   `enforce`, `disable`/`enable`, `support-bundle`, `ticket-keys`,
+//!   `release`).
+//! - [`release`]: signed code updates: manifest, signature, version order,
+//!   atomic install and rollback state.
 //! - [`agent`]: beside the client: one instance per configuration and port,
 //!   service-manager notifications, `msc watchdog`, proxy-settings
 //!   enforcement, session events (logind), the tray icon.
@@ -44,4 +47,5 @@ pub mod forward;
 pub mod fuzz;
 pub mod gateway;
 pub mod ports;
+pub mod release;
 pub mod upstream;

@@ -9,7 +9,13 @@
 //!   answers only after every worker answered) for `watchdog.health_failures`
 //!   checks in a row is killed (SIGKILL: a wedged or stopped process handles
 //!   nothing else) and restarted;
-//! - every restart is logged with its cause.
+//! - every restart is logged with its cause;
+//! - with `[update]` enabled it runs `install_dir/current` (the release the
+//!   client installed, see [`crate::release`]); a release just installed is
+//!   on trial: if it does not pass a health check within `update.trial`, or
+//!   exits first, `current` is switched back to the previous binary, which
+//!   is restarted at once, and the rollback is recorded for the client's
+//!   status.
 //!
 //! Under systemd (the packaged units) the service manager does this itself
 //! (`Restart=always`, `WatchdogSec=` fed by the control plane) and the
@@ -146,6 +152,9 @@ struct Running {
     failures: u32,
     checking: bool,
     next_check: Instant,
+    /// A newly installed release on trial: its version and the time by
+    /// which it must pass a health check (else it is rolled back).
+    trial: Option<(String, Instant)>,
 }
 
 /// Runs until SIGTERM or SIGINT; returns the exit status for `main`.
@@ -215,11 +224,19 @@ fn supervise_loop(
         if child.is_none() && restart_at.is_some_and(|t| Instant::now() >= t) {
             restart_at = None;
             generation += 1;
-            match spawn(opts, generation, tx) {
+            let (program, trial) = program(opts);
+            match spawn(opts, &program, generation, tx) {
                 Ok(c) => {
                     println!("msc watchdog: client started (pid {})", c.id());
                     let _ = std::io::stdout().flush();
+                    if let Some((v, _)) = &trial {
+                        tracing::info!(
+                            "watchdog: release {v} is on trial: it must pass its health check within {:?}",
+                            opts.cfg.update.as_ref().map(|u| u.trial).unwrap_or_default()
+                        );
+                    }
                     child = Some(Running {
+                        trial,
                         child: c,
                         generation,
                         started: Instant::now(),
@@ -255,6 +272,7 @@ fn supervise_loop(
             restart_at,
             child.as_ref().and_then(|c| c.control.map(|_| c.next_check)),
             child.as_ref().map(|c| c.started + ws.start_timeout),
+            child.as_ref().and_then(|c| c.trial.as_ref().map(|t| t.1)),
         ]
         .into_iter()
         .flatten()
@@ -290,7 +308,12 @@ fn supervise_loop(
                     c.checking = false;
                     c.next_check = Instant::now() + ws.health_interval;
                     match res {
-                        Ok(()) => c.failures = 0,
+                        Ok(()) => {
+                            c.failures = 0;
+                            if let Some((v, _)) = c.trial.take() {
+                                confirm_release(opts, &v);
+                            }
+                        }
                         Err(e) => {
                             c.failures += 1;
                             tracing::warn!(
@@ -316,6 +339,15 @@ fn supervise_loop(
         {
             kill_cause = Some(format!("was not ready within {:?}", ws.start_timeout));
         }
+        if let Some(c) = child.as_ref()
+            && let Some((_, by)) = &c.trial
+            && Instant::now() >= *by
+        {
+            kill_cause = Some(format!(
+                "did not pass its health check within {:?}",
+                opts.cfg.update.as_ref().map(|u| u.trial).unwrap_or_default()
+            ));
+        }
         if let Some(cause) = kill_cause
             && let Some(c) = child.as_mut()
         {
@@ -323,6 +355,13 @@ fn supervise_loop(
             let _ = c.child.wait();
             let pid = c.child.id();
             let ran = c.started.elapsed();
+            if let Some((v, _)) = c.trial.take() {
+                child = None;
+                roll_back(opts, &v, &format!("pid {pid} {cause}"));
+                (in_a_row, restarts) = (0, restarts + 1);
+                restart_at = Some(Instant::now());
+                continue;
+            }
             child = None;
             (in_a_row, restarts) = (next_in_a_row(in_a_row, ran), restarts + 1);
             let d = backoff(in_a_row, ws.backoff_max);
@@ -338,6 +377,20 @@ fn supervise_loop(
         {
             let pid = c.child.id();
             let ran = c.started.elapsed();
+            if let Some((v, _)) = c.trial.take() {
+                child = None;
+                roll_back(
+                    opts,
+                    &v,
+                    &format!(
+                        "pid {pid} {} after {ran:.1?}, before passing its health check",
+                        describe(status)
+                    ),
+                );
+                (in_a_row, restarts) = (0, restarts + 1);
+                restart_at = Some(Instant::now());
+                continue;
+            }
             child = None;
             (in_a_row, restarts) = (next_in_a_row(in_a_row, ran), restarts + 1);
             let d = backoff(in_a_row, ws.backoff_max);
@@ -368,8 +421,60 @@ fn control_addr(line: &str) -> Option<SocketAddr> {
     line.split("control http://").nth(1)?.split('/').next()?.parse().ok()
 }
 
-fn spawn(opts: &Options, generation: u64, tx: &mpsc::Sender<Event>) -> anyhow::Result<Child> {
-    let mut c = Command::new(&opts.msc)
+/// The binary to start: the install directory's `current` when updates are
+/// enabled and one was installed, else this `msc`; and, when `current` was
+/// just installed, its version (it starts on trial).
+fn program(opts: &Options) -> (PathBuf, Option<(String, Instant)>) {
+    let Some(u) = &opts.cfg.update else {
+        return (opts.msc.clone(), None);
+    };
+    let current = u.install_dir.join(crate::release::CURRENT);
+    if !current.exists() {
+        return (opts.msc.clone(), None);
+    }
+    let st = crate::release::State::load(&u.install_dir);
+    let trial = st
+        .current
+        .filter(|_| st.trial)
+        .map(|c| (c.version, Instant::now() + u.trial));
+    (current, trial)
+}
+
+/// A release on trial answered its health check: the update is complete.
+fn confirm_release(opts: &Options, version: &str) {
+    let Some(u) = &opts.cfg.update else { return };
+    match crate::release::confirm(&u.install_dir) {
+        Ok(()) => tracing::info!("watchdog: release {version} passed its health check: update complete"),
+        Err(e) => tracing::error!(
+            "watchdog: release {version} is healthy but {} cannot be updated: {e}",
+            u.install_dir.join(crate::release::STATE).display()
+        ),
+    }
+}
+
+/// A release on trial failed: point `current` back at the previous one
+/// and record why (the client reports it in its status).
+fn roll_back(opts: &Options, version: &str, cause: &str) {
+    let Some(u) = &opts.cfg.update else { return };
+    match crate::release::roll_back(&u.install_dir, cause) {
+        Ok(Some(rb)) => tracing::error!(
+            "watchdog: rolled back release {} to {}: {}; restarting the previous release",
+            rb.from,
+            rb.to,
+            rb.reason
+        ),
+        Ok(None) => tracing::error!("watchdog: release {version} failed ({cause}) and there is no previous release"),
+        Err(e) => tracing::error!("watchdog: release {version} failed ({cause}) and the rollback failed: {e}"),
+    }
+}
+
+fn spawn(
+    opts: &Options,
+    program: &std::path::Path,
+    generation: u64,
+    tx: &mpsc::Sender<Event>,
+) -> anyhow::Result<Child> {
+    let mut c = Command::new(program)
         .arg("--log")
         .arg(&opts.log)
         .arg("run")

@@ -5,6 +5,7 @@ pub mod demo;
 pub mod enforce;
 pub mod origin;
 pub mod pki;
+pub mod release;
 pub mod status;
 
 use std::io::Write;
@@ -155,12 +156,44 @@ enum Cmd {
         #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
         interval: std::time::Duration,
     },
+    /// Signed code updates: make the signing key, sign a release (docs/fleet-releases.md).
+    Release {
+        #[command(subcommand)]
+        cmd: ReleaseCmd,
+    },
     /// Run the built-in origin server (demo page and test endpoints).
     Origin {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
         #[arg(long, default_value_t = 1)]
         workers: usize,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ReleaseCmd {
+    /// Write a new Ed25519 signing key (PKCS#8, mode 0600) and print its public
+    /// key for the clients' `update.public_key`.
+    Keygen {
+        /// The private key file to create (never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign a binary as a release: writes the artifact, manifest.json and
+    /// manifest.sig into a directory a gateway serves (`releases.dir`).
+    Sign {
+        /// The private key from `msc release keygen`.
+        #[arg(long)]
+        key: PathBuf,
+        /// The release's version (MAJOR.MINOR.PATCH[-pre]); clients install only newer ones.
+        #[arg(long)]
+        version: String,
+        /// The msc binary to ship.
+        #[arg(long)]
+        binary: PathBuf,
+        /// The releases directory.
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -485,6 +518,39 @@ fn run(cmd: Cmd, log: &str) -> anyhow::Result<ExitCode> {
                 },
                 tasks,
             )
+        }
+        Cmd::Release {
+            cmd: ReleaseCmd::Keygen { out },
+        } => {
+            let public = crate::cli::release::keygen(&out)?;
+            println!("{public}");
+            eprintln!(
+                "wrote the private key {} (mode 0600; keep it offline). Put the line above in the clients' configuration:\n[update]\npublic_key = \"{public}\"",
+                out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Release {
+            cmd:
+                ReleaseCmd::Sign {
+                    key,
+                    version,
+                    binary,
+                    out,
+                },
+        } => {
+            let s = crate::cli::release::sign(&key, &version, &binary, &out)?;
+            println!(
+                "signed release {} ({} bytes, sha256 {}): {}, {} and {} in {}",
+                s.manifest.version,
+                s.manifest.size,
+                s.manifest.sha256,
+                s.manifest.file,
+                crate::release::MANIFEST,
+                crate::release::SIGNATURE,
+                out.display()
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::UninstallWarning { config } => {
             // For the package's removal script: a broken or missing file still

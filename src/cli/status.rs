@@ -75,6 +75,24 @@ pub fn render(json: &str) -> anyhow::Result<String> {
         }
     );
     let _ = writeln!(o, "state: {}", state_line(&v["state"]));
+    let u = &v["update"];
+    if u["enabled"].as_bool() == Some(true) {
+        let _ = writeln!(
+            o,
+            "updates: running release {}; last check: {}",
+            u["running_version"].as_str().unwrap_or("?"),
+            u["last_result"].as_str().unwrap_or("none yet")
+        );
+        if let Some(rb) = u.get("last_rollback").filter(|r| !r.is_null()) {
+            let _ = writeln!(
+                o,
+                "  rolled back: release {} to {}: {}",
+                rb["from"].as_str().unwrap_or("?"),
+                rb["to"].as_str().unwrap_or("?"),
+                rb["reason"].as_str().unwrap_or("?")
+            );
+        }
+    }
     let traffic = match v["traffic"].as_str().unwrap_or("?") {
         "gateway" => "through the gateway".to_string(),
         "direct:disabled" => "DIRECT, UNSCANNED: protection is disabled by a trusted user".to_string(),

@@ -42,6 +42,32 @@ struct Raw {
     disable: RawDisable,
     #[serde(default)]
     tray: RawTray,
+    #[serde(default)]
+    update: RawUpdate,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawUpdate {
+    enabled: Option<bool>,
+    public_key: Option<String>,
+    interval: Option<String>,
+    install_dir: Option<String>,
+    trial: Option<String>,
+}
+
+/// Signed code updates (`[update]`, docs/fleet-releases.md).
+#[derive(Clone, Debug)]
+pub struct UpdateSettings {
+    /// The pinned Ed25519 public key releases must be signed with.
+    pub public_key: [u8; 32],
+    /// Time between two checks (±20 % at random).
+    pub interval: Duration,
+    /// Where releases are installed and `current` points (`msc watchdog` runs it).
+    pub install_dir: PathBuf,
+    /// How long a newly installed release has to pass its first health check
+    /// under `msc watchdog` before it is rolled back.
+    pub trial: Duration,
 }
 
 #[derive(Deserialize, Default)]
@@ -394,6 +420,8 @@ pub struct ClientConfig {
     /// `[tray] hidden = true`: the administrator hides the tray icon
     /// (`msc tray` then exits at once).
     pub tray_hidden: bool,
+    /// `[update]`: signed code updates, if enabled.
+    pub update: Option<UpdateSettings>,
 }
 
 impl ClientConfig {
@@ -724,8 +752,10 @@ fn validate(file: &Path, raw: Raw) -> Result<ClientConfig, ConfigError> {
         }
         t => t,
     };
+    let update = update_settings(&c, raw.update)?;
     Ok(ClientConfig {
         file: file.to_path_buf(),
+        update,
         runtime_dir,
         workers,
         driver,
@@ -750,6 +780,45 @@ fn validate(file: &Path, raw: Raw) -> Result<ClientConfig, ConfigError> {
         disable,
         tray_hidden: raw.tray.hidden.unwrap_or(false),
     })
+}
+
+fn update_settings(c: &Check<'_>, u: RawUpdate) -> Result<Option<UpdateSettings>, ConfigError> {
+    let interval = c.duration_or("update.interval", &u.interval, Duration::from_secs(3600))?;
+    let trial = c.duration_or("update.trial", &u.trial, Duration::from_secs(60))?;
+    if u.enabled != Some(true) {
+        return Ok(None);
+    }
+    let public_key = match u.public_key.as_deref() {
+        None => {
+            return Err(c.err(
+                "update.public_key",
+                "required when update.enabled (the base64 key `msc release keygen` printed)",
+            ));
+        }
+        Some(k) => crate::release::parse_public_key(k).map_err(|e| c.err("update.public_key", e))?,
+    };
+    let install_dir = match u.install_dir.as_deref().map(str::trim) {
+        None | Some("") => {
+            return Err(c.err(
+                "update.install_dir",
+                "required when update.enabled (a directory the client may write, beside its binary)",
+            ));
+        }
+        Some(v) => {
+            let p = Path::new(v);
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                c.file.parent().unwrap_or(Path::new(".")).join(p)
+            }
+        }
+    };
+    Ok(Some(UpdateSettings {
+        public_key,
+        interval,
+        install_dir,
+        trial,
+    }))
 }
 
 /// A POSIX-ish account name (letters, digits, `_`, `-`, `.`, a trailing `$`) or a number.
@@ -874,5 +943,36 @@ mod tests {
         ] {
             assert!(ProbeUrl::parse(bad, 200).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn update_keys_are_checked_only_when_enabled() {
+        use super::{Check, RawUpdate, update_settings};
+        let file = std::path::Path::new("/etc/msc/client.toml");
+        let c = Check { file };
+        let raw = |enabled: bool, key: Option<&str>, dir: Option<&str>| RawUpdate {
+            enabled: Some(enabled),
+            public_key: key.map(str::to_owned),
+            interval: Some("30m".into()),
+            install_dir: dir.map(str::to_owned),
+            trial: None,
+        };
+        assert!(update_settings(&c, raw(false, None, None)).unwrap().is_none());
+        let e = update_settings(&c, raw(true, None, Some("r"))).unwrap_err();
+        assert_eq!(e.key, "update.public_key");
+        let e = update_settings(&c, raw(true, Some("AAAA"), Some("r"))).unwrap_err();
+        assert!(e.key == "update.public_key" && e.reason.contains("32 bytes"), "{e}");
+        let key = "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=";
+        let e = update_settings(&c, raw(true, Some(key), None)).unwrap_err();
+        assert_eq!(e.key, "update.install_dir");
+        let u = update_settings(&c, raw(true, Some(key), Some("releases")))
+            .unwrap()
+            .unwrap();
+        assert_eq!(u.install_dir, std::path::Path::new("/etc/msc/releases"));
+        assert_eq!(u.interval, std::time::Duration::from_secs(1800));
+        assert_eq!(u.trial, std::time::Duration::from_secs(60));
+        let mut bad = raw(false, None, None);
+        bad.interval = Some("soon".into());
+        assert_eq!(update_settings(&c, bad).unwrap_err().key, "update.interval");
     }
 }

@@ -32,6 +32,14 @@ struct Raw {
     probe: RawProbe,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    releases: RawReleases,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawReleases {
+    dir: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -155,6 +163,8 @@ pub struct GatewayConfig {
     /// Extra delay before answering probes (simulates a distant gateway in tests and demos).
     pub probe_delay: Option<Duration>,
     pub limits: GatewayLimits,
+    /// `releases.dir`: the signed release served to clients (`msc release sign --out`).
+    pub releases_dir: Option<PathBuf>,
 }
 
 /// Flood limits, each per worker thread (so the data path stays lock-free).
@@ -221,6 +231,22 @@ fn validate(file: &Path, raw: Raw) -> Result<GatewayConfig, ConfigError> {
     };
     let driver = c.driver(raw.runtime.driver.as_deref())?;
     let runtime_dir = c.runtime_dir(raw.runtime.dir.as_deref())?;
+    let releases_dir = match raw.releases.dir.as_deref().map(str::trim) {
+        None => None,
+        Some("") => return Err(c.err("releases.dir", "must not be empty (omit it to serve no releases)")),
+        Some(v) => {
+            let p = Path::new(v);
+            let p = if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                file.parent().unwrap_or(Path::new(".")).join(p)
+            };
+            if !p.is_dir() {
+                return Err(c.err("releases.dir", format!("'{}' is not a directory", p.display())));
+            }
+            Some(p)
+        }
+    };
     Ok(GatewayConfig {
         file: file.to_path_buf(),
         runtime_dir,
@@ -234,6 +260,7 @@ fn validate(file: &Path, raw: Raw) -> Result<GatewayConfig, ConfigError> {
         access_log,
         probe_delay,
         limits,
+        releases_dir,
     })
 }
 

@@ -14,6 +14,7 @@ pub mod premise;
 pub mod probe;
 pub mod socket;
 pub mod state;
+pub mod update;
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -113,6 +114,8 @@ pub struct State {
     counters: Counters,
     /// The client certificate's names and validity (read at start).
     cert: Option<msc_tls::certs::CertSummary>,
+    /// Signed code updates: the running release and the last check.
+    update: update::UpdateStatus,
 }
 
 /// The control API's own figures.
@@ -265,6 +268,8 @@ pub struct Status {
     pub certificate: Option<CertStatus>,
     /// The state in one word and why, as the page, the tray and the metrics show it.
     pub summary: Summary,
+    /// Signed code updates: running version, last check and result, last rollback.
+    pub update: update::UpdateStatus,
 }
 
 impl State {
@@ -356,6 +361,7 @@ impl State {
             switches: self.history.switches(),
             certificate: self.cert.as_ref().map(|c| CertStatus::new(c, SystemTime::now())),
             summary: Summary::default(),
+            update: self.update.clone(),
         };
         let (state, reason) = page::state_label(&status);
         status.summary = Summary { state, reason };
@@ -969,6 +975,7 @@ async fn run(inputs: Inputs, listener: std::net::TcpListener, ch: Channels, read
     let cert = msc_tls::certs::load_certs(&inputs.cfg.tls.cert)
         .ok()
         .and_then(|c| c.first().and_then(|d| msc_tls::certs::CertSummary::from_der(d)));
+    let update_status = update::UpdateStatus::at_start(&inputs.cfg);
     let state = Rc::new(RefCell::new(State {
         pac_max_age: inputs.cfg.pac.max_age,
         cfg: inputs.cfg,
@@ -999,6 +1006,7 @@ async fn run(inputs: Inputs, listener: std::net::TcpListener, ch: Channels, read
         history: History::new(n_gateways),
         counters: Counters::new(n_gateways, workers),
         cert,
+        update: update_status,
     }));
     state.borrow_mut().publish();
 
@@ -1067,6 +1075,7 @@ async fn run(inputs: Inputs, listener: std::net::TcpListener, ch: Channels, read
     }
     start_probing(&state, &stop);
     feed_systemd_watchdog(&state, &stop);
+    update::start(&state, &stop);
     let _ = ready.send(Ok(()));
     drop(ready);
 

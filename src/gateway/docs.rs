@@ -108,8 +108,12 @@ impl Docs {
 }
 
 /// The providers a gateway with `cfg` serves.
-pub fn for_gateway(_cfg: &crate::config::gateway::GatewayConfig) -> Docs {
-    Docs::default()
+pub fn for_gateway(cfg: &crate::config::gateway::GatewayConfig) -> Docs {
+    let mut docs = Docs::default();
+    if let Some(dir) = &cfg.releases_dir {
+        docs.add(Arc::new(super::releases::Releases::new(dir.clone())));
+    }
+    docs
 }
 
 /// Whether an `If-None-Match` value names `etag` (RFC 9110 13.1.2: a list

@@ -5,6 +5,7 @@
 
 pub mod admit;
 pub mod docs;
+pub mod releases;
 pub mod tickets;
 
 use std::net::SocketAddr;

@@ -1,0 +1,349 @@
+//! Signed code updates end to end: keys from `msc release keygen`, releases
+//! signed with `msc release sign`, a real gateway serving them over mutual
+//! TLS, a real client checking every 200 ms, under a real `msc watchdog`
+//! where an install (and a rollback) happens.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "test code: bounded polling of child processes, off any runtime"
+)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const BUILD: &str = env!("CARGO_PKG_VERSION");
+
+/// Runs `msc args` to completion; returns stdout (panics on failure).
+fn msc(env: &Env, args: &[&str]) -> String {
+    let out = Command::new(MSC)
+        .args(args)
+        .current_dir(env.dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "msc {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A new signing key in `name`; returns its public key.
+fn keygen(env: &Env, name: &str) -> String {
+    let public = msc(env, &["release", "keygen", "--out", &env.p(name)]);
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(env.path(name)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the private key is private");
+    public.trim().to_owned()
+}
+
+/// Signs `binary` as `version` with `key` into the served directory `rel`.
+fn sign(env: &Env, key: &str, version: &str, binary: &Path) {
+    let out = msc(
+        env,
+        &[
+            "release",
+            "sign",
+            "--key",
+            &env.p(key),
+            "--version",
+            version,
+            "--binary",
+            binary.to_str().unwrap(),
+            "--out",
+            &env.p("rel"),
+        ],
+    );
+    assert!(out.contains(&format!("signed release {version}")), "{out}");
+}
+
+/// A client checking for updates every 200 ms, installing into `installed`.
+fn update_client(env: &Env, gw: SocketAddr, public: &str, control: u16, trial: &str) -> PathBuf {
+    let text = format!(
+        "workers = 1\n[tls]\nca = \"ca.pem\"\ncert = \"client.pem\"\nkey = \"client-key.pem\"\n\
+         [update]\nenabled = true\npublic_key = \"{public}\"\ninterval = \"200ms\"\ninstall_dir = \"installed\"\ntrial = \"{trial}\"\n\
+         [watchdog]\nhealth_interval = \"200ms\"\n[enforce]\nenabled = false\n\
+         [[servers]]\nname = \"gw1\"\naddress = \"{gw}\"\nserver_name = \"localhost\"\nhttp_port = 0\nhttps_port = 0\n\
+         [control]\nlisten = \"127.0.0.1:{control}\"\n"
+    );
+    env.write("client-update.toml", &text)
+}
+
+fn start_watchdog(env: &Env, cfg: &Path) -> Proc {
+    let root = env.path("root");
+    Proc::start(
+        &[
+            "watchdog",
+            "--supervise",
+            "yes",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--root",
+            root.to_str().unwrap(),
+        ],
+        env.dir.path(),
+        "watchdog",
+    )
+}
+
+/// The client pids the watchdog reported so far (kept across calls in `seen`).
+fn pids(wd: &Proc, seen: &mut Vec<String>) -> Vec<u32> {
+    if seen.is_empty() {
+        seen.extend(wd.before_ready.iter().cloned());
+    }
+    seen.extend(wd.drain_lines());
+    seen.iter()
+        .filter_map(|l| l.split("client started (pid ").nth(1)?.split(')').next()?.parse().ok())
+        .collect()
+}
+
+/// Polls `GET /status` (bounded) until `cond`; the client may be restarting.
+fn poll_status(ctl: SocketAddr, what: &str, cond: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = Instant::now() + WAIT;
+    let mut last = None;
+    loop {
+        if let Ok(v) = msc::cli::status::fetch(ctl).map(|t| serde_json::from_str::<serde_json::Value>(&t).unwrap()) {
+            if cond(&v) {
+                return v;
+            }
+            last = Some(v);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; status: {last:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Replaces a served file as an administrator's tools would: a new file
+/// renamed over it.
+fn replace(path: &Path, body: &[u8]) {
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, body).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn exe(pid: u32) -> PathBuf {
+    std::fs::canonicalize(format!("/proc/{pid}/exe")).unwrap()
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[test]
+fn a_signed_newer_release_is_installed_and_runs_under_the_watchdog() {
+    let env = Env::new();
+    let public = keygen(&env, "release-key.pem");
+    // The new release: this very binary, signed as a newer version.
+    sign(&env, "release-key.pem", "99.0.0", Path::new(MSC));
+    let (_g, gw) = env.gateway_at("gateway", "127.0.0.1:0", "[releases]\ndir = \"rel\"\n");
+    let control = free_port();
+    let cfg = update_client(&env, gw, &public, control, "10s");
+    let ctl: SocketAddr = format!("127.0.0.1:{control}").parse().unwrap();
+    let t0 = Instant::now();
+    let wd = start_watchdog(&env, &cfg);
+    let mut seen = Vec::new();
+    let first = pids(&wd, &mut seen)[0];
+    assert_eq!(exe(first), std::fs::canonicalize(MSC).unwrap());
+
+    let v = poll_status(ctl, "release 99.0.0 running", |v| {
+        v["update"]["running_version"] == "99.0.0"
+    });
+    eprintln!(
+        "watchdog start to the new release answering its status: {:?} (first check after ~200 ms, a {} MiB download)",
+        t0.elapsed(),
+        std::fs::metadata(MSC).unwrap().len() >> 20
+    );
+    let installed = std::fs::canonicalize(env.path("installed/msc-99.0.0")).unwrap();
+    assert_eq!(
+        v["update"]["running_path"].as_str().map(PathBuf::from),
+        Some(installed.clone())
+    );
+    wd.wait_stderr("update: installed release 99.0.0");
+    wd.wait_stderr("release 99.0.0 passed its health check: update complete");
+    let now = *pids(&wd, &mut seen).last().unwrap();
+    assert_ne!(now, first);
+    assert!(!alive(first), "the old client is gone");
+    assert_eq!(exe(now), installed, "the running client is the installed release");
+    assert_eq!(std::fs::read(&installed).unwrap(), std::fs::read(MSC).unwrap());
+    assert_eq!(std::fs::canonicalize(env.path("installed/current")).unwrap(), installed);
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.path("installed/state.json")).unwrap()).unwrap();
+    assert_eq!(state["trial"], false);
+    assert_eq!(state["previous"]["version"], BUILD);
+    // The new release checks again and finds itself current.
+    poll_status(ctl, "the next check", |v| {
+        v["update"]["last_result"]
+            .as_str()
+            .is_some_and(|r| r.contains("up to date: release 99.0.0"))
+    });
+    assert_eq!(*pids(&wd, &mut seen).last().unwrap(), now, "no further restart");
+}
+
+#[test]
+fn bad_releases_are_refused_with_a_reason_and_change_nothing() {
+    let env = Env::new();
+    let public = keygen(&env, "release-key.pem");
+    keygen(&env, "other-key.pem");
+    let newer = env.path("newer-msc");
+    std::fs::write(&newer, b"#!/bin/sh\nexit 0\n").unwrap();
+    // Signed with another key.
+    sign(&env, "other-key.pem", "99.0.0", &newer);
+    let (_g, gw) = env.gateway_at("gateway", "127.0.0.1:0", "[releases]\ndir = \"rel\"\n");
+    let cfg = update_client(&env, gw, &public, free_port(), "10s");
+    let (client, _) = env.client_from("client", &cfg);
+    let pid = client.child.id();
+    let ctl = client.control_addr();
+    let unchanged = |what: &str| {
+        assert!(alive(pid), "{what}: the client still runs");
+        assert!(
+            !env.path("installed/current").exists() && !env.path("installed/msc-99.0.0").exists(),
+            "{what}: nothing installed"
+        );
+        let v = status(ctl);
+        assert_eq!(v["update"]["running_version"], BUILD, "{what}");
+    };
+
+    client.wait_stderr("update refused: bad signature: the manifest was not signed with the pinned key");
+    unchanged("wrong signature");
+    let v = status(ctl);
+    assert!(
+        v["update"]["last_result"]
+            .as_str()
+            .unwrap()
+            .starts_with("refused: bad signature"),
+        "{v:#}"
+    );
+
+    // Altered after signing: same size, one byte changed.
+    sign(&env, "release-key.pem", "99.0.0", &newer);
+    let mut body = std::fs::read(env.path("rel/msc-99.0.0")).unwrap();
+    body[3] ^= 1;
+    replace(&env.path("rel/msc-99.0.0"), &body);
+    client.wait_stderr("the signed one is");
+    assert!(client.stderr().contains("(altered); nothing installed"));
+    unchanged("wrong hash");
+
+    // Truncated: the gateway serves fewer bytes than the manifest signs.
+    sign(&env, "release-key.pem", "99.0.1", &newer);
+    let body = std::fs::read(env.path("rel/msc-99.0.1")).unwrap();
+    replace(&env.path("rel/msc-99.0.1"), &body[..body.len() / 2]);
+    client.wait_stderr(&format!(
+        "download of release 99.0.1 is {} bytes, the signed size is {}",
+        body.len() / 2,
+        body.len()
+    ));
+    unchanged("truncated");
+
+    // Older than the running build, then the same version.
+    sign(&env, "release-key.pem", "0.0.1", &newer);
+    client.wait_stderr(&format!(
+        "update refused: release 0.0.1 is not newer than the running {BUILD} (no downgrade)"
+    ));
+    unchanged("older");
+    sign(&env, "release-key.pem", BUILD, &newer);
+    client.wait_stderr(&format!("up to date: release {BUILD} is the running one"));
+    unchanged("same version");
+
+    // A good release, but no `msc watchdog` to install and roll back: reported only.
+    sign(&env, "release-key.pem", "99.0.2", &newer);
+    client.wait_stderr("release 99.0.2 is available and verified, but this client does not run under `msc watchdog`");
+    unchanged("unsupervised");
+}
+
+#[test]
+fn a_release_that_never_becomes_healthy_is_rolled_back_in_time() {
+    let env = Env::new();
+    let public = keygen(&env, "release-key.pem");
+    // Signed correctly, but never serves anything.
+    let broken = env.path("broken-msc");
+    std::fs::write(&broken, b"#!/bin/sh\nexec sleep 60\n").unwrap();
+    sign(&env, "release-key.pem", "99.0.0", &broken);
+    let (_g, gw) = env.gateway_at("gateway", "127.0.0.1:0", "[releases]\ndir = \"rel\"\n");
+    let control = free_port();
+    let trial = Duration::from_secs(2);
+    let cfg = update_client(&env, gw, &public, control, "2s");
+    let ctl: SocketAddr = format!("127.0.0.1:{control}").parse().unwrap();
+    let wd = start_watchdog(&env, &cfg);
+    let mut seen = Vec::new();
+
+    wd.wait_stderr("release 99.0.0 is on trial");
+    let t0 = Instant::now();
+    let log = wd.wait_stderr("watchdog: rolled back release 99.0.0 to");
+    let took = t0.elapsed();
+    assert!(took < trial + Duration::from_secs(2), "rolled back after {took:?}");
+    assert!(log.contains(&format!("rolled back release 99.0.0 to {BUILD}: pid")));
+    assert!(log.contains("did not pass its health check within 2s"), "{log}");
+    eprintln!("rollback {took:?} after the trial began (bound {trial:?})");
+    let msc = std::fs::canonicalize(MSC).unwrap();
+    assert_eq!(std::fs::canonicalize(env.path("installed/current")).unwrap(), msc);
+
+    let v = poll_status(ctl, "the rollback reported", |v| {
+        !v["update"]["last_rollback"].is_null()
+    });
+    let rb = &v["update"]["last_rollback"];
+    assert_eq!(rb["from"], "99.0.0");
+    assert_eq!(rb["to"], BUILD);
+    assert!(
+        rb["reason"].as_str().unwrap().contains("did not pass its health check"),
+        "{rb}"
+    );
+    assert_eq!(v["update"]["running_version"], BUILD);
+    let now = *pids(&wd, &mut seen).last().unwrap();
+    assert_eq!(exe(now), msc, "the previous release runs again");
+    // The rolled-back release is not installed again.
+    wd.wait_stderr("release 99.0.0 was rolled back here");
+    assert_eq!(*pids(&wd, &mut seen).last().unwrap(), now);
+}
+
+#[test]
+fn release_tools_refuse_bad_input_with_a_reason() {
+    let env = Env::new();
+    keygen(&env, "k.pem");
+    let run = |args: &[&str]| {
+        let out = Command::new(MSC)
+            .args(args)
+            .current_dir(env.dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (ok, err) = run(&["release", "keygen", "--out", &env.p("k.pem")]);
+    assert!(!ok && err.contains("an existing key is never overwritten"), "{err}");
+    let sign = |key: &str, version: &str, binary: &str| {
+        run(&[
+            "release",
+            "sign",
+            "--key",
+            key,
+            "--version",
+            version,
+            "--binary",
+            binary,
+            "--out",
+            &env.p("rel"),
+        ])
+    };
+    let (ok, err) = sign(&env.p("k.pem"), "banana", MSC);
+    assert!(
+        !ok && err.contains("--version") && err.contains("MAJOR.MINOR.PATCH"),
+        "{err}"
+    );
+    let (ok, err) = sign(&env.p("client.pem"), "1.0.0", MSC);
+    assert!(
+        !ok && (err.contains("not an Ed25519 PKCS#8 key") || err.contains("not a PEM private key")),
+        "{err}"
+    );
+    let (ok, err) = sign(&env.p("k.pem"), "1.0.0", &env.p("missing"));
+    assert!(!ok && err.contains("cannot read"), "{err}");
+    assert!(!env.path("rel/manifest.json").exists(), "nothing signed");
+}
