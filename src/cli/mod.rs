@@ -351,7 +351,8 @@ pub const DEFAULT_UNINSTALL_WARNING: &str = "Removing msc stops the security cli
 fn run(cmd: Cmd, log: &str) -> anyhow::Result<ExitCode> {
     match cmd {
         Cmd::Run { config } => {
-            let cfg = match ClientConfig::load(&config) {
+            // The local file with the gateway's document laid over it (docs/fleet.md).
+            let cfg = match crate::control::remote::effective(&config) {
                 Ok(c) => c,
                 Err(e) => return Ok(config_error(e)),
             };

@@ -42,6 +42,8 @@ struct Raw {
     disable: RawDisable,
     #[serde(default)]
     tray: RawTray,
+    #[serde(default)]
+    remote: super::remote::RawRemote,
 }
 
 #[derive(Deserialize, Default)]
@@ -110,6 +112,7 @@ struct RawPac {
     fail_open: Option<bool>,
     max_age: Option<String>,
     on_premise: Option<RawOnPremise>,
+    source: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -337,6 +340,8 @@ pub struct PacSettings {
     pub spec: msc_pac::PacSpec,
     /// `Cache-Control: max-age` of the served PAC.
     pub max_age: Duration,
+    /// `pac.source`: the generated PAC or the administrator's (docs/fleet.md).
+    pub source: super::remote::PacSource,
 }
 
 /// How `msc watchdog` supervises the client (`[watchdog]`).
@@ -394,6 +399,8 @@ pub struct ClientConfig {
     /// `[tray] hidden = true`: the administrator hides the tray icon
     /// (`msc tray` then exits at once).
     pub tray_hidden: bool,
+    /// `[remote]`: configuration from the gateway (docs/fleet.md).
+    pub remote: super::remote::RemoteSettings,
 }
 
 impl ClientConfig {
@@ -579,6 +586,7 @@ fn validate(file: &Path, raw: Raw) -> Result<ClientConfig, ConfigError> {
     }
     let fail_open = raw.pac.fail_open.unwrap_or(true);
     let max_age = c.duration_or("pac.max_age", &raw.pac.max_age, Duration::from_secs(300))?;
+    let pac_source = super::remote::pac_source(&c, raw.pac.source.as_deref())?;
     let mut on_premise = None;
     let mut pac_premise = None;
     if let Some(op) = raw.pac.on_premise {
@@ -734,7 +742,11 @@ fn validate(file: &Path, raw: Raw) -> Result<ClientConfig, ConfigError> {
         timeouts,
         servers,
         control,
-        pac: PacSettings { spec, max_age },
+        pac: PacSettings {
+            spec,
+            max_age,
+            source: pac_source,
+        },
         on_premise,
         fail_open,
         access_log,
@@ -749,6 +761,7 @@ fn validate(file: &Path, raw: Raw) -> Result<ClientConfig, ConfigError> {
         trusted,
         disable,
         tray_hidden: raw.tray.hidden.unwrap_or(false),
+        remote: super::remote::validate(&c, raw.remote)?,
     })
 }
 

@@ -32,6 +32,7 @@ struct Raw {
     probe: RawProbe,
     #[serde(default)]
     limits: RawLimits,
+    profiles: Option<crate::gateway::profiles::RawProfiles>,
 }
 
 #[derive(Deserialize, Default)]
@@ -155,6 +156,9 @@ pub struct GatewayConfig {
     /// Extra delay before answering probes (simulates a distant gateway in tests and demos).
     pub probe_delay: Option<Duration>,
     pub limits: GatewayLimits,
+    /// `[profiles]`: configuration documents per identity and the
+    /// administrator's PAC (docs/fleet.md).
+    pub profiles: Option<crate::gateway::profiles::ProfileSettings>,
 }
 
 /// Flood limits, each per worker thread (so the data path stays lock-free).
@@ -221,6 +225,10 @@ fn validate(file: &Path, raw: Raw) -> Result<GatewayConfig, ConfigError> {
     };
     let driver = c.driver(raw.runtime.driver.as_deref())?;
     let runtime_dir = c.runtime_dir(raw.runtime.dir.as_deref())?;
+    let profiles = match raw.profiles {
+        Some(p) => Some(crate::gateway::profiles::validate(&c, p, &tls)?),
+        None => None,
+    };
     Ok(GatewayConfig {
         file: file.to_path_buf(),
         runtime_dir,
@@ -234,6 +242,7 @@ fn validate(file: &Path, raw: Raw) -> Result<GatewayConfig, ConfigError> {
         access_log,
         probe_delay,
         limits,
+        profiles,
     })
 }
 

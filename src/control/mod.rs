@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod page;
 pub mod premise;
 pub mod probe;
+pub mod remote;
 pub mod socket;
 pub mod state;
 
@@ -113,6 +114,8 @@ pub struct State {
     counters: Counters,
     /// The client certificate's names and validity (read at start).
     cert: Option<msc_tls::certs::CertSummary>,
+    /// Configuration and PAC from the gateway (`None`: `[remote]` disabled).
+    remote: Option<remote::Remote>,
 }
 
 /// The control API's own figures.
@@ -265,6 +268,8 @@ pub struct Status {
     pub certificate: Option<CertStatus>,
     /// The state in one word and why, as the page, the tray and the metrics show it.
     pub summary: Summary,
+    /// Configuration from the gateway (`null` unless `[remote]` is enabled).
+    pub remote: Option<remote::RemoteStatus>,
 }
 
 impl State {
@@ -356,6 +361,7 @@ impl State {
             switches: self.history.switches(),
             certificate: self.cert.as_ref().map(|c| CertStatus::new(c, SystemTime::now())),
             summary: Summary::default(),
+            remote: self.remote.as_ref().map(remote::Remote::status),
         };
         let (state, reason) = page::state_label(&status);
         status.summary = Summary { state, reason };
@@ -999,6 +1005,7 @@ async fn run(inputs: Inputs, listener: std::net::TcpListener, ch: Channels, read
         history: History::new(n_gateways),
         counters: Counters::new(n_gateways, workers),
         cert,
+        remote: None,
     }));
     state.borrow_mut().publish();
 
@@ -1066,6 +1073,7 @@ async fn run(inputs: Inputs, listener: std::net::TcpListener, ch: Channels, read
         });
     }
     start_probing(&state, &stop);
+    remote::start(&state, &stop);
     feed_systemd_watchdog(&state, &stop);
     let _ = ready.send(Ok(()));
     drop(ready);
