@@ -234,10 +234,7 @@ pub fn check_profile(file: &Path, text: &str, stand_in_tls: [&Path; 3]) -> Resul
     server.insert("name".into(), "stand-in".into());
     server.insert("address".into(), "127.0.0.1:1".into());
     server.insert("http_port".into(), toml::Value::Integer(1));
-    base.insert(
-        "servers".into(),
-        toml::Value::Array(vec![toml::Value::Table(server)]),
-    );
+    base.insert("servers".into(), toml::Value::Array(vec![toml::Value::Table(server)]));
     // Checked against no control socket of this machine.
     let mut control = toml::Table::new();
     control.insert("socket".into(), "".into());

@@ -563,7 +563,11 @@ async fn round(st: &Rc<RefCell<State>>, tls: &Arc<rustls::ClientConfig>) {
     let (gateways, cfg, etag) = {
         let s = st.borrow();
         let Some(r) = &s.remote else { return };
-        (fetch::order(&s.routing.load()), r.cfg.clone(), r.status.config.etag.clone())
+        (
+            fetch::order(&s.routing.load()),
+            r.cfg.clone(),
+            r.status.config.etag.clone(),
+        )
     };
     let res = fetch::fetch(
         &gateways,
@@ -657,11 +661,19 @@ fn validate_config(file: &Path, doc: &Cached) -> Result<ClientConfig, ConfigErro
     Ok(cfg)
 }
 
-async fn round_pac(st: &Rc<RefCell<State>>, tls: &Arc<rustls::ClientConfig>, gateways: &[Arc<crate::upstream::GatewayRoute>]) {
+async fn round_pac(
+    st: &Rc<RefCell<State>>,
+    tls: &Arc<rustls::ClientConfig>,
+    gateways: &[Arc<crate::upstream::GatewayRoute>],
+) {
     let (cfg, etag, slots) = {
         let s = st.borrow();
         let Some(r) = &s.remote else { return };
-        (r.cfg.clone(), r.pac.as_ref().and_then(|p| p.etag.clone()), s.slots.clone())
+        (
+            r.cfg.clone(),
+            r.pac.as_ref().and_then(|p| p.etag.clone()),
+            s.slots.clone(),
+        )
     };
     let res = fetch::fetch(gateways, tls.clone(), "pac", etag.as_deref(), limits(&cfg, MAX_PAC_DOC)).await;
     let mut s = st.borrow_mut();
@@ -825,11 +837,20 @@ mod tests {
     #[test]
     fn broken_oversized_and_non_utf8_pacs_are_refused() {
         for (pac, why) in [
-            ("function FindProxyForURL(url, host) { return \"DIRECT\";", "never closed"),
-            ("function FindProxyForURL(url, host) { return \"DIRECT; }", "unterminated string"),
+            (
+                "function FindProxyForURL(url, host) { return \"DIRECT\";",
+                "never closed",
+            ),
+            (
+                "function FindProxyForURL(url, host) { return \"DIRECT; }",
+                "unterminated string",
+            ),
             ("function FindProxyForURL(url, host) { return x) }", "closes"),
             ("function FindProxyForURL(url, host) { /* }", "unterminated comment"),
-            ("function FindProxy(url, host) { return \"DIRECT\"; }", "does not define"),
+            (
+                "function FindProxy(url, host) { return \"DIRECT\"; }",
+                "does not define",
+            ),
             ("var x = 1; // function FindProxyForURL", "does not define"),
             ("<html>FindProxyForURL</html>", "regular expression"),
         ] {
@@ -839,7 +860,11 @@ mod tests {
         let e = check_pac_structure(&[0xff, 0xfe]).unwrap_err();
         assert!(e.contains("UTF-8"), "{e}");
         let big = format!("{GOOD}//{}", "x".repeat(MAX_PAC_DOC));
-        assert!(check_pac_structure(big.as_bytes()).unwrap_err().contains("over the limit"));
+        assert!(
+            check_pac_structure(big.as_bytes())
+                .unwrap_err()
+                .contains("over the limit")
+        );
     }
 
     #[test]

@@ -82,9 +82,11 @@ impl GatewayShared {
                 probe_delay: cfg.probe_delay,
                 route: None,
                 request_limits: msc_io::head::Limits::RELAYED,
-                docs: Some(Arc::new(docs::for_gateway(cfg).map_err(|e| msc_tls::SetupError::File {
-                    path: cfg.file.clone(),
-                    reason: format!("cannot start serving the profiles: {e}"),
+                docs: Some(Arc::new(docs::for_gateway(cfg).map_err(|e| {
+                    msc_tls::SetupError::File {
+                        path: cfg.file.clone(),
+                        reason: format!("cannot start serving the profiles: {e}"),
+                    }
                 })?)),
             }),
         })
