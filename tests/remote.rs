@@ -94,6 +94,12 @@ fn each_user_gets_their_profile_and_an_unchanged_one_is_304() {
         "{e}"
     );
     assert!(pactester(&served_pac(carol), PUBLIC_URL).starts_with("PROXY"));
+    // `msc status` says so too.
+    let text = msc::cli::status::render(&status(carol).to_string()).unwrap();
+    assert!(text.contains("configuration: the local file only"), "{text}");
+    assert!(text.contains("no configuration profile for carol@example.com"), "{text}");
+    let text = msc::cli::status::render(&status(alice).to_string()).unwrap();
+    assert!(text.contains("configuration: from the gateway (ETag \""), "{text}");
 }
 
 #[test]
@@ -236,6 +242,8 @@ fn the_administrators_pac_is_served_checked_and_kept_offline() {
     assert_eq!(pac, good, "served as the official copy, byte for byte");
     assert_eq!(pactester(&pac, "http://www.intra.test/"), "DIRECT");
     assert_eq!(pactester(&pac, PUBLIC_URL), format!("PROXY 127.0.0.1:{port}"));
+    let text = msc::cli::status::render(&status(ctl).to_string()).unwrap();
+    assert!(text.contains("PAC: the administrator's, from the gateway"), "{text}");
     let etag = remote_status(ctl)["pac"]["etag"].clone();
 
     // A PAC that never names this client's proxy: the gateway serves it, the
