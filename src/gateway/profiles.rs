@@ -104,8 +104,8 @@ impl ProfileSettings {
 /// One file as last read.
 #[derive(Clone, Debug)]
 struct Loaded {
-    /// The last good version (`None`: never good, only possible after a
-    /// file that was good at start vanished... never: a start needs all).
+    /// The last good version (every file is good at start, or the
+    /// gateway does not start).
     doc: Doc,
     /// Modification time and size when last looked at (good or not).
     seen: (Option<SystemTime>, u64),
