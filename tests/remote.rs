@@ -54,7 +54,7 @@ fn each_user_gets_their_profile_and_an_unchanged_one_is_304() {
     env.issue_client("carol", "carol");
     env.write("alice.toml", ALICE);
     env.write("sales.toml", SALES);
-    let (_gw, gw) = env.gateway_at("gw", "127.0.0.1:0", &profiles_tail(""));
+    let (gw_proc, gw) = env.gateway_at("gw", "127.0.0.1:0", &profiles_tail(""));
     let (_a, alice) = client(&env, "alice", gw, "client");
     let (_b, bob) = client(&env, "bob", gw, "bob");
 
@@ -83,6 +83,13 @@ fn each_user_gets_their_profile_and_an_unchanged_one_is_304() {
     assert_eq!(s["remote"]["config"]["last_result"], "not-modified");
     assert_eq!(s["remote"]["config"]["etag"], etag);
     assert!(s["remote"]["config"]["from"].as_str().unwrap().contains("gw1"));
+    // The gateway's access log shows them.
+    let log = gw_proc.wait_stderr("/.well-known/msc/config 304");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("alice@example.com") && l.contains("GET /.well-known/msc/config 304")),
+        "{log}"
+    );
 
     // No profile for carol and no default: 404, the local file, visibly.
     let (_c, carol) = client(&env, "carol", gw, "carol");
@@ -97,7 +104,10 @@ fn each_user_gets_their_profile_and_an_unchanged_one_is_304() {
     // `msc status` says so too.
     let text = msc::cli::status::render(&status(carol).to_string()).unwrap();
     assert!(text.contains("configuration: the local file only"), "{text}");
-    assert!(text.contains("no configuration profile for carol@example.com"), "{text}");
+    assert!(
+        text.contains("no configuration profile for carol@example.com"),
+        "{text}"
+    );
     let text = msc::cli::status::render(&status(alice).to_string()).unwrap();
     assert!(text.contains("configuration: from the gateway (ETag \""), "{text}");
 }
@@ -155,6 +165,7 @@ fn broken_profiles_are_rejected_and_the_previous_one_stays() {
     let env = Env::new();
     env.write("alice.toml", ALICE);
     env.write("sales.toml", SALES);
+    env.issue_client("bob", "bob");
     let (gw_proc, gw) = env.gateway_at("gw", "127.0.0.1:0", &profiles_tail(""));
     let (_a, alice) = client(&env, "alice", gw, "client");
     let etag = remote_status(alice)["config"]["etag"].clone();
@@ -183,6 +194,34 @@ fn broken_profiles_are_rejected_and_the_previous_one_stays() {
         assert_eq!(s["remote"]["config"]["last_result"], "not-modified");
         assert_eq!(pactester(&served_pac(alice), "http://www.alice.test/"), "DIRECT");
     }
+
+    // Valid for the gateway, invalid for this client (its slot would take
+    // bob's control port): bob rejects it, naming the key, and keeps his.
+    let ctl_port = free_port();
+    let bob_cfg = env.client_toml("client-bob", gw, "bob.pem", "bob-key.pem", &remote("cache-bob"));
+    let text = std::fs::read_to_string(&bob_cfg).unwrap();
+    std::fs::write(&bob_cfg, text.replace("127.0.0.1:0", &format!("127.0.0.1:{ctl_port}"))).unwrap();
+    let bob_proc = env.client_from("bob", &bob_cfg).0;
+    let bob = bob_proc.control_addr();
+    let bob_etag = remote_status(bob)["config"]["etag"].clone();
+    env.write(
+        "sales.toml",
+        &format!(
+            "[[servers]]\nname = \"gw1\"\naddress = \"{gw}\"\nserver_name = \"localhost\"\nhttp_port = {ctl_port}\n"
+        ),
+    );
+    let s = wait_status(bob, "the document rejected", WAIT, |v| {
+        v["remote"]["config"]["last_result"] == "rejected"
+    });
+    let e = s["remote"]["config"]["last_error"].as_str().unwrap();
+    assert!(
+        e.contains("config from gateway 'gw1'") && e.contains("control.listen") && e.contains("already used"),
+        "{e}"
+    );
+    assert_eq!(s["remote"]["config"]["etag"], bob_etag);
+    assert_eq!(s["remote"]["restart_needed"], false);
+    bob_proc.wait_stderr("configuration from the gateway rejected");
+    assert_eq!(pactester(&served_pac(bob), "http://www.sales.test/"), "DIRECT");
 
     // A good new version replaces it, and its PAC rules apply at once.
     env.write("alice.toml", "[pac]\nbypass = [\"*.new.test\"]\n");

@@ -110,8 +110,11 @@ pub(crate) fn validate(c: &Check<'_>, raw: RawRemote) -> Result<RemoteSettings, 
         return Err(c.err("remote.interval", "must be at least 100ms"));
     }
     let first_wait = c.duration_or("remote.first_wait", &raw.first_wait, Duration::from_secs(5))?;
-    if first_wait > Duration::from_secs(60) {
-        return Err(c.err("remote.first_wait", "at most 60s: the client must start"));
+    if first_wait > Duration::from_secs(20) {
+        return Err(c.err(
+            "remote.first_wait",
+            "at most 20s: the client must start (and report ready to the watchdog) without the gateway",
+        ));
     }
     let cache_dir = match raw.cache_dir.as_deref().map(str::trim) {
         Some("") => return Err(c.err("remote.cache_dir", "must not be empty")),
