@@ -22,7 +22,7 @@ fn profiles_tail(extra: &str) -> String {
     )
 }
 
-const ALICE: &str = "[pac]\nbypass = [\"*.alice.test\", \"93.184.0.0/16\"]\n";
+const ALICE: &str = "[pac]\nbypass = [\"*.alice.test\", \"93.184.0.0/16\"]\n[uninstall]\nwarning = \"Ask the IT desk before removing msc.\"\n";
 const SALES: &str = "[pac]\nbypass = [\"*.sales.test\"]\nfail_open = false\n";
 
 fn remote(cache: &str) -> String {
@@ -128,6 +128,16 @@ fn a_client_restarted_offline_starts_with_the_cached_configuration() {
     }
     a.terminate();
     gw_proc.terminate();
+
+    // Other commands of this client read the cached central settings too.
+    let out = std::process::Command::new(MSC)
+        .args(["uninstall-warning", "--config", env.p("client-alice.toml").as_str()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "Ask the IT desk before removing msc."
+    );
 
     // Gateway gone: the same configuration starts at once, from the cache.
     let cfg = env.path("client-alice.toml");

@@ -125,29 +125,19 @@ pub fn effective(file: &Path) -> Result<ClientConfig, ConfigError> {
     if !local.remote.enabled {
         return Ok(local);
     }
-    let cache = local.remote.config_cache();
-    if let Some(c) = Cached::read(&cache) {
-        let label = PathBuf::from(format!("{} (cached from gateway {})", cache.display(), c.from));
-        match overlay(file, &local_text, &label, &c.text()) {
-            Ok(mut cfg) => {
-                tracing::info!(
-                    "configuration: {} with the cached document from gateway {} (fetched {}, ETag {})",
-                    file.display(),
-                    c.from,
-                    rfc3339(c.at),
-                    c.etag.as_deref().unwrap_or("none")
-                );
-                cfg.remote.boot = Some(Arc::new(Boot {
-                    source: Source::Cache,
-                    doc: Some(c),
-                    last_error: None,
-                    fetched: None,
-                }));
-                return Ok(cfg);
-            }
-            Err(e) => tracing::warn!("the cached configuration is not usable with this client.toml ({e}): ignored"),
-        }
+    if let Some(cfg) = with_cache(file, &local_text, &local) {
+        tracing::info!(
+            "configuration: {} with the cached document from gateway {}",
+            file.display(),
+            cfg.remote
+                .boot
+                .as_ref()
+                .and_then(|b| b.doc.as_ref())
+                .map_or("?", |d| d.from.as_str()),
+        );
+        return Ok(cfg);
     }
+    let cache = local.remote.config_cache();
     let mut cfg = local.clone();
     let started = SystemTime::now();
     let boot = match first_fetch(&local) {
@@ -193,6 +183,51 @@ pub fn effective(file: &Path) -> Result<ClientConfig, ConfigError> {
     };
     cfg.remote.boot = Some(Arc::new(boot));
     Ok(cfg)
+}
+
+/// The configuration other commands of this client use (`msc watchdog`,
+/// `msc enforce`, `msc tray`...): the local file with the cached document
+/// laid over it, if `[remote]` is enabled and the cache can be read; never
+/// a fetch.
+pub fn cached(file: &Path) -> Result<ClientConfig, ConfigError> {
+    let local_text = std::fs::read_to_string(file).map_err(|e| ConfigError {
+        file: file.to_path_buf(),
+        key: String::new(),
+        reason: format!("cannot read: {e}"),
+    })?;
+    let local = ClientConfig::from_text(file, &local_text)?;
+    if !local.remote.enabled {
+        return Ok(local);
+    }
+    Ok(with_cache(file, &local_text, &local).unwrap_or(local))
+}
+
+/// `local` with the cached document laid over it, if there is a usable one.
+fn with_cache(file: &Path, local_text: &str, local: &ClientConfig) -> Option<ClientConfig> {
+    let cache = local.remote.config_cache();
+    let c = Cached::read(&cache)?;
+    let label = PathBuf::from(format!("{} (cached from gateway {})", cache.display(), c.from));
+    match overlay(file, local_text, &label, &c.text()) {
+        Ok(mut cfg) => {
+            tracing::debug!(
+                "cached configuration document from gateway {} (fetched {}, ETag {})",
+                c.from,
+                rfc3339(c.at),
+                c.etag.as_deref().unwrap_or("none")
+            );
+            cfg.remote.boot = Some(Arc::new(Boot {
+                source: Source::Cache,
+                doc: Some(c),
+                last_error: None,
+                fetched: None,
+            }));
+            Some(cfg)
+        }
+        Err(e) => {
+            tracing::warn!("the cached configuration is not usable with this client.toml ({e}): ignored");
+            None
+        }
+    }
 }
 
 fn local_boot(why: String, at: SystemTime) -> Boot {
