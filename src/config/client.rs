@@ -732,6 +732,13 @@ fn validate(file: &Path, raw: Raw) -> Result<ClientConfig, ConfigError> {
         }
         t => t,
     };
+    let remote = super::remote::validate(&c, raw.remote)?;
+    if pac_source == super::remote::PacSource::Gateway && !remote.enabled {
+        return Err(c.err(
+            "pac.source",
+            "\"gateway\" needs remote.enabled = true (the administrator's PAC comes from the gateway)",
+        ));
+    }
     Ok(ClientConfig {
         file: file.to_path_buf(),
         runtime_dir,
@@ -761,7 +768,7 @@ fn validate(file: &Path, raw: Raw) -> Result<ClientConfig, ConfigError> {
         trusted,
         disable,
         tray_hidden: raw.tray.hidden.unwrap_or(false),
-        remote: super::remote::validate(&c, raw.remote)?,
+        remote,
     })
 }
 

@@ -242,6 +242,10 @@ pub fn check_profile(file: &Path, text: &str, stand_in_tls: [&Path; 3]) -> Resul
     let mut control = toml::Table::new();
     control.insert("socket".into(), "".into());
     base.insert("control".into(), toml::Value::Table(control));
+    // A client that fetches documents (`pac.source = "gateway"` needs it).
+    let mut remote = toml::Table::new();
+    remote.insert("enabled".into(), toml::Value::Boolean(true));
+    base.insert("remote".into(), toml::Value::Table(remote));
     merge(&mut base, &doc);
     ClientConfig::from_text(file, &base.to_string()).map(|_| ())
 }
@@ -304,13 +308,18 @@ mod tests {
         assert!(e.reason.contains("TOML syntax error at line 1"), "{e}");
         let e = overlay(f, &local(), l, "[pac]\nsource = \"elsewhere\"").unwrap_err();
         assert_eq!(e.key, "pac.source");
+        // The administrator's PAC needs a client that fetches documents.
+        let e = overlay(f, &local(), l, "[pac]\nsource = \"gateway\"").unwrap_err();
+        assert!(e.reason.contains("remote.enabled"), "{e}");
+        let fetching = format!("{}[remote]\nenabled = true\n", local());
+        overlay(f, &fetching, l, "[pac]\nsource = \"gateway\"").unwrap();
     }
 
     #[test]
     fn profiles_are_checked_against_a_stand_in_client() {
         let f = Path::new("alice.toml");
         let tls = [Path::new(ANY_FILE); 3];
-        check_profile(f, "[pac]\nbypass = [\"*.alice.test\"]", tls).unwrap();
+        check_profile(f, "[pac]\nbypass = [\"*.alice.test\"]\nsource = \"gateway\"", tls).unwrap();
         let e = check_profile(f, "[pac]\nbypass = [\"bad host name!\"]", tls).unwrap_err();
         assert!(e.key.starts_with("pac.bypass"), "{e}");
         let e = check_profile(f, "[[servers]]\nname = \"x\"\naddress = \"nope\"\nhttp_port = 1", tls).unwrap_err();
