@@ -83,6 +83,14 @@ fn each_user_gets_their_profile_and_an_unchanged_one_is_304() {
     assert_eq!(s["remote"]["config"]["last_result"], "not-modified");
     assert_eq!(s["remote"]["config"]["etag"], etag);
     assert!(s["remote"]["config"]["from"].as_str().unwrap().contains("gw1"));
+    // So does the status page.
+    let (code, _, page) = exchange(alice, b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    let page = String::from_utf8_lossy(&page);
+    assert_eq!(code, 200);
+    assert!(
+        page.contains(r#"<table id="remote">"#) && page.contains("from the gateway"),
+        "{page}"
+    );
     // The gateway's access log shows them.
     let log = gw_proc.wait_stderr("/.well-known/msc/config 304");
     assert!(
