@@ -23,8 +23,6 @@ use ksni::blocking::TrayMethods;
 use ksni::menu::{StandardItem, SubMenu};
 use ksni::{MenuItem, ToolTip};
 
-use crate::config::client::ClientConfig;
-
 /// Shown in About.
 pub const COPYRIGHT: &str = "Copyright © 2026 the msc authors. Licensed under the Apache License 2.0.";
 
@@ -293,7 +291,8 @@ fn fetch(addr: SocketAddr) -> View {
 /// Runs the tray until SIGINT/SIGTERM (or the bus goes away). `ready` is
 /// called once the icon is on the bus, with its bus name and first view.
 pub fn run(opts: &TrayOptions, ready: impl FnOnce(&str, &View)) -> anyhow::Result<()> {
-    let cfg = ClientConfig::load(&opts.config)?;
+    // `tray.hidden` may be set centrally (docs/fleet.md).
+    let cfg = crate::control::remote::cached(&opts.config)?;
     if cfg.tray_hidden {
         tracing::info!(
             "the tray icon is hidden by the administrator ([tray] hidden = true in {}); exiting",

@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use std::sync::mpsc;
 
 use crate::agent::enforce::Enforcer;
-use crate::config::client::ClientConfig;
 
 /// What one invocation does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,7 +19,8 @@ pub enum Mode {
 }
 
 pub fn run(config: &Path, root: &Path, mode: Mode) -> anyhow::Result<ExitCode> {
-    let cfg = match ClientConfig::load(config) {
+    // `enforce.*` may be set centrally (docs/fleet.md).
+    let cfg = match crate::control::remote::cached(config) {
         Ok(c) => c,
         Err(e) => return Ok(super::config_error(e)),
     };

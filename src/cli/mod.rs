@@ -403,7 +403,8 @@ pub const DEFAULT_UNINSTALL_WARNING: &str = "Removing msc stops the security cli
 fn run(cmd: Cmd, log: &str) -> anyhow::Result<ExitCode> {
     match cmd {
         Cmd::Run { config } => {
-            let cfg = match ClientConfig::load(&config) {
+            // The local file with the gateway's document laid over it (docs/fleet.md).
+            let cfg = match crate::control::remote::effective(&config) {
                 Ok(c) => c,
                 Err(e) => return Ok(config_error(e)),
             };
@@ -500,7 +501,8 @@ fn run(cmd: Cmd, log: &str) -> anyhow::Result<ExitCode> {
             supervise,
             root,
         } => {
-            let cfg = match ClientConfig::load(&config) {
+            // With the cached central settings (enforcement...), docs/fleet.md.
+            let cfg = match crate::control::remote::cached(&config) {
                 Ok(c) => c,
                 Err(e) => return Ok(config_error(e)),
             };
@@ -557,10 +559,17 @@ fn run(cmd: Cmd, log: &str) -> anyhow::Result<ExitCode> {
             // yields a warning (the default one).
             // Read without validating the rest: at removal time the
             // credentials may already be gone.
-            let text = std::fs::read_to_string(&config)
+            // A central text (docs/fleet.md) first, when the whole thing is readable.
+            let central = crate::control::remote::cached(&config)
                 .ok()
-                .and_then(|t| t.parse::<toml::Table>().ok())
-                .and_then(|t| t.get("uninstall")?.get("warning")?.as_str().map(str::to_string))
+                .and_then(|c| c.uninstall_warning);
+            let text = central
+                .or_else(|| {
+                    std::fs::read_to_string(&config)
+                        .ok()
+                        .and_then(|t| t.parse::<toml::Table>().ok())
+                        .and_then(|t| t.get("uninstall")?.get("warning")?.as_str().map(str::to_string))
+                })
                 .filter(|t| !t.trim().is_empty())
                 .unwrap_or_else(|| DEFAULT_UNINSTALL_WARNING.to_string());
             println!("{}", text.trim());

@@ -57,6 +57,57 @@ fn ago(secs: f64) -> String {
     humantime::format_duration(Duration::from_secs_f64(secs.clamp(0.0, 1e9).floor())).to_string()
 }
 
+/// The `remote` object (configuration from the gateway), if enabled.
+fn remote_lines(o: &mut String, r: &Value) {
+    use std::fmt::Write as _;
+    if r.is_null() {
+        return;
+    }
+    let c = &r["config"];
+    let source = match r["source"].as_str().unwrap_or("?") {
+        "gateway" => "from the gateway",
+        "cache" => "from the cached gateway document (offline start)",
+        "local" => "the local file only",
+        s => s,
+    };
+    let _ = writeln!(
+        o,
+        "configuration: {source} (ETag {}, from {}, fetched {}); last fetch {}: {}{}",
+        c["etag"].as_str().unwrap_or("-"),
+        c["from"].as_str().unwrap_or("-"),
+        c["fetched_at"].as_str().unwrap_or("-"),
+        c["last_fetch_at"].as_str().unwrap_or("never"),
+        c["last_result"].as_str().unwrap_or("-"),
+        if r["restart_needed"].as_bool() == Some(true) {
+            "; settings beyond the PAC apply at the next start"
+        } else {
+            ""
+        }
+    );
+    if let Some(e) = c["last_error"].as_str() {
+        let _ = writeln!(o, "  why: {e}");
+    }
+    let p = &r["pac"];
+    if !p.is_null() {
+        let _ = writeln!(
+            o,
+            "PAC: {} (administrator's ETag {}, from {}); last fetch {}: {}",
+            if r["pac_source"] == "gateway" {
+                "the administrator's, from the gateway"
+            } else {
+                "generated (no acceptable administrator PAC yet)"
+            },
+            p["etag"].as_str().unwrap_or("-"),
+            p["from"].as_str().unwrap_or("-"),
+            p["last_fetch_at"].as_str().unwrap_or("never"),
+            p["last_result"].as_str().unwrap_or("-"),
+        );
+        if let Some(e) = p["last_error"].as_str() {
+            let _ = writeln!(o, "  why: {e}");
+        }
+    }
+}
+
 /// Renders the status JSON as a human-readable report.
 pub fn render(json: &str) -> anyhow::Result<String> {
     use std::fmt::Write as _;
@@ -134,6 +185,7 @@ pub fn render(json: &str) -> anyhow::Result<String> {
     } else {
         let _ = writeln!(o, "network: no on-premise indicator configured");
     }
+    remote_lines(&mut o, &v["remote"]);
     for s in v["slots"].as_array().into_iter().flatten() {
         let gws: Vec<&str> = s["gateways"]
             .as_array()

@@ -43,6 +43,8 @@ struct Raw {
     #[serde(default)]
     tray: RawTray,
     #[serde(default)]
+    remote: super::remote::RawRemote,
+    #[serde(default)]
     update: RawUpdate,
 }
 
@@ -136,6 +138,7 @@ struct RawPac {
     fail_open: Option<bool>,
     max_age: Option<String>,
     on_premise: Option<RawOnPremise>,
+    source: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -363,6 +366,8 @@ pub struct PacSettings {
     pub spec: msc_pac::PacSpec,
     /// `Cache-Control: max-age` of the served PAC.
     pub max_age: Duration,
+    /// `pac.source`: the generated PAC or the administrator's (docs/fleet.md).
+    pub source: super::remote::PacSource,
 }
 
 /// How `msc watchdog` supervises the client (`[watchdog]`).
@@ -422,6 +427,8 @@ pub struct ClientConfig {
     pub tray_hidden: bool,
     /// `[update]`: signed code updates, if enabled.
     pub update: Option<UpdateSettings>,
+    /// `[remote]`: configuration from the gateway (docs/fleet.md).
+    pub remote: super::remote::RemoteSettings,
 }
 
 impl ClientConfig {
@@ -607,6 +614,7 @@ fn validate(file: &Path, raw: Raw) -> Result<ClientConfig, ConfigError> {
     }
     let fail_open = raw.pac.fail_open.unwrap_or(true);
     let max_age = c.duration_or("pac.max_age", &raw.pac.max_age, Duration::from_secs(300))?;
+    let pac_source = super::remote::pac_source(&c, raw.pac.source.as_deref())?;
     let mut on_premise = None;
     let mut pac_premise = None;
     if let Some(op) = raw.pac.on_premise {
@@ -753,6 +761,13 @@ fn validate(file: &Path, raw: Raw) -> Result<ClientConfig, ConfigError> {
         t => t,
     };
     let update = update_settings(&c, raw.update)?;
+    let remote = super::remote::validate(&c, raw.remote)?;
+    if pac_source == super::remote::PacSource::Gateway && !remote.enabled {
+        return Err(c.err(
+            "pac.source",
+            "\"gateway\" needs remote.enabled = true (the administrator's PAC comes from the gateway)",
+        ));
+    }
     Ok(ClientConfig {
         file: file.to_path_buf(),
         update,
@@ -764,7 +779,11 @@ fn validate(file: &Path, raw: Raw) -> Result<ClientConfig, ConfigError> {
         timeouts,
         servers,
         control,
-        pac: PacSettings { spec, max_age },
+        pac: PacSettings {
+            spec,
+            max_age,
+            source: pac_source,
+        },
         on_premise,
         fail_open,
         access_log,
@@ -779,6 +798,7 @@ fn validate(file: &Path, raw: Raw) -> Result<ClientConfig, ConfigError> {
         trusted,
         disable,
         tray_hidden: raw.tray.hidden.unwrap_or(false),
+        remote,
     })
 }
 

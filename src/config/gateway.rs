@@ -32,6 +32,7 @@ struct Raw {
     probe: RawProbe,
     #[serde(default)]
     limits: RawLimits,
+    profiles: Option<crate::gateway::profiles::RawProfiles>,
     #[serde(default)]
     releases: RawReleases,
 }
@@ -165,6 +166,9 @@ pub struct GatewayConfig {
     pub limits: GatewayLimits,
     /// `releases.dir`: the signed release served to clients (`msc release sign --out`).
     pub releases_dir: Option<PathBuf>,
+    /// `[profiles]`: configuration documents per identity and the
+    /// administrator's PAC (docs/fleet.md).
+    pub profiles: Option<crate::gateway::profiles::ProfileSettings>,
 }
 
 /// Flood limits, each per worker thread (so the data path stays lock-free).
@@ -231,6 +235,10 @@ fn validate(file: &Path, raw: Raw) -> Result<GatewayConfig, ConfigError> {
     };
     let driver = c.driver(raw.runtime.driver.as_deref())?;
     let runtime_dir = c.runtime_dir(raw.runtime.dir.as_deref())?;
+    let profiles = match raw.profiles {
+        Some(p) => Some(crate::gateway::profiles::validate(&c, p, &tls)?),
+        None => None,
+    };
     let releases_dir = match raw.releases.dir.as_deref().map(str::trim) {
         None => None,
         Some("") => return Err(c.err("releases.dir", "must not be empty (omit it to serve no releases)")),
@@ -261,6 +269,7 @@ fn validate(file: &Path, raw: Raw) -> Result<GatewayConfig, ConfigError> {
         probe_delay,
         limits,
         releases_dir,
+        profiles,
     })
 }
 

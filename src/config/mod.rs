@@ -5,6 +5,7 @@
 pub mod client;
 pub mod enforce;
 pub mod gateway;
+pub mod remote;
 
 use std::fmt;
 use std::net::SocketAddr;

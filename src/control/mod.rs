@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod page;
 pub mod premise;
 pub mod probe;
+pub mod remote;
 pub mod socket;
 pub mod state;
 pub mod update;
@@ -116,6 +117,8 @@ pub struct State {
     cert: Option<msc_tls::certs::CertSummary>,
     /// Signed code updates: the running release and the last check.
     update: update::UpdateStatus,
+    /// Configuration and PAC from the gateway (`None`: `[remote]` disabled).
+    remote: Option<remote::Remote>,
 }
 
 /// The control API's own figures.
@@ -270,6 +273,8 @@ pub struct Status {
     pub summary: Summary,
     /// Signed code updates: running version, last check and result, last rollback.
     pub update: update::UpdateStatus,
+    /// Configuration from the gateway (`null` unless `[remote]` is enabled).
+    pub remote: Option<remote::RemoteStatus>,
 }
 
 impl State {
@@ -362,6 +367,7 @@ impl State {
             certificate: self.cert.as_ref().map(|c| CertStatus::new(c, SystemTime::now())),
             summary: Summary::default(),
             update: self.update.clone(),
+            remote: self.remote.as_ref().map(remote::Remote::status),
         };
         let (state, reason) = page::state_label(&status);
         status.summary = Summary { state, reason };
@@ -1007,6 +1013,7 @@ async fn run(inputs: Inputs, listener: std::net::TcpListener, ch: Channels, read
         counters: Counters::new(n_gateways, workers),
         cert,
         update: update_status,
+        remote: None,
     }));
     state.borrow_mut().publish();
 
@@ -1074,6 +1081,7 @@ async fn run(inputs: Inputs, listener: std::net::TcpListener, ch: Channels, read
         });
     }
     start_probing(&state, &stop);
+    remote::start(&state, &stop);
     feed_systemd_watchdog(&state, &stop);
     update::start(&state, &stop);
     let _ = ready.send(Ok(()));

@@ -450,10 +450,58 @@ pub fn render(status: &Status, history: &History, now: SystemTime) -> String {
         }
         None => o.push_str(r#"<p id="certificate">The client certificate could not be read.</p>"#),
     }
+    if let Some(r) = &status.remote {
+        remote_section(&mut o, r);
+    }
     o.push_str(
         r#"<p class="muted">Read-only. Machine-readable: <a href="/status">/status</a> (JSON), <a href="/metrics">/metrics</a> (Prometheus).</p></main></body></html>"#,
     );
     o
+}
+
+/// Configuration from the gateway (docs/fleet.md).
+fn remote_section(o: &mut String, r: &super::remote::RemoteStatus) {
+    use super::remote::Source;
+    o.push_str(r#"<h2>Configuration from the gateway</h2><table id="remote">"#);
+    let source = match r.source {
+        Source::Gateway => "from the gateway",
+        Source::Cache => "the cached gateway document (the gateway was not reachable at start)",
+        Source::Local => "the local file only",
+    };
+    row(o, "configuration", source);
+    let doc = |o: &mut String, what: &str, d: &super::remote::DocStatus| {
+        row(
+            o,
+            &format!("{what} in use"),
+            &format!(
+                "ETag {} from {} ({})",
+                d.etag.as_deref().unwrap_or("-"),
+                d.from.as_deref().unwrap_or("-"),
+                d.fetched_at.as_deref().unwrap_or("-")
+            ),
+        );
+        row(
+            o,
+            &format!("{what}: last fetch"),
+            &format!(
+                "{} ({})",
+                d.last_result.unwrap_or("none yet"),
+                d.last_fetch_at.as_deref().unwrap_or("-")
+            ),
+        );
+        if let Some(e) = &d.last_error {
+            row(o, &format!("{what}: last error"), e);
+        }
+    };
+    doc(o, "document", &r.config);
+    row(o, "PAC served", r.pac_source);
+    if let Some(p) = &r.pac {
+        doc(o, "administrator PAC", p);
+    }
+    if r.restart_needed {
+        row(o, "pending", "settings beyond the PAC apply at the next start");
+    }
+    o.push_str("</table>");
 }
 
 #[cfg(test)]

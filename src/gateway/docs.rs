@@ -108,12 +108,15 @@ impl Docs {
 }
 
 /// The providers a gateway with `cfg` serves.
-pub fn for_gateway(cfg: &crate::config::gateway::GatewayConfig) -> Docs {
+pub fn for_gateway(cfg: &crate::config::gateway::GatewayConfig) -> std::io::Result<Docs> {
     let mut docs = Docs::default();
+    if let Some(p) = &cfg.profiles {
+        docs.add(Arc::new(super::profiles::Profiles::start(p)?));
+    }
     if let Some(dir) = &cfg.releases_dir {
         docs.add(Arc::new(super::releases::Releases::new(dir.clone())));
     }
-    docs
+    Ok(docs)
 }
 
 /// Whether an `If-None-Match` value names `etag` (RFC 9110 13.1.2: a list

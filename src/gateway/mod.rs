@@ -5,6 +5,7 @@
 
 pub mod admit;
 pub mod docs;
+pub mod profiles;
 pub mod releases;
 pub mod tickets;
 
@@ -82,7 +83,12 @@ impl GatewayShared {
                 probe_delay: cfg.probe_delay,
                 route: None,
                 request_limits: msc_io::head::Limits::RELAYED,
-                docs: Some(Arc::new(docs::for_gateway(cfg))),
+                docs: Some(Arc::new(docs::for_gateway(cfg).map_err(|e| {
+                    msc_tls::SetupError::File {
+                        path: cfg.file.clone(),
+                        reason: format!("cannot start serving the profiles: {e}"),
+                    }
+                })?)),
             }),
         })
     }

@@ -1024,3 +1024,53 @@ pub fn browser_output(cmd: &mut Command) -> std::process::Output {
     }
     out
 }
+
+impl Env {
+    /// Issues a client certificate for `user` (`user@example.com`) from the
+    /// test CA into `NAME.pem` / `NAME-key.pem`.
+    pub fn issue_client(&self, name: &str, user: &str) {
+        let ca = msc_tls::pki::Ca::from_pem(
+            &std::fs::read_to_string(self.path("ca.pem")).unwrap(),
+            &std::fs::read_to_string(self.path("ca-key.pem")).unwrap(),
+        )
+        .unwrap();
+        let c = ca
+            .issue_client(
+                user,
+                Some(&format!("{user}@example.com")),
+                msc_tls::pki::Validity::days(1),
+            )
+            .unwrap();
+        self.write(&format!("{name}.pem"), &c.cert_pem);
+        self.write(&format!("{name}-key.pem"), &c.key_pem);
+    }
+}
+
+/// The PAC a client serves (`GET /proxy.pac` on its control API).
+pub fn served_pac(ctl: SocketAddr) -> String {
+    let (status, head, body) = exchange(
+        ctl,
+        b"GET /proxy.pac HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 200, "{head}");
+    String::from_utf8(body).unwrap()
+}
+
+/// What pactester (Debian `libpacparser1`) says `pac` returns for `url`;
+/// fails clearly when pactester is missing or reports a script error.
+pub fn pactester(pac: &str, url: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("proxy.pac");
+    std::fs::write(&f, pac).unwrap();
+    let out = Command::new("pactester")
+        .args(["-p", f.to_str().unwrap(), "-u", url])
+        .output()
+        .unwrap_or_else(|e| panic!("pactester not found ({e}): apt-get install libpacparser1 (test.sh installs it)"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.trim().is_empty(),
+        "pactester failed ({}): {stderr}\n{pac}",
+        out.status
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
