@@ -156,7 +156,7 @@ enum Cmd {
         #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
         interval: std::time::Duration,
     },
-    /// Signed code updates: make the signing key, sign a release (docs/fleet-releases.md).
+    /// Signed code updates: make the signing key, sign a release (docs/fleet.md#releases-and-keys).
     Release {
         #[command(subcommand)]
         cmd: ReleaseCmd,

@@ -1,5 +1,5 @@
 //! `msc release keygen` and `msc release sign`: the administrator's side of
-//! signed code updates (see [`crate::release`] and docs/fleet-releases.md).
+//! signed code updates (see [`crate::release`] and docs/fleet.md#releases-and-keys).
 
 use std::fs;
 use std::io::Write as _;

@@ -58,7 +58,7 @@ struct RawUpdate {
     trial: Option<String>,
 }
 
-/// Signed code updates (`[update]`, docs/fleet-releases.md).
+/// Signed code updates (`[update]`, docs/fleet.md#releases-and-keys).
 #[derive(Clone, Debug)]
 pub struct UpdateSettings {
     /// The pinned Ed25519 public key releases must be signed with.
