@@ -9,6 +9,19 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
+# cargo-deb builds the .deb (packaging/test-package.sh); installed once per
+# machine: about 3 minutes of compilation on 2 cores, then cached in
+# ~/.cargo/bin. It compiles in the background while apt downloads and
+# unpacks (mostly waiting on the network and the disk).
+# (It needs a C compiler; without one it runs after apt installed gcc.)
+deb_pid=""
+if ! command -v cargo-deb >/dev/null && command -v cc >/dev/null; then
+  deb_log=$(mktemp)
+  deb_start=$(date +%s)
+  cargo install cargo-deb --locked --quiet >"$deb_log" 2>&1 &
+  deb_pid=$!
+fi
+
 need=()
 command -v curl >/dev/null || need+=(curl)
 command -v pactester >/dev/null || need+=(libpacparser1)
@@ -70,15 +83,25 @@ if [ -n "$prom_pip" ]; then
   python3 -m pip install --quiet prometheus_client
 fi
 
-# cargo-deb builds the .deb; installed once per machine (about 3 minutes of
-# compilation on 2 cores, then cached in ~/.cargo/bin).
-if ! command -v cargo-deb >/dev/null; then
+# cargo-deb (started above, compiled while apt worked).
+if [ -n "$deb_pid" ]; then
+  if ! wait "$deb_pid"; then
+    cat "$deb_log" >&2
+    echo "cargo install cargo-deb failed" >&2
+    exit 1
+  fi
+  echo "cargo install cargo-deb: $(( $(date +%s) - deb_start )) s (beside apt)"
+elif ! command -v cargo-deb >/dev/null; then
   start=$(date +%s)
   cargo install cargo-deb --locked --quiet
   echo "cargo install cargo-deb: $(( $(date +%s) - start )) s"
 fi
 
+echo "== $(date -u +%T) cargo test --workspace (io_uring)"
 cargo test --workspace
+echo "== $(date -u +%T) cargo test --workspace (epoll)"
 MONOIO_FORCE_LEGACY_DRIVER=1 cargo test --workspace
 # The package, from the binary the tests just built (no I/O driver involved: once).
+echo "== $(date -u +%T) packaging/test-package.sh"
 bash packaging/test-package.sh target/debug/msc
+echo "== $(date -u +%T) done"
