@@ -1,10 +1,13 @@
 //! Signed code updates end to end: keys from `msc release keygen`, releases
 //! signed with `msc release sign`, a real gateway serving them over mutual
 //! TLS, a real client checking every 200 ms, under a real `msc watchdog`
-//! where an install (and a rollback) happens.
+//! where an install (and a rollback) happens; and the same under systemd:
+//! `msc launch` run by a stand-in for systemd (`Restart=always`) with the
+//! agent (`msc watchdog` following the service manager) beside it.
 #![allow(
     clippy::disallowed_methods,
-    reason = "test code: bounded polling of child processes, off any runtime"
+    clippy::disallowed_types,
+    reason = "test code: bounded polling of child processes, off any runtime; the stand-in supervisor's pid list is shared with its thread"
 )]
 
 mod common;
@@ -346,4 +349,326 @@ fn release_tools_refuse_bad_input_with_a_reason() {
     let (ok, err) = sign(&env.p("k.pem"), "1.0.0", &env.p("missing"));
     assert!(!ok && err.contains("cannot read"), "{err}");
     assert!(!env.path("rel/manifest.json").exists(), "nothing signed");
+}
+
+/// A copy of this msc at `to` (a hard link when it can be: same bytes, and
+/// `/proc/PID/exe` names the path it was started by).
+fn install_copy(to: &Path) {
+    std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+    if std::fs::hard_link(MSC, to).is_err() {
+        std::fs::copy(MSC, to).unwrap();
+    }
+}
+
+/// Records `path` as the current release `version` in `dir`'s state.json.
+fn record_current(dir: &Path, version: &str, path: &Path) {
+    let st = msc::release::State {
+        current: Some(msc::release::Installed {
+            version: version.into(),
+            path: path.to_path_buf(),
+        }),
+        ..Default::default()
+    };
+    st.save(dir).unwrap();
+}
+
+fn point_current(dir: &Path, target: &Path) {
+    let link = dir.join("current");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(target, link).unwrap();
+}
+
+#[test]
+fn the_launcher_runs_the_installed_release_only_when_it_is_valid() {
+    let env = Env::new();
+    let public = keygen(&env, "release-key.pem");
+    let (_g, gw) = env.gateway_at("gateway", "127.0.0.1:0", "");
+    let control = free_port();
+    let cfg = update_client(&env, gw, &public, control, "10s");
+    let ctl: SocketAddr = format!("127.0.0.1:{control}").parse().unwrap();
+    let dir = env.path("installed");
+    let msc = std::fs::canonicalize(MSC).unwrap();
+    // One launch: which binary runs (by /proc/PID/exe, same pid as the
+    // launcher: it execs) and what the launcher said.
+    let launch = |name: &str| {
+        let p = Proc::start(&["launch", "--config", cfg.to_str().unwrap()], env.dir.path(), name);
+        let exe = exe(p.child.id());
+        let version = status(ctl)["update"]["running_version"].as_str().unwrap().to_owned();
+        let log = p.stderr();
+        drop(p);
+        (exe, version, log)
+    };
+
+    let (e, v, log) = launch("launch-missing");
+    assert_eq!((e, v.as_str()), (msc.clone(), BUILD));
+    assert!(log.contains("launch: no release installed"), "{log}");
+    assert!(
+        log.contains(&format!("; running {MSC}")) || log.contains("; running /"),
+        "{log}"
+    );
+
+    let installed = dir.join("msc-99.0.0");
+    install_copy(&installed);
+    record_current(&dir, "99.0.0", &installed);
+    point_current(&dir, &installed);
+    let (e, v, log) = launch("launch-valid");
+    assert_eq!(e, installed, "{log}");
+    assert_eq!(v, "99.0.0");
+    assert!(log.contains("launch: starting release 99.0.0"), "{log}");
+
+    point_current(&dir, &dir.join("msc-gone"));
+    let (e, v, log) = launch("launch-dangling");
+    assert_eq!((e, v.as_str()), (msc.clone(), BUILD));
+    assert!(log.contains("current is dangling"), "{log}");
+
+    point_current(&dir, &msc);
+    let (e, _, log) = launch("launch-outside");
+    assert_eq!(e, msc);
+    assert!(log.contains("outside the install directory"), "{log}");
+
+    let other = dir.join("msc-98.0.0");
+    install_copy(&other);
+    point_current(&dir, &other);
+    let (e, v, log) = launch("launch-unrecorded");
+    assert_eq!((e, v.as_str()), (msc.clone(), BUILD));
+    assert!(log.contains("is not the current release recorded in"), "{log}");
+}
+
+/// The stand-in for systemd, which cannot run as PID 1 here: it runs
+/// msc.service's `ExecStart=msc launch --config FILE` with the variables
+/// systemd sets, and, like `Restart=always` with a short `RestartSec=`,
+/// starts it again whenever it exits (at most `RESTARTS` times).
+struct StandIn {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pids: std::sync::Arc<std::sync::Mutex<Vec<u32>>>,
+    stderr: PathBuf,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StandIn {
+    const RESTARTS: usize = 8;
+
+    fn start(env: &Env, cfg: &Path) -> StandIn {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let pids = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stderr = env.path("service.stderr");
+        let (s, p, e, dir, cfg) = (
+            stop.clone(),
+            pids.clone(),
+            stderr.clone(),
+            env.dir.path().to_path_buf(),
+            cfg.to_path_buf(),
+        );
+        let thread = std::thread::spawn(move || {
+            for _ in 0..=Self::RESTARTS {
+                let log = std::fs::OpenOptions::new().create(true).append(true).open(&e).unwrap();
+                let mut child = Command::new(MSC)
+                    .args(["launch", "--config", cfg.to_str().unwrap()])
+                    .current_dir(&dir)
+                    .env("XDG_RUNTIME_DIR", runtime_dir(&dir))
+                    .env_remove("RUNTIME_DIRECTORY")
+                    .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/msc-test-bus")
+                    .env("INVOCATION_ID", "0123456789abcdef0123456789abcdef")
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(log)
+                    .spawn()
+                    .unwrap();
+                p.lock().unwrap().push(child.id());
+                loop {
+                    if s.load(Ordering::SeqCst) {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        return;
+                    }
+                    if let Ok(Some(_)) = child.try_wait() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                // RestartSec=, shortened.
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        StandIn {
+            stop,
+            pids,
+            stderr,
+            thread: Some(thread),
+        }
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        self.pids.lock().unwrap().clone()
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    fn wait_stderr(&self, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let s = self.stderr();
+            if s.contains(needle) {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "no '{needle}' in the service's log:\n{s}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let log = self.stderr();
+        if !std::thread::panicking() && log.contains("panicked") {
+            panic!("the service logged a panic:\n{log}");
+        }
+    }
+}
+
+/// `msc watchdog` as msc-watchdog.service runs it: systemd's variables set,
+/// following the service manager; returns it and its notify socket.
+fn start_agent(env: &Env, cfg: &Path) -> (Proc, std::os::unix::net::UnixDatagram) {
+    let sock_path = env.path("agent-notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    let root = env.path("root");
+    let agent = Proc::start_env(
+        &[
+            "watchdog",
+            "--supervise",
+            "no",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--root",
+            root.to_str().unwrap(),
+        ],
+        env.dir.path(),
+        "agent",
+        &[
+            ("INVOCATION_ID", "fedcba9876543210fedcba9876543210"),
+            ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
+        ],
+    );
+    sock.set_read_timeout(Some(WAIT)).unwrap();
+    let mut buf = [0u8; 512];
+    let n = sock.recv(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
+    (agent, sock)
+}
+
+#[test]
+fn under_systemd_a_good_release_is_installed_launched_and_confirmed() {
+    let env = Env::new();
+    let public = keygen(&env, "release-key.pem");
+    sign(&env, "release-key.pem", "99.0.0", Path::new(MSC));
+    let (_g, gw) = env.gateway_at("gateway", "127.0.0.1:0", "[releases]\ndir = \"rel\"\n");
+    let control = free_port();
+    let cfg = update_client(&env, gw, &public, control, "10s");
+    let ctl: SocketAddr = format!("127.0.0.1:{control}").parse().unwrap();
+    let (agent, _sock) = start_agent(&env, &cfg);
+    let service = StandIn::start(&env, &cfg);
+
+    poll_status(ctl, "release 99.0.0 running", |v| {
+        v["update"]["running_version"] == "99.0.0"
+    });
+    agent.wait_stderr("release 99.0.0 passed its health check: update complete");
+    let log = service.wait_stderr("launch: starting release 99.0.0");
+    assert!(log.contains("launch: no release installed"), "{log}");
+    assert!(log.contains("update: installed release 99.0.0"), "{log}");
+    assert!(log.contains("on trial"), "{log}");
+    let installed = std::fs::canonicalize(env.path("installed/msc-99.0.0")).unwrap();
+    let pids = service.pids();
+    assert_eq!(pids.len(), 2, "one restart, into the new release: {pids:?}");
+    assert_eq!(exe(pids[1]), installed, "the service runs the installed release");
+    assert_eq!(
+        msc::release::launched_pid(&env.path("installed")),
+        Some(pids[1]),
+        "the client holds the launch lock"
+    );
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.path("installed/state.json")).unwrap()).unwrap();
+    assert_eq!(state["trial"], false);
+    assert_eq!(state["previous"]["version"], BUILD);
+    assert!(!agent.stderr().contains("rolled back"));
+}
+
+#[test]
+fn under_systemd_a_release_that_never_becomes_healthy_is_rolled_back_in_time() {
+    let env = Env::new();
+    let public = keygen(&env, "release-key.pem");
+    let broken = env.path("broken-msc");
+    std::fs::write(&broken, b"#!/bin/sh\nexec sleep 60\n").unwrap();
+    sign(&env, "release-key.pem", "99.0.0", &broken);
+    let (_g, gw) = env.gateway_at("gateway", "127.0.0.1:0", "[releases]\ndir = \"rel\"\n");
+    let control = free_port();
+    let trial = Duration::from_secs(2);
+    let cfg = update_client(&env, gw, &public, control, "2s");
+    let ctl: SocketAddr = format!("127.0.0.1:{control}").parse().unwrap();
+    let (agent, _sock) = start_agent(&env, &cfg);
+    let service = StandIn::start(&env, &cfg);
+
+    agent.wait_stderr("release 99.0.0 is on trial");
+    let t0 = Instant::now();
+    let log = agent.wait_stderr("watchdog: rolled back release 99.0.0 to");
+    let took = t0.elapsed();
+    assert!(took < trial + Duration::from_secs(2), "rolled back after {took:?}");
+    assert!(
+        log.contains(&format!("rolled back release 99.0.0 to {BUILD}: pid")),
+        "{log}"
+    );
+    assert!(log.contains("did not pass its health check within 2s"), "{log}");
+    eprintln!("rollback {took:?} after the trial began (bound {trial:?})");
+    let sleeper = service.pids()[1];
+    agent.wait_stderr(&format!("stopped the client (pid {sleeper})"));
+
+    let v = poll_status(ctl, "the rollback reported", |v| {
+        !v["update"]["last_rollback"].is_null()
+    });
+    assert_eq!(v["update"]["last_rollback"]["from"], "99.0.0");
+    assert_eq!(v["update"]["running_version"], BUILD);
+    let msc = std::fs::canonicalize(MSC).unwrap();
+    let pids = service.pids();
+    assert_eq!(pids.len(), 3, "{pids:?}");
+    assert_eq!(exe(pids[2]), msc, "the previous binary runs again");
+    assert!(!alive(sleeper));
+    assert_eq!(std::fs::canonicalize(env.path("installed/current")).unwrap(), msc);
+    // The rolled-back release is not installed again.
+    service.wait_stderr("release 99.0.0 was rolled back here");
+    assert_eq!(service.pids().len(), 3);
+}
+
+#[test]
+fn under_systemd_a_crash_looping_release_is_rolled_back_at_its_second_start() {
+    let env = Env::new();
+    let public = keygen(&env, "release-key.pem");
+    let broken = env.path("broken-msc");
+    std::fs::write(&broken, b"#!/bin/sh\necho 'this release crashes' >&2\nexit 70\n").unwrap();
+    sign(&env, "release-key.pem", "99.0.0", &broken);
+    let (_g, gw) = env.gateway_at("gateway", "127.0.0.1:0", "[releases]\ndir = \"rel\"\n");
+    let control = free_port();
+    // A long trial: the crash loop, not the agent's deadline, ends it.
+    let cfg = update_client(&env, gw, &public, control, "60s");
+    let ctl: SocketAddr = format!("127.0.0.1:{control}").parse().unwrap();
+    let service = StandIn::start(&env, &cfg);
+
+    let log = service.wait_stderr("watchdog: rolled back release 99.0.0 to");
+    assert!(log.contains("this release crashes"), "{log}");
+    assert!(
+        log.contains("release 99.0.0 stopped before passing its health check (started 1 time(s) on trial"),
+        "{log}"
+    );
+    let v = poll_status(ctl, "the previous release back", |v| {
+        !v["update"]["last_rollback"].is_null()
+    });
+    assert_eq!(v["update"]["running_version"], BUILD);
+    let pids = service.pids();
+    assert_eq!(pids.len(), 3, "installer, crashed release, previous release: {pids:?}");
+    assert_eq!(exe(pids[2]), std::fs::canonicalize(MSC).unwrap());
 }

@@ -14,6 +14,7 @@
 
 pub mod enforce;
 pub mod instance;
+pub mod launch;
 pub mod session;
 pub mod systemd;
 pub mod tray;

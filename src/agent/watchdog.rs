@@ -18,8 +18,12 @@
 //!   status.
 //!
 //! Under systemd (the packaged units) the service manager does this itself
-//! (`Restart=always`, `WatchdogSec=` fed by the control plane) and the
-//! watchdog only runs the agent's periodic tasks ([`super::AgentTask`]).
+//! (`Restart=always`, `WatchdogSec=` fed by the control plane; the unit runs
+//! `msc launch`, which execs `current`, see [`super::launch`]) and the
+//! watchdog runs the agent's periodic tasks ([`super::AgentTask`]) and
+//! follows a release on trial: it confirms it once it answers `GET /health`,
+//! or rolls it back after `update.trial` and stops the client (SIGTERM to
+//! the pid in the launch lock) so that systemd restarts the previous one.
 //!
 //! The child gets `MSC_SUPERVISOR_PID` and asks the kernel for SIGTERM when
 //! its parent dies, so a killed watchdog never leaves an orphan client behind
@@ -27,7 +31,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -190,14 +194,7 @@ pub fn run(opts: Options, tasks: Vec<Box<dyn super::AgentTask>>) -> anyhow::Resu
         );
         supervise_loop(&opts, &tx, &rx)?
     } else {
-        tracing::info!("watchdog: the service manager supervises the client; running the agent tasks only");
-        loop {
-            match rx.recv() {
-                Ok(Event::Signal(s)) if s == SIGTERM || s == SIGINT => break,
-                Ok(_) => {}
-                Err(_) => break,
-            }
-        }
+        follow_loop(&opts, &rx);
         std::process::ExitCode::SUCCESS
     };
     drop(tasks_stop);
@@ -442,12 +439,18 @@ fn program(opts: &Options) -> (PathBuf, Option<(String, Instant)>) {
 
 /// A release on trial answered its health check: the update is complete.
 fn confirm_release(opts: &Options, version: &str) {
-    let Some(u) = &opts.cfg.update else { return };
-    match crate::release::confirm(&u.install_dir) {
+    if let Some(u) = &opts.cfg.update {
+        confirm_release_in(&u.install_dir, version);
+    }
+}
+
+/// Ends the trial of `version` in `dir` (both supervisors).
+pub fn confirm_release_in(dir: &Path, version: &str) {
+    match crate::release::confirm(dir) {
         Ok(()) => tracing::info!("watchdog: release {version} passed its health check: update complete"),
         Err(e) => tracing::error!(
             "watchdog: release {version} is healthy but {} cannot be updated: {e}",
-            u.install_dir.join(crate::release::STATE).display()
+            dir.join(crate::release::STATE).display()
         ),
     }
 }
@@ -455,8 +458,15 @@ fn confirm_release(opts: &Options, version: &str) {
 /// A release on trial failed: point `current` back at the previous one
 /// and record why (the client reports it in its status).
 fn roll_back(opts: &Options, version: &str, cause: &str) {
-    let Some(u) = &opts.cfg.update else { return };
-    match crate::release::roll_back(&u.install_dir, cause) {
+    if let Some(u) = &opts.cfg.update {
+        roll_back_release(&u.install_dir, version, cause);
+    }
+}
+
+/// Rolls `dir` back from `version` (this watchdog, the agent beside
+/// systemd, and `msc launch`): one log line, the rollback in `state.json`.
+pub fn roll_back_release(dir: &Path, version: &str, cause: &str) {
+    match crate::release::roll_back(dir, cause) {
         Ok(Some(rb)) => tracing::error!(
             "watchdog: rolled back release {} to {}: {}; restarting the previous release",
             rb.from,
@@ -466,6 +476,113 @@ fn roll_back(opts: &Options, version: &str, cause: &str) {
         Ok(None) => tracing::error!("watchdog: release {version} failed ({cause}) and there is no previous release"),
         Err(e) => tracing::error!("watchdog: release {version} failed ({cause}) and the rollback failed: {e}"),
     }
+}
+
+/// Under systemd: wait for SIGTERM/SIGINT while following a release on
+/// trial (the agent tasks run on their own thread).
+fn follow_loop(opts: &Options, rx: &mpsc::Receiver<Event>) {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    tracing::info!("watchdog: the service manager supervises the client; running the agent tasks only");
+    if let Some(u) = &opts.cfg.update {
+        tracing::info!(
+            "watchdog: following releases on trial in {} (health within {:?})",
+            u.install_dir.display(),
+            u.trial
+        );
+    }
+    println!("msc watchdog ready: following the service manager");
+    let _ = std::io::stdout().flush();
+    let tick = opts.cfg.watchdog.health_interval.min(Duration::from_secs(1));
+    let mut trial: Option<SystemdTrial> = None;
+    loop {
+        match rx.recv_timeout(tick) {
+            Ok(Event::Signal(s)) if s == SIGTERM || s == SIGINT => return,
+            Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+        if let Some(u) = &opts.cfg.update {
+            follow_trial(opts, u, &mut trial);
+        }
+    }
+}
+
+/// A release on trial under systemd, as the agent follows it.
+struct SystemdTrial {
+    version: String,
+    path: PathBuf,
+    /// Rolled back unless healthy by then.
+    by: Instant,
+}
+
+/// One look at the install directory under systemd: a release on trial is
+/// confirmed once the client answering `GET /health` is that release (the
+/// one that installed it may still be stopping), or rolled back when
+/// `update.trial` passes first; the client is then stopped (SIGTERM to the
+/// pid in the launch lock) and systemd's `Restart=always` starts the
+/// launcher, which runs the previous release.
+fn follow_trial(opts: &Options, u: &crate::config::client::UpdateSettings, trial: &mut Option<SystemdTrial>) {
+    let dir = &u.install_dir;
+    let st = crate::release::State::load(dir);
+    let Some(cur) = st.current.filter(|_| st.trial) else {
+        *trial = None;
+        return;
+    };
+    if trial
+        .as_ref()
+        .is_none_or(|t| t.version != cur.version || t.path != cur.path)
+    {
+        tracing::info!(
+            "watchdog: release {} is on trial: it must pass its health check within {:?}",
+            cur.version,
+            u.trial
+        );
+        *trial = Some(SystemdTrial {
+            version: cur.version.clone(),
+            path: cur.path.clone(),
+            by: Instant::now() + u.trial,
+        });
+    }
+    let Some(t) = trial.as_ref() else { return };
+    let ctl = opts.cfg.control;
+    let healthy = check_health(ctl, opts.cfg.watchdog.health_timeout).is_ok()
+        && running_version(ctl).as_deref() == Some(t.version.as_str());
+    if healthy {
+        confirm_release_in(dir, &t.version);
+        *trial = None;
+        return;
+    }
+    if Instant::now() < t.by {
+        return;
+    }
+    let pid = crate::release::launched_pid(dir);
+    let who = pid.map_or_else(|| "the client".to_owned(), |p| format!("pid {p}"));
+    roll_back_release(
+        dir,
+        &t.version,
+        &format!("{who} did not pass its health check within {:?}", u.trial),
+    );
+    *trial = None;
+    match pid {
+        Some(p) => {
+            let res = rustix::process::Pid::from_raw(p.try_into().unwrap_or(0))
+                .ok_or(rustix::io::Errno::SRCH)
+                .and_then(|p| rustix::process::kill_process(p, rustix::process::Signal::TERM));
+            match res {
+                Ok(()) => tracing::info!("watchdog: stopped the client (pid {p}); the service manager restarts it"),
+                Err(e) => tracing::error!(
+                    "watchdog: cannot stop the client (pid {p}): {e}; it runs the previous release at its next start"
+                ),
+            }
+        }
+        None => tracing::warn!("watchdog: no launched client runs; it runs the previous release at its next start"),
+    }
+}
+
+/// The version of record the client at `ctl` reports (`GET /status`).
+fn running_version(ctl: SocketAddr) -> Option<String> {
+    let body = crate::cli::status::fetch(ctl).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    v["update"]["running_version"].as_str().map(str::to_owned)
 }
 
 fn spawn(

@@ -42,6 +42,12 @@ enum Cmd {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Exec the client (`msc run`) from the installed release (`update.install_dir/current`)
+    /// when it is valid, else from this binary: what the packaged service runs.
+    Launch {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Run a gateway: terminates mutual TLS and forwards to origins.
     Gateway {
         #[arg(long, short)]
@@ -323,6 +329,22 @@ pub fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cli.log))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if let Cmd::Launch { config } = &cli.cmd {
+        // Written at once: exec replaces the process, a queue would lose lines.
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .with_ansi(false)
+            .init();
+        return match crate::agent::launch::launch(config, &log_arg) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     // Log lines are written by a background thread: workers never block on stderr.
     let (writer, _guard) = log_queue(std::io::stderr());
     use std::io::IsTerminal;
@@ -496,6 +518,7 @@ fn run(cmd: Cmd, log: &str) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Launch { config } => crate::agent::launch::launch(&config, log),
         Cmd::Watchdog {
             config,
             supervise,

@@ -5,12 +5,14 @@
 //! that was rolled back here), downloads the artifact (at most the signed
 //! size), checks size and SHA-256, installs it beside the current binary
 //! ([`crate::release::install`]) and asks to be restarted into it: it stops
-//! itself, and `msc watchdog` starts `current`, now the new release.
+//! itself, and `msc watchdog` (or, under systemd, `Restart=always` and
+//! `msc launch`) starts `current`, now the new release.
 //!
-//! Installing needs `msc watchdog` as the supervisor (it runs `current` and
-//! rolls back a release that does not become healthy); a client run any
-//! other way (e.g. the packaged systemd service) only reports what it would
-//! install.
+//! Installing needs a supervisor that runs `current` and rolls back a
+//! release that does not become healthy: `msc watchdog`, or the packaged
+//! service's `msc launch` with the agent (`msc watchdog` beside systemd,
+//! [`crate::agent::launch`]); a client run any other way only reports what
+//! it would install.
 
 use std::cell::RefCell;
 use std::path::PathBuf;
@@ -249,9 +251,11 @@ async fn check(
             m.version, m.sha256
         ));
     }
-    if std::env::var_os(crate::agent::watchdog::SUPERVISOR_ENV).is_none() {
+    if std::env::var_os(crate::agent::watchdog::SUPERVISOR_ENV).is_none()
+        && std::env::var_os(crate::agent::launch::LAUNCHED_ENV).is_none()
+    {
         return Outcome::Nothing(format!(
-            "release {} is available and verified, but this client does not run under `msc watchdog`, which installs and rolls back releases: not installing",
+            "release {} is available and verified, but this client does not run under `msc watchdog` or `msc launch`, which run installed releases and roll them back: not installing",
             m.version
         ));
     }

@@ -39,6 +39,9 @@ pub const DOC_PREFIX: &str = "release/";
 pub const CURRENT: &str = "current";
 /// The state file in the install directory.
 pub const STATE: &str = "state.json";
+/// The lock `msc launch` holds (and hands to the client it execs) in the
+/// install directory: the holder's pid, for the agent that restarts it.
+pub const LAUNCH_LOCK: &str = "launch.lock";
 /// The largest manifest accepted.
 pub const MAX_MANIFEST: usize = 16 * 1024;
 /// The largest signature file accepted.
@@ -271,6 +274,11 @@ pub struct State {
     /// `current` was just installed and has not passed a health check yet.
     #[serde(default)]
     pub trial: bool,
+    /// How often `msc launch` started `current` during its trial: a second
+    /// start means the release stopped before passing its health check
+    /// (systemd restarted it), which ends in a rollback.
+    #[serde(default)]
+    pub trial_launches: u32,
     pub last_rollback: Option<Rollback>,
 }
 
@@ -359,6 +367,7 @@ pub fn install(dir: &Path, m: &Manifest, body: &[u8], running: Installed) -> std
         path: path.clone(),
     });
     st.trial = true;
+    st.trial_launches = 0;
     // The state first: a watchdog that starts `current` must know it is on trial.
     st.save(dir)?;
     switch_current(dir, &path)?;
@@ -396,6 +405,7 @@ pub fn roll_back(dir: &Path, reason: &str) -> std::io::Result<Option<Rollback>> 
     st.current = Some(prev);
     st.previous = None;
     st.trial = false;
+    st.trial_launches = 0;
     st.last_rollback = Some(rb.clone());
     st.save(dir)?;
     Ok(Some(rb))
@@ -406,9 +416,59 @@ pub fn confirm(dir: &Path) -> std::io::Result<()> {
     let mut st = State::load(dir);
     if st.trial {
         st.trial = false;
+        st.trial_launches = 0;
         st.save(dir)?;
     }
     Ok(())
+}
+
+/// The release `dir/current` names, if it may be run: `current` is a
+/// symlink to a file inside `dir` that `state.json` records as the current
+/// release. Returns its canonical path and the state; else why not (one line).
+pub fn launch_target(dir: &Path) -> Result<(PathBuf, State), String> {
+    let link = dir.join(CURRENT);
+    let target = fs::read_link(&link).map_err(|e| format!("no release installed ({}: {e})", link.display()))?;
+    let real = fs::canonicalize(&link)
+        .map_err(|e| format!("{} is dangling (-> {}: {e})", link.display(), target.display()))?;
+    let root = fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if !real.starts_with(&root) {
+        return Err(format!(
+            "{} points at {}, outside the install directory",
+            link.display(),
+            real.display()
+        ));
+    }
+    if !real.is_file() {
+        return Err(format!("{} is not a file", real.display()));
+    }
+    let st = State::load(dir);
+    let recorded = st
+        .current
+        .as_ref()
+        .and_then(|c| fs::canonicalize(&c.path).ok())
+        .is_some_and(|c| c == real);
+    if !recorded {
+        return Err(format!(
+            "{} is not the current release recorded in {}",
+            real.display(),
+            dir.join(STATE).display()
+        ));
+    }
+    Ok((real, st))
+}
+
+/// The pid of the client `msc launch` started from `dir`, while it runs (it
+/// holds [`LAUNCH_LOCK`]; a pid in a lock nobody holds is stale).
+pub fn launched_pid(dir: &Path) -> Option<u32> {
+    use std::io::Read as _;
+    let mut f = fs::File::open(dir.join(LAUNCH_LOCK)).ok()?;
+    match f.try_lock_shared() {
+        Err(fs::TryLockError::WouldBlock) => {}
+        _ => return None,
+    }
+    let mut s = String::new();
+    f.read_to_string(&mut s).ok()?;
+    s.trim().parse().ok()
 }
 
 #[cfg(test)]
