@@ -148,6 +148,39 @@ check "the msc user reads the private key" \
 check "another user cannot" \
     bash -c "! chroot '$R' setpriv --reuid=nobody --regid=nogroup --clear-groups cat /etc/msc/private/client-key.pem 2>/dev/null"
 
+# The packaged launcher (msc.service's ExecStart), as the service user: it
+# execs the release the updater recorded in the service's state directory.
+check "msc.service starts the client through msc launch" \
+    grep -q '^ExecStart=/usr/bin/msc launch --config /etc/msc/client.toml$' "$R/usr/lib/systemd/system/msc.service"
+check "msc.service has its state directory (update.install_dir)" \
+    grep -q '^StateDirectory=msc$' "$R/usr/lib/systemd/system/msc.service"
+rel="$R/var/lib/msc/releases"
+mkdir -p "$rel"
+printf '#!/bin/sh\necho "release 9.9.9 ran: $*"\n' >"$rel/msc-9.9.9"
+chmod 755 "$rel/msc-9.9.9"
+ln -s /var/lib/msc/releases/msc-9.9.9 "$rel/current"
+echo '{"current":{"version":"9.9.9","path":"/var/lib/msc/releases/msc-9.9.9"}}' >"$rel/state.json"
+chroot "$R" chown -R msc:msc /var/lib/msc
+touch "$R/etc/msc/launch-ca.pem" "$R/etc/msc/launch-client.pem"
+cat >"$R/etc/msc/launch-test.toml" <<'TOML'
+[tls]
+ca = "/etc/msc/launch-ca.pem"
+cert = "/etc/msc/launch-client.pem"
+key = "/etc/msc/private/client-key.pem"
+[[servers]]
+name = "gw"
+address = "gateway.example.com:443"
+http_port = 3128
+[update]
+enabled = true
+public_key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+install_dir = "/var/lib/msc/releases"
+TOML
+check "msc launch (user msc) execs the installed release" \
+    bash -c "chroot '$R' setpriv --reuid=msc --regid=msc --clear-groups msc launch --config /etc/msc/launch-test.toml 2>'$work/launch.log' \
+        | grep -q '^release 9.9.9 ran: --log info run --config /etc/msc/launch-test.toml$' || { cat '$work/launch.log' >&2; false; }"
+rm -f "$R/etc/msc/launch-test.toml" "$R/etc/msc/launch-ca.pem" "$R/etc/msc/launch-client.pem"
+
 # The administrator's configuration, with an uninstall warning of its own.
 sed 's/^warning = .*/warning = "ACME: call the help desk (ext. 4242) before removing msc"/' \
     "$R/etc/msc/client.toml.example" >"$R/etc/msc/client.toml"
@@ -191,6 +224,7 @@ check "the override still shows the warning" grep -q "call the help desk (ext. 4
 # 6. Purge removes everything the package created.
 DEBIAN_FRONTEND=noninteractive dpkg_r --purge msc </dev/null >"$work/purge.log" 2>&1 || { cat "$work/purge.log" >&2; fail "purge"; }
 check "purge: /etc/msc is gone" test ! -e "$R/etc/msc"
+check "purge: /var/lib/msc (installed releases) is gone" test ! -e "$R/var/lib/msc"
 check "purge: the msc user and group are gone" \
     bash -c "! grep -q '^msc:' '$R/etc/passwd' && ! grep -q '^msc:' '$R/etc/group' && ! grep -q '^msc:' '$R/etc/shadow'"
 check "purge: no unit symlink or enablement state left" \
