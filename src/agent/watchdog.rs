@@ -483,12 +483,21 @@ pub fn roll_back_release(dir: &Path, version: &str, cause: &str) {
 fn follow_loop(opts: &Options, rx: &mpsc::Receiver<Event>) {
     use signal_hook::consts::{SIGINT, SIGTERM};
     tracing::info!("watchdog: the service manager supervises the client; running the agent tasks only");
-    if let Some(u) = &opts.cfg.update {
-        tracing::info!(
-            "watchdog: following releases on trial in {} (health within {:?})",
-            u.install_dir.display(),
-            u.trial
-        );
+    let mut update = opts.cfg.update.as_ref();
+    if let Some(u) = update {
+        if opts.cfg.control.port() == 0 {
+            // No fixed address to ask: judging a trial would roll back a good release.
+            tracing::warn!(
+                "watchdog: control.listen has no fixed port: releases on trial are not judged here (a crash loop is still rolled back by `msc launch`)"
+            );
+            update = None;
+        } else {
+            tracing::info!(
+                "watchdog: following releases on trial in {} (health within {:?})",
+                u.install_dir.display(),
+                u.trial
+            );
+        }
     }
     println!("msc watchdog ready: following the service manager");
     let _ = std::io::stdout().flush();
@@ -500,7 +509,7 @@ fn follow_loop(opts: &Options, rx: &mpsc::Receiver<Event>) {
             Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
         }
-        if let Some(u) = &opts.cfg.update {
+        if let Some(u) = update {
             follow_trial(opts, u, &mut trial);
         }
     }

@@ -10,7 +10,9 @@
 //!   control plane checks them ([`crate::control::update`]) with the public
 //!   key pinned in its configuration and installs the artifact here.
 //! - `msc watchdog` runs `<install dir>/current` and rolls back to the
-//!   previous binary if a new one does not pass its health check in time.
+//!   previous binary if a new one does not pass its health check in time;
+//!   under systemd `msc launch` ([`crate::agent::launch`]) runs `current`
+//!   and the agent beside the client judges the trial.
 //!
 //! The version of record: a binary installed by the updater runs with the
 //! version its signed manifest names (kept in the state file, matched by the
