@@ -672,3 +672,47 @@ fn under_systemd_a_crash_looping_release_is_rolled_back_at_its_second_start() {
     assert_eq!(pids.len(), 3, "installer, crashed release, previous release: {pids:?}");
     assert_eq!(exe(pids[2]), std::fs::canonicalize(MSC).unwrap());
 }
+
+#[test]
+fn under_systemd_the_agent_confirms_only_the_release_on_trial_answering() {
+    let env = Env::new();
+    let public = keygen(&env, "release-key.pem");
+    let (_g, gw) = env.gateway_at("gateway", "127.0.0.1:0", "");
+    let control = free_port();
+    let cfg = update_client(&env, gw, &public, control, "1s");
+    // The client that installed a release still answers (it has not stopped
+    // yet, or the new one never came up): it is not the release on trial.
+    let (client, _) = env.client_from("client", &cfg);
+    let dir = env.path("installed");
+    let installed = dir.join("msc-99.0.0");
+    install_copy(&installed);
+    let st = msc::release::State {
+        current: Some(msc::release::Installed {
+            version: "99.0.0".into(),
+            path: installed.clone(),
+        }),
+        previous: Some(msc::release::Installed {
+            version: BUILD.into(),
+            path: std::fs::canonicalize(MSC).unwrap(),
+        }),
+        trial: true,
+        ..Default::default()
+    };
+    st.save(&dir).unwrap();
+    point_current(&dir, &installed);
+    let (agent, _sock) = start_agent(&env, &cfg);
+    let log = agent.wait_stderr("watchdog: rolled back release 99.0.0 to");
+    assert!(!log.contains("passed its health check"), "{log}");
+    assert!(
+        log.contains(&format!(
+            "rolled back release 99.0.0 to {BUILD}: the client did not pass its health check within 1s"
+        )),
+        "{log}"
+    );
+    agent.wait_stderr("no launched client runs");
+    assert_eq!(
+        std::fs::canonicalize(dir.join("current")).unwrap(),
+        std::fs::canonicalize(MSC).unwrap()
+    );
+    assert_eq!(status(client.control_addr())["update"]["running_version"], BUILD);
+}
