@@ -130,6 +130,13 @@ enum Cmd {
         #[command(flatten)]
         socket: SocketArgs,
     },
+    /// Have the running client re-read its configuration file (trusted
+    /// users; SIGHUP does the same). Exits non-zero with the reason if the
+    /// new configuration is rejected (the running one then stays).
+    Reload {
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
     /// Write a support bundle (.tar.gz): versions, OS, redacted config,
     /// certificate names and expiry, the running client's status, PAC and
     /// recent log lines. Never key material or secrets.
@@ -351,7 +358,7 @@ pub const DEFAULT_UNINSTALL_WARNING: &str = "Removing msc stops the security cli
 fn run(cmd: Cmd, log: &str) -> anyhow::Result<ExitCode> {
     match cmd {
         Cmd::Run { config } => {
-            let cfg = match ClientConfig::load(&config) {
+            let cfg = match crate::config::client::effective(&config) {
                 Ok(c) => c,
                 Err(e) => return Ok(config_error(e)),
             };
@@ -377,7 +384,11 @@ fn run(cmd: Cmd, log: &str) -> anyhow::Result<ExitCode> {
             crate::agent::systemd::ready(&format!("control http://{}/", client.control.addr));
             // Also in the log (and so in support bundles).
             tracing::info!("msc {}: {line}", env!("CARGO_PKG_VERSION"));
-            let sig = app::wait_for_signal()?;
+            let reloader = client.control.reload_handle();
+            let sig = app::wait_for_signal_or(move || {
+                // The outcome is logged by the control plane (and in /status).
+                let _ = reloader.reload();
+            })?;
             tracing::info!("signal {sig}: stopping (open connections get {:?})", app::GRACE);
             crate::agent::systemd::stopping();
             client.stop();
@@ -566,6 +577,7 @@ fn run(cmd: Cmd, log: &str) -> anyhow::Result<ExitCode> {
             socket,
         } => socket_command(&socket, crate::control::socket::Request::Disable { duration, reason }),
         Cmd::Enable { socket } => socket_command(&socket, crate::control::socket::Request::Enable),
+        Cmd::Reload { socket } => socket_command(&socket, crate::control::socket::Request::Reload),
         Cmd::SupportBundle { config, control, out } => {
             let (path, files) =
                 crate::cli::bundle::create(&crate::cli::bundle::BundleOptions { config, control, out })?;

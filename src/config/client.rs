@@ -430,6 +430,12 @@ fn pac_key(field: &str) -> String {
 
 pub const DEFAULT_CONTROL_PORT: u16 = 27778;
 
+/// The configuration `msc run` starts with and a reload applies: today the
+/// file itself, every check of [`ClientConfig::load`] included.
+pub fn effective(file: &Path) -> Result<ClientConfig, ConfigError> {
+    ClientConfig::load(file)
+}
+
 impl ClientConfig {
     pub fn load(file: &Path) -> Result<ClientConfig, ConfigError> {
         let raw: Raw = load_toml(file)?;

@@ -97,6 +97,15 @@ impl History {
     }
 
     /// The samples of gateway `gw`, oldest first.
+    /// Follows a change of the gateway list (see `Ranker::remap`).
+    pub fn remap(&mut self, old_of_new: &[Option<usize>]) {
+        let mut old: Vec<VecDeque<Sample>> = std::mem::take(&mut self.samples);
+        self.samples = old_of_new
+            .iter()
+            .map(|o| o.and_then(|i| old.get_mut(i).map(std::mem::take)).unwrap_or_default())
+            .collect();
+    }
+
     pub fn samples(&self, gw: usize) -> impl Iterator<Item = &Sample> {
         self.samples.get(gw).into_iter().flatten()
     }
@@ -176,6 +185,15 @@ impl Counters {
             pool: PoolCounts::default(),
             switches: 0,
         }
+    }
+
+    /// Follows a change of the gateway list (see `Ranker::remap`).
+    pub fn remap(&mut self, old_of_new: &[Option<usize>]) {
+        let old = std::mem::take(&mut self.gateways);
+        self.gateways = old_of_new
+            .iter()
+            .map(|o| o.and_then(|i| old.get(i).cloned()).unwrap_or_default())
+            .collect();
     }
 
     /// Adds one worker report.

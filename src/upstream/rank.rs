@@ -303,6 +303,8 @@ pub enum SwitchReason {
     /// A gateway became usable while none was current, or while the current
     /// one was marked failed.
     Recovered,
+    /// A configuration reload removed the current gateway.
+    Removed,
 }
 
 /// A change of the current gateway.
@@ -384,6 +386,10 @@ impl fmt::Display for Switch {
                     "{from} became unavailable (reputation {reputation:.2} below {threshold:.2}): switched to {to}"
                 )
             }
+            SwitchReason::Removed => write!(
+                f,
+                "the configuration no longer lists the selected gateway: switched to {to}"
+            ),
             SwitchReason::Recovered => match self.from {
                 None => write!(f, "{to} became available while none was"),
                 Some(_) => write!(f, "{to} became usable while {from} was marked failed"),
@@ -910,6 +916,46 @@ impl Ranker {
             to_score_ms: views[winner].score.unwrap_or(f64::INFINITY),
         };
         Some(self.switch(Some(winner), reason, now))
+    }
+
+    /// Follows a change of the gateway list (a configuration reload):
+    /// `old_of_new[i]` is new gateway `i`'s index before, `None` for a new
+    /// one. Surviving gateways keep their windows, reputation, streaks and
+    /// availability; new ones start fresh (available, unmeasured); removed
+    /// ones are forgotten. The current gateway stays current if it survives;
+    /// if it was removed, the best usable one becomes current and the
+    /// switch is returned.
+    pub fn remap(&mut self, old_of_new: &[Option<usize>], now: Instant) -> Option<Switch> {
+        let mut old: Vec<Option<Gateway>> = std::mem::take(&mut self.gateways).into_iter().map(Some).collect();
+        let cfg = &self.cfg;
+        self.gateways = old_of_new
+            .iter()
+            .map(|o| {
+                o.and_then(|i| old.get_mut(i).and_then(Option::take))
+                    .unwrap_or_else(|| Gateway::new(cfg, now))
+            })
+            .collect();
+        let new_of_old = |i: usize| old_of_new.iter().position(|&o| o == Some(i));
+        let was = self.current;
+        self.current = was.and_then(new_of_old);
+        if let Some(s) = &mut self.last_switch {
+            s.from = s.from.and_then(new_of_old);
+            s.to = s.to.and_then(new_of_old);
+        }
+        for g in &mut self.gateways {
+            g.wins = 0;
+        }
+        if was.is_some() && self.current.is_none() {
+            let views = self.views(now);
+            let to = self
+                .best(&views, Gateway::eligible)
+                .or_else(|| self.best(&views, |g| g.available));
+            let mut sw = self.switch(to, SwitchReason::Removed, now);
+            sw.from = None;
+            self.last_switch = Some(sw.clone());
+            return Some(sw);
+        }
+        self.enforce(now, None)
     }
 
     /// The current gateway (slot 0's choice); `None` iff no gateway is available.
