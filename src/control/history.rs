@@ -243,6 +243,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn remap_follows_gateways_by_their_old_index() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut h = History::new(2);
+        h.sample(0, Some(Duration::from_millis(5)), t0);
+        h.sample(1, None, t0);
+        h.sample(1, None, t0);
+        h.remap(&[None, Some(1), Some(0)]);
+        assert_eq!(h.samples(0).count(), 0);
+        assert_eq!(h.samples(1).count(), 2);
+        assert_eq!(h.samples(2).count(), 1);
+        let mut c = Counters::new(2, 1);
+        c.gateways[0].requests = 7;
+        c.gateways[1].requests = 9;
+        c.remap(&[Some(1), None]);
+        assert_eq!(c.gateways.len(), 2);
+        assert_eq!((c.gateways[0].requests, c.gateways[1].requests), (9, 0));
+    }
+
+    #[test]
     fn samples_are_bounded_by_age_and_count() {
         let mut h = History::new(2);
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);

@@ -451,6 +451,21 @@ fn prepare(st: &State, mut cfg: ClientConfig) -> Result<Prepared, ConfigError> {
 /// How many earlier generations' feedback is still attributed (older is dropped).
 const GENERATIONS_KEPT: usize = 16;
 
+/// Records that generation `outgoing` ends: `new_of_old[j]` is its gateway
+/// `j`'s index in the next generation. Every kept map then translates an
+/// earlier generation's index into the next generation's.
+fn follow(maps: &mut Vec<(u64, Vec<Option<usize>>)>, outgoing: u64, new_of_old: Vec<Option<usize>>) {
+    for (_, m) in maps.iter_mut() {
+        for i in m.iter_mut() {
+            *i = i.and_then(|j| new_of_old.get(j).copied().flatten());
+        }
+    }
+    maps.push((outgoing, new_of_old));
+    if maps.len() > GENERATIONS_KEPT {
+        maps.remove(0);
+    }
+}
+
 fn commit(st: &mut State, p: Prepared) -> Applied {
     let now = Instant::now();
     let generation = st.generation + 1;
@@ -477,15 +492,7 @@ fn commit(st: &mut State, p: Prepared) -> Applied {
         .map(|o| o.and_then(|j| old_failures.get_mut(j).and_then(Option::take)))
         .collect();
     // Feedback from earlier generations' recorders: indices mapped to the new ones.
-    for (_, m) in &mut st.gen_maps {
-        for i in m.iter_mut() {
-            *i = i.and_then(|j| new_of_old.get(j).copied().flatten());
-        }
-    }
-    st.gen_maps.push((st.generation, new_of_old));
-    if st.gen_maps.len() > GENERATIONS_KEPT {
-        st.gen_maps.remove(0);
-    }
+    follow(&mut st.gen_maps, st.generation, new_of_old);
     st.gateways = p.gateways;
     st.slots = p.slots;
     st.pac_max_age = p.cfg.pac.max_age;
@@ -621,6 +628,29 @@ mod tests {
             requested: a,
             bound: a,
         }
+    }
+
+    #[test]
+    fn feedback_of_earlier_generations_follows_the_gateways() {
+        let mut maps = Vec::new();
+        // Generation 0: [a, b]; 1: [b, c, a]; 2: [c, a] (b removed).
+        follow(&mut maps, 0, vec![Some(2), Some(0)]);
+        follow(&mut maps, 1, vec![None, Some(0), Some(1)]);
+        let find = |g: u64, i: usize| {
+            maps.iter()
+                .find(|(x, _)| *x == g)
+                .and_then(|(_, m)| m.get(i).copied().flatten())
+        };
+        // Generation 0's a (index 0) is a in generation 2 (index 1); its b is gone.
+        assert_eq!((find(0, 0), find(0, 1)), (Some(1), None));
+        // Generation 1's b is gone, c is 0, a is 1.
+        assert_eq!((find(1, 0), find(1, 1), find(1, 2)), (None, Some(0), Some(1)));
+        // Bounded: the oldest generations are dropped.
+        for g in 2..40 {
+            follow(&mut maps, g, vec![Some(0), Some(1)]);
+        }
+        assert_eq!(maps.len(), GENERATIONS_KEPT);
+        assert!(maps.iter().all(|(g, _)| *g >= 40 - GENERATIONS_KEPT as u64));
     }
 
     #[test]

@@ -1272,6 +1272,52 @@ mod tests {
     }
 
     #[test]
+    fn remap_keeps_each_surviving_gateways_state_by_identity() {
+        let c = Clock::new();
+        let mut r = Ranker::new(3, RankConfig::default(), c.s(0.0));
+        // 0: fast, 1: slow, 2: failed and unavailable.
+        feed(&mut r, c.s(1.0), 20, &[(0, 5), (1, 80)]);
+        for _ in 0..20 {
+            fail(&mut r, 2, Evidence::Probe, c.s(1.0));
+        }
+        let before = r.status(c.s(1.0));
+        assert_eq!(before[2].state, GatewayState::Unavailable);
+        // Reload: 2 first, a new gateway, then 0; 1 removed.
+        assert_eq!(r.remap(&[Some(2), None, Some(0)], c.s(2.0)), None);
+        let after = r.status(c.s(2.0));
+        assert_eq!(after.len(), 3);
+        // The current gateway (old 0) stays current under its new index.
+        assert_eq!(r.current(), Some(2));
+        assert_eq!(after[2].state, GatewayState::Selected);
+        assert_eq!(after[2].samples, before[0].samples);
+        assert_eq!(after[2].p50_ms, before[0].p50_ms);
+        // Old 2 keeps its failures and reputation; the new one starts fresh.
+        assert_eq!(after[0].state, GatewayState::Unavailable);
+        assert_eq!(after[0].reputation, before[2].reputation);
+        assert_eq!((after[1].samples, after[1].reputation), (0, 1.0));
+        assert_eq!(after[1].state, GatewayState::Available);
+        // Samples land on the gateway now at that index.
+        assert_eq!(ok(&mut r, 1, 7, c.s(2.0)), None);
+        assert_eq!(r.status(c.s(2.0))[1].samples, 1);
+        let sw = r.last_switch().expect("start-up switch, re-mapped");
+        assert_eq!(sw.to, Some(2));
+    }
+
+    #[test]
+    fn remap_removing_the_current_gateway_switches_to_the_best_remaining() {
+        let c = Clock::new();
+        let mut r = Ranker::new(3, RankConfig::default(), c.s(0.0));
+        feed(&mut r, c.s(1.0), 20, &[(0, 5), (1, 80), (2, 20)]);
+        assert_eq!(r.current(), Some(0));
+        // Old 0 removed; old 1 and 2 swap places.
+        let sw = r.remap(&[Some(2), Some(1)], c.s(2.0)).expect("a switch");
+        assert_eq!((sw.from, sw.to, &sw.reason), (None, Some(0), &SwitchReason::Removed));
+        assert_eq!(r.current(), Some(0));
+        assert!(sw.to_string().contains("no longer lists"), "{sw}");
+        assert_eq!(r.slots(2, false, c.s(2.0)), vec![vec![0, 1], vec![1, 0]]);
+    }
+
+    #[test]
     fn zero_gateways_is_harmless() {
         let c = Clock::new();
         let mut r = Ranker::new(0, RankConfig::default(), c.s(0.0));
