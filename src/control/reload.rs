@@ -500,9 +500,7 @@ fn commit(st: &mut State, p: Prepared) -> Applied {
     if st.machine.disabled().is_none() {
         st.pac = st.pac_enabled.clone();
     }
-    if let Ok(not_after) = super::cert_not_after(&p.cfg.tls.cert) {
-        st.event(super::state::Event::Certificate { not_after });
-    }
+    let not_after = super::cert_not_after(&p.cfg.tls.cert).ok();
     st.cert = p.cert;
     st.cfg = p.cfg;
     st.generation = generation;
@@ -518,6 +516,10 @@ fn commit(st: &mut State, p: Prepared) -> Applied {
         last_failure: Vec::new(),
     }));
     st.publish_routing();
+    // After the new routing handle: an event may republish the routing.
+    if let Some(not_after) = not_after {
+        st.event(super::state::Event::Certificate { not_after });
+    }
     st.switched(sw);
 
     // The data path: the new generation, then the new ports, then the old
