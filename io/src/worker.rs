@@ -359,3 +359,81 @@ async fn accept_loop<S: Service>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::disallowed_methods,
+        reason = "test: bounded polling of a port from the test thread, off any runtime"
+    )]
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// Writes the listener id, then echoes one line-less chunk and closes.
+    struct Tag;
+
+    impl Service for Tag {
+        async fn serve(self: Rc<Self>, listener: usize, stream: TcpStream, _peer: SocketAddr) {
+            use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+            let mut s = stream;
+            let (r, _) = s.write_all(format!("{listener}\n").into_bytes()).await;
+            if r.is_err() {
+                return;
+            }
+            let (r, buf) = s.read(Vec::with_capacity(64)).await;
+            if matches!(r, Ok(n) if n > 0) {
+                let _ = s.write_all(buf).await;
+            }
+        }
+    }
+
+    fn id_of(s: &mut std::net::TcpStream) -> String {
+        let mut b = [0u8; 8];
+        let n = s.read(&mut b).unwrap();
+        String::from_utf8_lossy(&b[..n]).trim().to_string()
+    }
+
+    #[test]
+    fn listeners_are_added_and_removed_while_running_and_accepted_connections_go_on() {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let first = crate::listen::reuseport_listeners(any, 2, 64).unwrap();
+        let old = first[0].local_addr().unwrap();
+        let (control, commands) = ListenerControl::new(2);
+        let workers = Workers::start_dynamic(
+            "test",
+            crate::runtime::DriverChoice::Auto,
+            first.into_iter().map(|s| vec![s]).collect(),
+            commands,
+            DefaultThreadPool::new(1),
+            Duration::from_millis(500),
+            |_, _| Ok(Rc::new(Tag)),
+        )
+        .unwrap();
+        let mut held = std::net::TcpStream::connect(old).unwrap();
+        held.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        assert_eq!(id_of(&mut held), "0");
+
+        // Added: accepting at once (the sockets listen before the workers take them).
+        let added = crate::listen::reuseport_listeners(any, 2, 64).unwrap();
+        let new = added[0].local_addr().unwrap();
+        control.add(7, added).unwrap();
+        let mut c = std::net::TcpStream::connect(new).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        assert_eq!(id_of(&mut c), "7");
+
+        // Removed: the old port stops accepting; its accepted connection goes on.
+        control.remove(0);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(old).is_ok() {
+            assert!(Instant::now() < deadline, "the removed listener still accepts");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        held.write_all(b"still here").unwrap();
+        let mut echo = Vec::new();
+        held.read_to_end(&mut echo).unwrap();
+        assert_eq!(echo, b"still here");
+        // A wrong socket count is refused, not half applied.
+        assert!(control.add(8, Vec::new()).is_err());
+        workers.stop();
+    }
+}
