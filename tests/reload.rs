@@ -215,6 +215,18 @@ fn a_bad_configuration_is_rejected_and_the_old_one_keeps_serving() {
             log.lines().any(|l| l.contains("reload rejected") && l.contains(what)),
             "{log}"
         );
+        let out = Command::new(MSC)
+            .args(["status", "--control", &ctl.to_string()])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("configuration: generation 0, last reload rejected") && text.contains(what),
+            "{text}"
+        );
+        let (_, metrics, _) = curl(&[&format!("http://{ctl}/metrics")]);
+        let metrics = String::from_utf8_lossy(&metrics);
+        assert!(metrics.contains("\nmsc_config_reload_failed 1\n"), "{metrics}");
         get();
     }
     drop(held);
@@ -227,6 +239,12 @@ fn a_bad_configuration_is_rejected_and_the_old_one_keeps_serving() {
     let v = status(ctl);
     assert_eq!(v["reload"]["result"], "applied", "{v:#}");
     assert!(v["reload"]["error"].is_null(), "{v:#}");
+    let (_, metrics, _) = curl(&[&format!("http://{ctl}/metrics")]);
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(
+        metrics.contains("\nmsc_config_reload_failed 0\n") && metrics.contains("\nmsc_config_generation 1\n"),
+        "{metrics}"
+    );
     get();
 }
 
