@@ -121,6 +121,19 @@ fn count(log: &str, needle: &str) -> usize {
     log.matches(needle).count()
 }
 
+/// Waits (bounded) until `p`'s log has at least `n` lines with `needle`.
+fn wait_count(p: &Proc, needle: &str, n: usize) {
+    let deadline = Instant::now() + WAIT;
+    while count(&p.stderr(), needle) < n {
+        assert!(
+            Instant::now() < deadline,
+            "fewer than {n} '{needle}' lines:\n{}",
+            p.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn reload_under_load_cuts_nothing_and_new_requests_use_the_new_gateway() {
     let env = Env::new();
@@ -153,8 +166,12 @@ fn reload_under_load_cuts_nothing_and_new_requests_use_the_new_gateway() {
     }
     drop(ka);
     check_download(&file, dl, n);
+    // The gateways write their access logs asynchronously: wait for the lines.
     let echo = format!("GET http://{origin}/echo 200 ");
-    gwb.wait_stderr(&echo);
+    wait_count(&gwb, &echo, 50);
+    wait_count(&gwa, &echo, 50);
+    // The download ran on generation 0 (gateway a) to its end.
+    gwa.wait_stderr(&format!("GET http://{origin}/bytes/{n} 200 "));
     assert_eq!(
         count(&gwb.stderr(), &echo),
         50,
@@ -165,8 +182,6 @@ fn reload_under_load_cuts_nothing_and_new_requests_use_the_new_gateway() {
         50,
         "gateway a served the requests before it"
     );
-    // The download ran on generation 0 (gateway a) to its end.
-    assert!(gwa.stderr().contains(&format!("GET http://{origin}/bytes/{n} 200 ")));
     client.wait_stderr("reload: configuration generation 1 applied");
 }
 
