@@ -308,6 +308,11 @@ impl Drop for Active {
     }
 }
 
+/// A removed listener waits this long for each connection still in its backlog.
+const DRAIN_WAIT: Duration = Duration::from_millis(1);
+/// At most this many connections are taken from a removed listener's backlog.
+const DRAIN_MAX: usize = 1024;
+
 async fn accept_loop<S: Service>(
     li: usize,
     l: TcpListener,
@@ -318,11 +323,31 @@ async fn accept_loop<S: Service>(
 ) {
     let mut last_warn: Option<Instant> = None;
     let mut failures = 0u64;
+    // After a removal: connections already in this socket's backlog are
+    // taken (and served) before it closes, at most a backlog's worth.
+    let mut draining: Option<usize> = None;
     loop {
-        let accepted = monoio::select! {
-            r = l.accept() => r,
-            _ = stop.recv_async() => break,
-            _ = own.recv_async() => break,
+        let accepted = match draining {
+            Some(0) => break,
+            Some(ref mut left) => {
+                *left -= 1;
+                match monoio::time::timeout(DRAIN_WAIT, l.accept()).await {
+                    Ok(Ok(c)) => Ok(c),
+                    _ => break,
+                }
+            }
+            None => monoio::select! {
+                r = l.accept() => r,
+                _ = stop.recv_async() => break,
+                _ = own.recv_async() => {
+                    // The whole worker stopping drops these too: no draining then.
+                    if stop.is_disconnected() {
+                        break;
+                    }
+                    draining = Some(DRAIN_MAX);
+                    continue;
+                },
+            },
         };
         match accepted {
             Ok((stream, peer)) => {

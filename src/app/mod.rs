@@ -272,19 +272,25 @@ pub fn wait_for_signal() -> anyhow::Result<i32> {
     Ok(signals.forever().next().unwrap_or(SIGTERM))
 }
 
-/// Blocks until SIGINT or SIGTERM; calls `hup` on each SIGHUP (configuration reload).
-pub fn wait_for_signal_or(hup: impl Fn()) -> anyhow::Result<i32> {
+/// SIGINT, SIGTERM and SIGHUP, caught from now on: register before the ready
+/// line, so a SIGHUP sent as soon as it shows reloads instead of killing.
+pub fn client_signals() -> anyhow::Result<signal_hook::iterator::Signals> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    Ok(signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?)
+}
+
+/// Blocks until SIGINT or SIGTERM; calls `hup` on each SIGHUP (configuration reload).
+pub fn wait_for_signal_or(signals: &mut signal_hook::iterator::Signals, hup: impl Fn()) -> i32 {
+    use signal_hook::consts::{SIGHUP, SIGTERM};
     for sig in signals.forever() {
         if sig == SIGHUP {
             tracing::info!("SIGHUP: reloading the configuration");
             hup();
         } else {
-            return Ok(sig);
+            return sig;
         }
     }
-    Ok(SIGTERM)
+    SIGTERM
 }
 
 /// Raises the open-file limit to the hard limit: a proxy holds two sockets

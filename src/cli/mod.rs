@@ -380,15 +380,16 @@ fn run(cmd: Cmd, log: &str) -> anyhow::Result<ExitCode> {
             }
             drop(routing);
             line.push_str(&format!("; control http://{}/proxy.pac", client.control.addr));
+            let mut signals = app::client_signals()?;
             ready(&line);
             crate::agent::systemd::ready(&format!("control http://{}/", client.control.addr));
             // Also in the log (and so in support bundles).
             tracing::info!("msc {}: {line}", env!("CARGO_PKG_VERSION"));
             let reloader = client.control.reload_handle();
-            let sig = app::wait_for_signal_or(move || {
+            let sig = app::wait_for_signal_or(&mut signals, move || {
                 // The outcome is logged by the control plane (and in /status).
                 let _ = reloader.reload();
-            })?;
+            });
             tracing::info!("signal {sig}: stopping (open connections get {:?})", app::GRACE);
             crate::agent::systemd::stopping();
             client.stop();
