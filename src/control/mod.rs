@@ -905,6 +905,7 @@ pub fn start(inputs: Inputs, pool: DefaultThreadPool) -> anyhow::Result<Control>
     let (ev_tx, ev_rx) = flume::unbounded::<Event>();
     let keep_ev = ev_tx.clone();
     let (reload_tx, reload_rx) = flume::unbounded::<flume::Sender<Result<String, String>>>();
+    let keep_reload = reload_tx.clone();
     let feed = StateFeed { tx: ev_tx };
     let socket = match &inputs.cfg.socket {
         None => {
@@ -952,7 +953,7 @@ pub fn start(inputs: Inputs, pool: DefaultThreadPool) -> anyhow::Result<Control>
                     events: ev_rx,
                     reloads: reload_rx,
                     socket: socket_path,
-                    _keep: (cmd_tx, keep_ev),
+                    _keep: (cmd_tx, keep_ev, keep_reload),
                 },
                 ready_tx,
             )
@@ -984,7 +985,11 @@ struct Channels {
     reloads: flume::Receiver<flume::Sender<Result<String, String>>>,
     socket: Option<std::path::PathBuf>,
     /// Senders kept so the receivers above never report "disconnected".
-    _keep: (flume::Sender<socket::Command>, flume::Sender<Event>),
+    _keep: (
+        flume::Sender<socket::Command>,
+        flume::Sender<Event>,
+        flume::Sender<flume::Sender<Result<String, String>>>,
+    ),
 }
 
 async fn run(inputs: Inputs, listener: std::net::TcpListener, ch: Channels, ready: flume::Sender<anyhow::Result<()>>) {
