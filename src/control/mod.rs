@@ -904,7 +904,7 @@ pub fn start(inputs: Inputs, pool: DefaultThreadPool) -> anyhow::Result<Control>
     let (cmd_tx, cmd_rx) = flume::unbounded::<socket::Command>();
     let (ev_tx, ev_rx) = flume::unbounded::<Event>();
     let keep_ev = ev_tx.clone();
-    let (reload_tx, reload_rx) = flume::unbounded::<flume::Sender<Result<String, String>>>();
+    let (reload_tx, reload_rx) = flume::unbounded::<reload::ReplyTo>();
     let keep_reload = reload_tx.clone();
     let feed = StateFeed { tx: ev_tx };
     let socket = match &inputs.cfg.socket {
@@ -982,13 +982,13 @@ struct Channels {
     cmds: flume::Receiver<socket::Command>,
     events: flume::Receiver<Event>,
     /// Reload requests from other threads (SIGHUP), each with its reply.
-    reloads: flume::Receiver<flume::Sender<Result<String, String>>>,
+    reloads: flume::Receiver<reload::ReplyTo>,
     socket: Option<std::path::PathBuf>,
     /// Senders kept so the receivers above never report "disconnected".
     _keep: (
         flume::Sender<socket::Command>,
         flume::Sender<Event>,
-        flume::Sender<flume::Sender<Result<String, String>>>,
+        flume::Sender<reload::ReplyTo>,
     ),
 }
 

@@ -601,8 +601,11 @@ impl State {
 /// `Send + Sync + Clone`: a channel to the control thread.
 #[derive(Debug, Clone)]
 pub struct ReloadHandle {
-    pub(super) tx: flume::Sender<flume::Sender<Result<String, String>>>,
+    pub(super) tx: flume::Sender<ReplyTo>,
 }
+
+/// Where the control thread sends a reload's outcome.
+pub type ReplyTo = flume::Sender<Result<String, String>>;
 
 impl ReloadHandle {
     /// Re-reads `effective(file)` and applies it; returns the summary or why
