@@ -241,12 +241,19 @@ fn broken_profiles_are_rejected_and_the_previous_one_stays() {
     bob_proc.wait_stderr("configuration from the gateway rejected");
     assert_eq!(pactester(&served_pac(bob), "http://www.sales.test/"), "DIRECT");
 
-    // A good new version replaces it, and its PAC rules apply at once.
+    // A good new version replaces it and applies at once, without a
+    // restart: a new configuration generation (a hot reload).
+    let generation = status(alice)["reload"]["generation"].as_u64().unwrap();
     env.write("alice.toml", "[pac]\nbypass = [\"*.new.test\"]\n");
     let s = wait_status(alice, "the new profile", WAIT, |v| {
         v["remote"]["config"]["etag"] != etag && v["remote"]["config"]["last_result"] == "applied"
     });
-    assert_eq!(s["remote"]["restart_needed"], true);
+    assert_eq!(s["remote"]["restart_needed"], false, "{}", s["reload"]);
+    assert!(
+        s["reload"]["generation"].as_u64().unwrap() > generation,
+        "{}",
+        s["reload"]
+    );
     let pac = served_pac(alice);
     assert_eq!(pactester(&pac, "http://www.new.test/"), "DIRECT");
     assert!(pactester(&pac, "http://www.alice.test/").starts_with("PROXY"), "{pac}");
@@ -302,6 +309,18 @@ fn the_administrators_pac_is_served_checked_and_kept_offline() {
     let text = msc::cli::status::render(&status(ctl).to_string()).unwrap();
     assert!(text.contains("PAC: the administrator's, from the gateway"), "{text}");
     let etag = remote_status(ctl)["pac"]["etag"].clone();
+    // A reload (SIGHUP) re-renders the client's own PAC: the administrator's
+    // stays the one served.
+    let generation = status(ctl)["reload"]["generation"].as_u64().unwrap();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &a.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    wait_status(ctl, "the reload", WAIT, |v| {
+        v["reload"]["generation"].as_u64().unwrap() > generation
+    });
+    assert_eq!(served_pac(ctl), good, "still the official copy after a reload");
 
     // A PAC that never names this client's proxy: the gateway serves it, the
     // client refuses it (it would send traffic around the scanner).

@@ -35,9 +35,71 @@ pub fn stopping() -> Rc<Signal> {
     STOPPING.with(Rc::clone)
 }
 
+/// A listener's stable number: the position of its socket in the lists
+/// given to [`Workers::start`], or the number given to [`ListenerControl::add`].
+pub type ListenerId = usize;
+
+/// A change to a running worker's set of listening sockets.
+#[derive(Debug)]
+pub enum ListenerCmd {
+    /// Start accepting on this socket (one of an SO_REUSEPORT group).
+    Add(ListenerId, std::net::TcpListener),
+    /// Stop accepting on listener `id`; its socket closes once dropped.
+    /// Connections accepted on it go on.
+    Remove(ListenerId),
+}
+
+/// Adds and removes listening sockets on running workers (hot reload).
+///
+/// # Thread Safety
+/// `Send + Sync + Clone`: one channel per worker; commands are applied on
+/// each worker's own thread, in order.
+#[derive(Debug, Clone)]
+pub struct ListenerControl {
+    workers: Vec<flume::Sender<ListenerCmd>>,
+}
+
+impl ListenerControl {
+    /// A control for `workers` workers and the receivers to give
+    /// [`Workers::start_dynamic`] (in worker order).
+    pub fn new(workers: usize) -> (ListenerControl, Vec<flume::Receiver<ListenerCmd>>) {
+        let (tx, rx): (Vec<_>, Vec<_>) = (0..workers).map(|_| flume::unbounded()).unzip();
+        (ListenerControl { workers: tx }, rx)
+    }
+
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Starts accepting on `socks` (one per worker, in worker order) as
+    /// listener `id`. The sockets already listen: connections queue in their
+    /// backlog until each worker's accept loop takes them.
+    pub fn add(&self, id: ListenerId, socks: Vec<std::net::TcpListener>) -> io::Result<()> {
+        if socks.len() != self.workers.len() {
+            return Err(io::Error::other(format!(
+                "{} sockets for {} workers",
+                socks.len(),
+                self.workers.len()
+            )));
+        }
+        for (tx, s) in self.workers.iter().zip(socks) {
+            tx.send(ListenerCmd::Add(id, s))
+                .map_err(|_| io::Error::other("a worker has stopped"))?;
+        }
+        Ok(())
+    }
+
+    /// Stops accepting on listener `id` on every worker.
+    pub fn remove(&self, id: ListenerId) {
+        for tx in &self.workers {
+            let _ = tx.send(ListenerCmd::Remove(id));
+        }
+    }
+}
+
 /// What a worker does with each accepted connection.
 pub trait Service: 'static {
-    /// Serves one connection accepted on listener number `listener`.
+    /// Serves one connection accepted on listener `listener` (its [`ListenerId`]).
     fn serve(
         self: Rc<Self>,
         listener: usize,
@@ -71,12 +133,36 @@ impl Workers {
         S: Service,
         F: Fn(usize, Driver) -> io::Result<Rc<S>> + Send + Sync + 'static,
     {
+        let n = listeners.len();
+        let (_control, commands) = ListenerControl::new(n);
+        Workers::start_dynamic(label, driver_choice, listeners, commands, pool, grace, make)
+    }
+
+    /// As [`Workers::start`], and each worker also applies the
+    /// [`ListenerCmd`]s from its receiver in `commands` (see
+    /// [`ListenerControl::new`]) while it runs.
+    pub fn start_dynamic<S, F>(
+        label: &str,
+        driver_choice: crate::runtime::DriverChoice,
+        listeners: Vec<Vec<std::net::TcpListener>>,
+        commands: Vec<flume::Receiver<ListenerCmd>>,
+        pool: DefaultThreadPool,
+        grace: Duration,
+        make: F,
+    ) -> io::Result<Workers>
+    where
+        S: Service,
+        F: Fn(usize, Driver) -> io::Result<Rc<S>> + Send + Sync + 'static,
+    {
+        if commands.len() != listeners.len() {
+            return Err(io::Error::other("one listener command channel per worker is needed"));
+        }
         let make = Arc::new(make);
         let (stop_tx, stop_rx) = flume::bounded::<()>(0);
         let (ready_tx, ready_rx) = flume::unbounded::<io::Result<Driver>>();
         let mut threads = Vec::new();
         let n = listeners.len();
-        for (i, socks) in listeners.into_iter().enumerate() {
+        for (i, (socks, commands)) in listeners.into_iter().zip(commands).enumerate() {
             let make = make.clone();
             let stop = stop_rx.clone();
             let ready = ready_tx.clone();
@@ -93,7 +179,7 @@ impl Workers {
                                 return Err(e);
                             }
                         };
-                        run_worker(svc, socks, stop, grace, ready, driver).await
+                        run_worker(svc, socks, commands, stop, grace, ready, driver).await
                     });
                     match res {
                         Ok(r) => r,
@@ -146,26 +232,63 @@ impl Workers {
 async fn run_worker<S: Service>(
     svc: Rc<S>,
     socks: Vec<std::net::TcpListener>,
+    commands: flume::Receiver<ListenerCmd>,
     stop: flume::Receiver<()>,
     grace: Duration,
     ready: flume::Sender<io::Result<Driver>>,
     driver: Driver,
 ) -> io::Result<()> {
     let active = Rc::new(Cell::new(0usize));
-    let mut loops = Vec::new();
-    for (li, s) in socks.into_iter().enumerate() {
+    // Per listener: dropping its sender stops its accept loop.
+    let mut loops: std::collections::HashMap<ListenerId, flume::Sender<()>> = std::collections::HashMap::new();
+    let mut handles = Vec::new();
+    let start = |id: ListenerId, s: std::net::TcpListener, handles: &mut Vec<monoio::task::JoinHandle<()>>| {
         let l = TcpListener::from_std(s)?;
-        loops.push(monoio::spawn(accept_loop(
-            li,
+        let (own_tx, own_rx) = flume::bounded::<()>(0);
+        handles.push(monoio::spawn(accept_loop(
+            id,
             l,
             svc.clone(),
             stop.clone(),
+            own_rx,
             active.clone(),
         )));
+        io::Result::Ok(own_tx)
+    };
+    for (id, s) in socks.into_iter().enumerate() {
+        let tx = start(id, s, &mut handles)?;
+        loops.insert(id, tx);
     }
     let _ = ready.send(Ok(driver));
     drop(ready);
-    for l in loops {
+    // Listener changes until the stop; a closed command channel (no
+    // `ListenerControl` kept) leaves only the stop to wait for.
+    let mut commands_open = true;
+    loop {
+        let cmd = if commands_open {
+            monoio::select! {
+                c = commands.recv_async() => c.ok(),
+                _ = stop.recv_async() => break,
+            }
+        } else {
+            let _ = stop.recv_async().await;
+            break;
+        };
+        match cmd {
+            None => commands_open = false,
+            Some(ListenerCmd::Add(id, s)) => match start(id, s, &mut handles) {
+                Ok(tx) => {
+                    loops.insert(id, tx);
+                }
+                Err(e) => tracing::warn!("cannot accept on a new listener: {e}"),
+            },
+            Some(ListenerCmd::Remove(id)) => {
+                loops.remove(&id);
+            }
+        }
+    }
+    drop(loops);
+    for l in handles {
         l.await;
     }
     stopping().fire();
@@ -185,19 +308,46 @@ impl Drop for Active {
     }
 }
 
+/// A removed listener waits this long for each connection still in its backlog.
+const DRAIN_WAIT: Duration = Duration::from_millis(1);
+/// At most this many connections are taken from a removed listener's backlog.
+const DRAIN_MAX: usize = 1024;
+
 async fn accept_loop<S: Service>(
     li: usize,
     l: TcpListener,
     svc: Rc<S>,
     stop: flume::Receiver<()>,
+    own: flume::Receiver<()>,
     active: Rc<Cell<usize>>,
 ) {
     let mut last_warn: Option<Instant> = None;
     let mut failures = 0u64;
+    // After a removal: connections already in this socket's backlog are
+    // taken (and served) before it closes, at most a backlog's worth.
+    let mut draining: Option<usize> = None;
     loop {
-        let accepted = monoio::select! {
-            r = l.accept() => r,
-            _ = stop.recv_async() => break,
+        let accepted = match draining {
+            Some(0) => break,
+            Some(ref mut left) => {
+                *left -= 1;
+                match monoio::time::timeout(DRAIN_WAIT, l.accept()).await {
+                    Ok(Ok(c)) => Ok(c),
+                    _ => break,
+                }
+            }
+            None => monoio::select! {
+                r = l.accept() => r,
+                _ = stop.recv_async() => break,
+                _ = own.recv_async() => {
+                    // The whole worker stopping drops these too: no draining then.
+                    if stop.is_disconnected() {
+                        break;
+                    }
+                    draining = Some(DRAIN_MAX);
+                    continue;
+                },
+            },
         };
         match accepted {
             Ok((stream, peer)) => {
@@ -232,5 +382,83 @@ async fn accept_loop<S: Service>(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::disallowed_methods,
+        reason = "test: bounded polling of a port from the test thread, off any runtime"
+    )]
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// Writes the listener id, then echoes one line-less chunk and closes.
+    struct Tag;
+
+    impl Service for Tag {
+        async fn serve(self: Rc<Self>, listener: usize, stream: TcpStream, _peer: SocketAddr) {
+            use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+            let mut s = stream;
+            let (r, _) = s.write_all(format!("{listener}\n").into_bytes()).await;
+            if r.is_err() {
+                return;
+            }
+            let (r, buf) = s.read(Vec::with_capacity(64)).await;
+            if matches!(r, Ok(n) if n > 0) {
+                let _ = s.write_all(buf).await;
+            }
+        }
+    }
+
+    fn id_of(s: &mut std::net::TcpStream) -> String {
+        let mut b = [0u8; 8];
+        let n = s.read(&mut b).unwrap();
+        String::from_utf8_lossy(&b[..n]).trim().to_string()
+    }
+
+    #[test]
+    fn listeners_are_added_and_removed_while_running_and_accepted_connections_go_on() {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let first = crate::listen::reuseport_listeners(any, 2, 64).unwrap();
+        let old = first[0].local_addr().unwrap();
+        let (control, commands) = ListenerControl::new(2);
+        let workers = Workers::start_dynamic(
+            "test",
+            crate::runtime::DriverChoice::Auto,
+            first.into_iter().map(|s| vec![s]).collect(),
+            commands,
+            DefaultThreadPool::new(1),
+            Duration::from_millis(500),
+            |_, _| Ok(Rc::new(Tag)),
+        )
+        .unwrap();
+        let mut held = std::net::TcpStream::connect(old).unwrap();
+        held.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        assert_eq!(id_of(&mut held), "0");
+
+        // Added: accepting at once (the sockets listen before the workers take them).
+        let added = crate::listen::reuseport_listeners(any, 2, 64).unwrap();
+        let new = added[0].local_addr().unwrap();
+        control.add(7, added).unwrap();
+        let mut c = std::net::TcpStream::connect(new).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        assert_eq!(id_of(&mut c), "7");
+
+        // Removed: the old port stops accepting; its accepted connection goes on.
+        control.remove(0);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(old).is_ok() {
+            assert!(Instant::now() < deadline, "the removed listener still accepts");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        held.write_all(b"still here").unwrap();
+        let mut echo = Vec::new();
+        held.read_to_end(&mut echo).unwrap();
+        assert_eq!(echo, b"still here");
+        // A wrong socket count is refused, not half applied.
+        assert!(control.add(8, Vec::new()).is_err());
+        workers.stop();
     }
 }

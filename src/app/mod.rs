@@ -12,18 +12,15 @@ use anyhow::Context;
 use arc_swap::ArcSwap;
 use monoio::blocking::DefaultThreadPool;
 
-use crate::client::pool::TunnelPool;
-use crate::client::{ClientService, ClientShared};
+use crate::client::generation::{ClientWorker, GenSpec, Live};
 use crate::config::client::ClientConfig;
 use crate::config::gateway::GatewayConfig;
 use crate::control::Control;
 use crate::forward::access::AccessLog;
-use crate::forward::policy::DenyList;
-use crate::forward::{ProxySettings, ProxyTimeouts};
 use crate::gateway::{Gateway, GatewayShared};
-use crate::upstream::feedback::{Feedback, Recorder};
+use crate::upstream::feedback::Feedback;
 use crate::upstream::{GatewayRoute, Routing, RoutingHandle};
-use msc_io::worker::Workers;
+use msc_io::worker::{ListenerControl, Workers};
 
 /// How long open connections may finish after a stop request.
 pub const GRACE: Duration = Duration::from_secs(5);
@@ -107,8 +104,9 @@ pub fn start_gateway(cfg: &GatewayConfig, pool: &DefaultThreadPool) -> anyhow::R
 #[derive(Debug)]
 pub struct RunningClient {
     pub workers: Workers,
-    /// Per slot: the bound (http, https) addresses.
+    /// Per slot: the bound (http, https) addresses at start.
     pub slots: Vec<(SocketAddr, SocketAddr)>,
+    /// The first generation's routing (a reload publishes a new one).
     pub routing: RoutingHandle,
     pub control: Control,
     log: Option<JoinHandle<()>>,
@@ -150,91 +148,62 @@ pub fn initial_routing(cfg: &ClientConfig) -> Routing {
     }
 }
 
-/// How often a busy worker hands its traffic figures to the control plane.
-const FEEDBACK_PERIOD: Duration = Duration::from_secs(1);
-
 pub fn start_client(cfg: &ClientConfig, pool: &DefaultThreadPool) -> anyhow::Result<RunningClient> {
-    let creds = msc_tls::config::ClientCreds {
-        ca: &cfg.tls.ca,
-        cert: &cfg.tls.cert,
-        key: &cfg.tls.key,
-    };
-    // Validate credentials once up front so errors surface before any thread starts.
-    msc_tls::config::client_config(&creds, 1)?;
-    let user: Arc<str> = msc_tls::certs::load_certs(&cfg.tls.cert)?
-        .first()
-        .map(|c| msc_tls::Identity::from_der(c).principal().to_owned())
-        .unwrap_or_else(|| "-".into())
-        .into();
+    // Credentials first so errors surface before any thread starts; each
+    // worker has its own TLS configuration, hence its own ticket cache.
+    let tls = crate::client::generation::worker_tls(cfg, cfg.workers)?;
+    let user = crate::client::generation::user(cfg)?;
     let initial = initial_routing(cfg);
     let gateways = initial.gateways.clone();
     let routing: RoutingHandle = Arc::new(ArcSwap::from_pointee(initial));
     // One listener per configured port: a slot without `https_port` serves
     // https URLs on its http_port (its PAC entry names that port for both).
-    let mut addrs = Vec::new();
-    // Per listener: (slot, which key).
-    let mut listener_slots: Vec<(usize, &'static str)> = Vec::new();
-    for (i, s) in cfg.servers.iter().enumerate() {
-        addrs.push(SocketAddr::new(cfg.listen, s.http_port));
-        listener_slots.push((i, "http_port"));
-        if let Some(p) = s.https_port {
-            addrs.push(SocketAddr::new(cfg.listen, p));
-            listener_slots.push((i, "https_port"));
-        }
-    }
+    let wanted = slot_listeners(cfg);
+    let addrs: Vec<SocketAddr> = wanted.iter().map(|w| w.2).collect();
     let (socks, bound) = listeners(&addrs, cfg.workers, |i| {
-        let (slot, key) = listener_slots[i];
+        let (slot, key, _) = wanted[i];
         format!("servers[{slot}].{key}")
     })?;
-    let mut slots: Vec<(SocketAddr, SocketAddr)> = Vec::with_capacity(cfg.servers.len());
-    for (&a, &(slot, key)) in bound.iter().zip(&listener_slots) {
-        if key == "http_port" {
-            debug_assert_eq!(slots.len(), slot);
-            slots.push((a, a));
-        } else if let Some(s) = slots.get_mut(slot) {
-            s.1 = a;
-        }
-    }
-    let listener_slots: Vec<usize> = listener_slots.iter().map(|&(slot, _)| slot).collect();
+    let listener_info: Vec<crate::control::reload::Listener> = wanted
+        .iter()
+        .zip(&bound)
+        .enumerate()
+        .map(
+            |(id, (&(slot, key, requested), &bound))| crate::control::reload::Listener {
+                id,
+                slot,
+                key,
+                requested,
+                bound,
+            },
+        )
+        .collect();
+    let slots = crate::control::reload::slot_addrs(&listener_info, cfg.servers.len());
+    let listener_slots = crate::control::reload::listener_slots(&listener_info);
     let ports: Vec<(u16, u16)> = slots.iter().map(|(h, s)| (h.port(), s.port())).collect();
     let pac = crate::control::render_pac(cfg, &ports)?;
 
     let (log, log_thread) = AccessLog::start(&cfg.access_log).context("cannot open the access log")?;
-    let t = cfg.timeouts;
-    let relay = |route: &str| {
-        Arc::new(ProxySettings {
-            who: "msc-client",
-            via: "1.1 msc-client",
-            deny: DenyList::default(),
-            // Direct access to intranet addresses is legitimate on premise.
-            egress: None,
-            timeouts: ProxyTimeouts {
-                head: t.head,
-                idle: t.idle,
-                connect: t.connect,
-            },
-            log: log.clone(),
-            probe: false,
-            probe_delay: None,
-            route: Some(route.into()),
-            request_limits: msc_io::head::Limits::PEER,
-            docs: None,
-        })
-    };
-    let shared = Arc::new(ClientShared {
-        routing: routing.clone(),
-        timeouts: t,
-        fail_open: cfg.fail_open,
+    let shared = Arc::new(crate::client::generation::shared(
+        cfg,
+        routing.clone(),
+        0,
         listener_slots,
-        on_premise: relay("direct:on-premise"),
-        fail_open_relay: relay("direct:fail-open:unavailable"),
-        fail_open_unreachable_relay: relay("direct:fail-open:unreachable"),
-        disabled_relay: relay("direct:disabled"),
+        &log,
         user,
-        // Requests through a gateway are logged only with `log.requests = "all"`.
-        log: if cfg.log_all { log.clone() } else { AccessLog::off() },
-    });
+    ));
     let (fb_tx, fb_rx) = flume::unbounded::<Feedback>();
+    let (live, nudges) = Live::new(
+        GenSpec {
+            shared,
+            tls,
+            pool: cfg.pool,
+            gateways: gateways.len(),
+            feedback: fb_tx.clone(),
+        },
+        cfg.workers,
+    );
+    let (listener_control, commands) = ListenerControl::new(cfg.workers);
     let (pings, responders) = crate::control::health::channels(cfg.workers);
     // The control plane first: its first on-premise evaluation happens before
     // any browser connection is accepted.
@@ -248,32 +217,33 @@ pub fn start_client(cfg: &ClientConfig, pool: &DefaultThreadPool) -> anyhow::Res
             workers: cfg.workers,
             pac,
             pings,
+            reload: crate::control::reload::Reloadable {
+                listeners: listener_control,
+                live: live.clone(),
+                feedback: fb_tx,
+                bound: listener_info.clone(),
+                next_id: listener_info.len(),
+                log,
+            },
         },
         pool.clone(),
     )?;
-    let tls = cfg.tls.clone();
-    let n_gateways = gateways.len();
-    let pool_cfg = cfg.pool;
-    let workers = Workers::start("client", cfg.driver, socks, pool.clone(), GRACE, move |i, _| {
-        // Each worker has its own TLS configuration, hence its own ticket cache.
-        let creds = msc_tls::config::ClientCreds {
-            ca: &tls.ca,
-            cert: &tls.cert,
-            key: &tls.key,
-        };
-        let c = msc_tls::config::client_config(&creds, 64).map_err(|e| std::io::Error::other(e.to_string()))?;
-        // Answers the control plane's liveness pings while this runtime runs.
-        if let Some(r) = responders.get(i) {
-            r.clone().spawn();
-        }
-        let recorder = Recorder::new(i, n_gateways, fb_tx.clone(), FEEDBACK_PERIOD);
-        let pool = TunnelPool::new(pool_cfg, c, t, recorder.clone(), n_gateways);
-        // Warm up towards slot 1's gateway so the first request finds a tunnel.
-        if let Some(gw) = shared.routing.load().for_slot(0).next() {
-            pool.warm(gw);
-        }
-        Ok(Rc::new(ClientService::new(shared.clone(), recorder, pool)))
-    })?;
+    let workers = Workers::start_dynamic(
+        "client",
+        cfg.driver,
+        socks,
+        commands,
+        pool.clone(),
+        GRACE,
+        move |i, _| {
+            // Answers the control plane's liveness pings while this runtime runs.
+            if let Some(r) = responders.get(i) {
+                r.clone().spawn();
+            }
+            let nudge = nudges.get(i).cloned().unwrap_or_else(|| flume::bounded(1).1);
+            Ok(ClientWorker::new(i, live.clone(), nudge))
+        },
+    )?;
     Ok(RunningClient {
         workers,
         slots,
@@ -283,11 +253,44 @@ pub fn start_client(cfg: &ClientConfig, pool: &DefaultThreadPool) -> anyhow::Res
     })
 }
 
+/// The listeners `cfg`'s slots need: (slot, key, address), slot by slot.
+pub fn slot_listeners(cfg: &ClientConfig) -> Vec<(usize, &'static str, SocketAddr)> {
+    let mut out = Vec::new();
+    for (i, s) in cfg.servers.iter().enumerate() {
+        out.push((i, "http_port", SocketAddr::new(cfg.listen, s.http_port)));
+        if let Some(p) = s.https_port {
+            out.push((i, "https_port", SocketAddr::new(cfg.listen, p)));
+        }
+    }
+    out
+}
+
 /// Blocks until SIGINT or SIGTERM.
 pub fn wait_for_signal() -> anyhow::Result<i32> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
     Ok(signals.forever().next().unwrap_or(SIGTERM))
+}
+
+/// SIGINT, SIGTERM and SIGHUP, caught from now on: register before the ready
+/// line, so a SIGHUP sent as soon as it shows reloads instead of killing.
+pub fn client_signals() -> anyhow::Result<signal_hook::iterator::Signals> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    Ok(signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?)
+}
+
+/// Blocks until SIGINT or SIGTERM; calls `hup` on each SIGHUP (configuration reload).
+pub fn wait_for_signal_or(signals: &mut signal_hook::iterator::Signals, hup: impl Fn()) -> i32 {
+    use signal_hook::consts::{SIGHUP, SIGTERM};
+    for sig in signals.forever() {
+        if sig == SIGHUP {
+            tracing::info!("SIGHUP: reloading the configuration");
+            hup();
+        } else {
+            return sig;
+        }
+    }
+    SIGTERM
 }
 
 /// Raises the open-file limit to the hard limit: a proxy holds two sockets

@@ -137,6 +137,13 @@ enum Cmd {
         #[command(flatten)]
         socket: SocketArgs,
     },
+    /// Have the running client re-read its configuration file (trusted
+    /// users; SIGHUP does the same). Exits non-zero with the reason if the
+    /// new configuration is rejected (the running one then stays).
+    Reload {
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
     /// Write a support bundle (.tar.gz): versions, OS, redacted config,
     /// certificate names and expiry, the running client's status, PAC and
     /// recent log lines. Never key material or secrets.
@@ -448,11 +455,16 @@ fn run(cmd: Cmd, log: &str) -> anyhow::Result<ExitCode> {
             }
             drop(routing);
             line.push_str(&format!("; control http://{}/proxy.pac", client.control.addr));
+            let mut signals = app::client_signals()?;
             ready(&line);
             crate::agent::systemd::ready(&format!("control http://{}/", client.control.addr));
             // Also in the log (and so in support bundles).
             tracing::info!("msc {}: {line}", env!("CARGO_PKG_VERSION"));
-            let sig = app::wait_for_signal()?;
+            let reloader = client.control.reload_handle();
+            let sig = app::wait_for_signal_or(&mut signals, move || {
+                // The outcome is logged by the control plane (and in /status).
+                let _ = reloader.reload();
+            });
             tracing::info!("signal {sig}: stopping (open connections get {:?})", app::GRACE);
             crate::agent::systemd::stopping();
             client.stop();
@@ -683,6 +695,7 @@ fn run(cmd: Cmd, log: &str) -> anyhow::Result<ExitCode> {
             socket,
         } => socket_command(&socket, crate::control::socket::Request::Disable { duration, reason }),
         Cmd::Enable { socket } => socket_command(&socket, crate::control::socket::Request::Enable),
+        Cmd::Reload { socket } => socket_command(&socket, crate::control::socket::Request::Reload),
         Cmd::SupportBundle { config, control, out } => {
             let (path, files) =
                 crate::cli::bundle::create(&crate::cli::bundle::BundleOptions { config, control, out })?;

@@ -250,5 +250,26 @@ pub fn render(json: &str) -> anyhow::Result<String> {
         d["refused_untrusted"],
         d["disabled"]
     );
+    let r = &v["reload"];
+    if let Some(result) = r["result"].as_str() {
+        let _ = write!(
+            o,
+            "configuration: generation {}, last reload {} {} ago",
+            r["generation"],
+            result,
+            ago(r["last_attempt_seconds_ago"].as_f64().unwrap_or(0.0))
+        );
+        if let Some(e) = r["error"].as_str() {
+            let _ = write!(o, ": {e}");
+        }
+        let restart: Vec<&str> = r["restart_needed"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        if !restart.is_empty() {
+            let _ = write!(o, "; restart needed: {}", restart.join(", "));
+        }
+        let _ = writeln!(o);
+    }
     Ok(o)
 }

@@ -9,6 +9,7 @@
 //! for any browser connection's next request; `CONNECT` and upgrades turn the
 //! connection into a plain tunnel that is not reused.
 
+pub mod generation;
 pub mod pool;
 pub mod replay;
 
@@ -17,7 +18,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use monoio::net::TcpStream;
 use msc_io::framing::{BodyLen, BodyTracker, request_body};
 use msc_io::head::{Form, Limits, Method, RequestHead};
 use msc_io::stream::{
@@ -31,7 +31,6 @@ use crate::forward::http::{copy_end_to_end, error_reply, write_upgrade};
 use crate::forward::{Ended, Peer, Proxy, ProxySettings, ProxyTimeouts, relay_response};
 use crate::upstream::feedback::Recorder;
 use crate::upstream::{FailureKind, Routing, RoutingHandle};
-use msc_io::worker::Service;
 use pool::{Tunnel, TunnelPool, retire};
 use replay::Replay;
 
@@ -42,11 +41,14 @@ const VIA: &str = "1.1 msc-client";
 #[derive(Debug)]
 pub struct ClientShared {
     pub routing: RoutingHandle,
+    /// The client generation (configuration) this belongs to (see [`generation`]).
+    pub generation: u64,
     pub timeouts: ClientTimeouts,
     /// When no gateway can be used: relay directly (true) or answer 503.
     pub fail_open: bool,
-    /// The slot of each listener (a slot has one or two: http_port, https_port).
-    pub listener_slots: Vec<usize>,
+    /// By listener id: the slot it serves (a slot has one or two listeners:
+    /// http_port, https_port); `None`: not a listener of this generation.
+    pub listener_slots: Vec<Option<usize>>,
     /// The direct relay used on premise.
     pub on_premise: Arc<ProxySettings>,
     /// The direct relay used when failing open because the control plane
@@ -62,7 +64,14 @@ pub struct ClientShared {
     pub log: AccessLog,
 }
 
-/// One worker's client service.
+impl ClientShared {
+    /// The slot listener `id` serves in this generation.
+    pub fn slot_of(&self, id: usize) -> Option<usize> {
+        self.listener_slots.get(id).copied().flatten()
+    }
+}
+
+/// One worker's client service (of one generation).
 #[derive(Debug)]
 pub struct ClientService {
     shared: Arc<ClientShared>,
@@ -294,55 +303,10 @@ struct Upgraded {
     down: u64,
 }
 
-impl Service for ClientService {
-    /// The connection's own future stays small (it is what an idle
-    /// keep-alive connection costs): it only waits for the next request's
-    /// first byte, holding no buffer, and handles each request in a boxed
-    /// future that exists while the request does.
-    async fn serve(self: Rc<Self>, listener: usize, stream: TcpStream, peer: SocketAddr) {
-        let (mut br, mut bw) = msc_io::stream::split(stream);
-        let stop = msc_io::worker::stopping();
-        let mut cut = false;
-        loop {
-            // Idle too long, stopping, or the socket failed: close quietly.
-            let idle = msc_io::deadline::sleep(self.t.idle);
-            let ready = monoio::select! {
-                r = br.ready() => r,
-                _ = idle => break,
-                _ = stop.wait() => break,
-            };
-            // The first bytes (or the FIN: a closing connection then costs no
-            // request state) before the request's future is built.
-            if ready.is_err() || !msc_io::stream::fill_first(&mut br).await {
-                break;
-            }
-            let request = Box::pin(self.request(&mut br, &mut bw, listener, peer));
-            match request.await {
-                Next::KeepAlive => {}
-                Next::Close => break,
-                Next::Abort => {
-                    cut = true;
-                    break;
-                }
-                Next::Tunnel(u) => {
-                    cut = Box::pin(self.relay_tunnel(&mut br, &mut bw, *u)).await;
-                    break;
-                }
-            }
-        }
-        if cut {
-            msc_io::stream::abort(br, bw);
-        } else {
-            msc_io::stream::close(br, bw);
-        }
-    }
-}
-
 impl ClientService {
     /// Reads one request head and routes it: through a tunnel, directly (on
     /// premise, or failing open), or refused.
-    async fn request(&self, br: &mut PlainReader, bw: &mut PlainWriter, listener: usize, peer: SocketAddr) -> Next {
-        let slot = self.shared.listener_slots.get(listener).copied().unwrap_or(0);
+    async fn request(&self, br: &mut PlainReader, bw: &mut PlainWriter, slot: usize, peer: SocketAddr) -> Next {
         let t = self.t;
         let head = match read_request_head(br, t.head, t.head, Limits::PEER).await {
             Ok(Some(h)) => h,

@@ -60,6 +60,9 @@ pub struct TunnelPool {
     gws: RefCell<Vec<GwPool>>,
     handshakes: Cell<u64>,
     resumed: Cell<u64>,
+    /// Closed by a configuration reload: tunnels in use finish, nothing is
+    /// pooled or opened in the background any more.
+    closed: Cell<bool>,
 }
 
 impl TunnelPool {
@@ -78,6 +81,7 @@ impl TunnelPool {
             gws: RefCell::new((0..gateways).map(|_| GwPool::default()).collect()),
             handshakes: Cell::new(0),
             resumed: Cell::new(0),
+            closed: Cell::new(false),
         })
     }
 
@@ -129,8 +133,28 @@ impl TunnelPool {
         found
     }
 
+    /// Retires every idle tunnel (close_notify) and stops pooling: the
+    /// configuration this pool was built from was replaced. Tunnels in use
+    /// are retired when their exchange ends.
+    pub fn close(&self) {
+        self.closed.set(true);
+        let idle: Vec<Tunnel> = self
+            .gws
+            .borrow_mut()
+            .iter_mut()
+            .flat_map(|p| p.idle.drain(..))
+            .collect();
+        for t in idle {
+            retire(t);
+        }
+    }
+
     /// Returns a tunnel whose last exchange completed cleanly.
     pub fn put(self: &Rc<Self>, mut t: Tunnel) {
+        if self.closed.get() {
+            retire(t);
+            return;
+        }
         t.since = Instant::now();
         let gw = t.gw;
         let mut gws = self.gws.borrow_mut();
@@ -278,6 +302,9 @@ impl TunnelPool {
     }
 
     fn wants_more(&self, p: &GwPool) -> bool {
+        if self.closed.get() {
+            return false;
+        }
         let warm = p.last_demand.is_some_and(|d| d.elapsed() < self.cfg.warm_for);
         warm && p.idle.len() < self.cfg.idle_target
     }

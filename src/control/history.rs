@@ -97,6 +97,15 @@ impl History {
     }
 
     /// The samples of gateway `gw`, oldest first.
+    /// Follows a change of the gateway list (see `Ranker::remap`).
+    pub fn remap(&mut self, old_of_new: &[Option<usize>]) {
+        let mut old: Vec<VecDeque<Sample>> = std::mem::take(&mut self.samples);
+        self.samples = old_of_new
+            .iter()
+            .map(|o| o.and_then(|i| old.get_mut(i).map(std::mem::take)).unwrap_or_default())
+            .collect();
+    }
+
     pub fn samples(&self, gw: usize) -> impl Iterator<Item = &Sample> {
         self.samples.get(gw).into_iter().flatten()
     }
@@ -178,6 +187,15 @@ impl Counters {
         }
     }
 
+    /// Follows a change of the gateway list (see `Ranker::remap`).
+    pub fn remap(&mut self, old_of_new: &[Option<usize>]) {
+        let old = std::mem::take(&mut self.gateways);
+        self.gateways = old_of_new
+            .iter()
+            .map(|o| o.and_then(|i| old.get(i).cloned()).unwrap_or_default())
+            .collect();
+    }
+
     /// Adds one worker report.
     pub fn merge(
         &mut self,
@@ -223,6 +241,25 @@ impl Counters {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remap_follows_gateways_by_their_old_index() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut h = History::new(2);
+        h.sample(0, Some(Duration::from_millis(5)), t0);
+        h.sample(1, None, t0);
+        h.sample(1, None, t0);
+        h.remap(&[None, Some(1), Some(0)]);
+        assert_eq!(h.samples(0).count(), 0);
+        assert_eq!(h.samples(1).count(), 2);
+        assert_eq!(h.samples(2).count(), 1);
+        let mut c = Counters::new(2, 1);
+        c.gateways[0].requests = 7;
+        c.gateways[1].requests = 9;
+        c.remap(&[Some(1), None]);
+        assert_eq!(c.gateways.len(), 2);
+        assert_eq!((c.gateways[0].requests, c.gateways[1].requests), (9, 0));
+    }
 
     #[test]
     fn samples_are_bounded_by_age_and_count() {

@@ -395,6 +395,18 @@ pub fn render(s: &Status) -> String {
             cert.not_after as f64,
         );
     }
+    o.one(
+        "msc_config_generation",
+        "gauge",
+        "The configuration generation in force: 0 at start, +1 per applied reload.",
+        s.reload.generation as f64,
+    );
+    o.one(
+        "msc_config_reload_failed",
+        "gauge",
+        "1 if the last configuration reload was rejected (the previous configuration still runs), else 0.",
+        if s.reload.result == Some("rejected") { 1.0 } else { 0.0 },
+    );
     o.0
 }
 

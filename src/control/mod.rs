@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod page;
 pub mod premise;
 pub mod probe;
+pub mod reload;
 pub mod remote;
 pub mod socket;
 pub mod state;
@@ -113,12 +114,23 @@ pub struct State {
     /// Latency samples and switches for the status page.
     pub history: History,
     counters: Counters,
-    /// The client certificate's names and validity (read at start).
+    /// The client certificate's names and validity (read at start and reload).
     cert: Option<msc_tls::certs::CertSummary>,
     /// Signed code updates: the running release and the last check.
     update: update::UpdateStatus,
     /// Configuration and PAC from the gateway (`None`: `[remote]` disabled).
     remote: Option<remote::Remote>,
+    /// The configuration generation in force (0 at start, see [`reload`]).
+    generation: u64,
+    /// Per earlier generation: its gateway indices as current ones.
+    gen_maps: Vec<(u64, Vec<Option<usize>>)>,
+    /// What a reload changes on the data path.
+    reload: reload::Reloadable,
+    reload_state: reload::ReloadState,
+    /// Restarts the probe loops (after a reload).
+    reprobe: flume::Sender<()>,
+    /// Dropping it stops the probe loops of the current generation.
+    probe_stop: Option<flume::Sender<()>>,
 }
 
 /// The control API's own figures.
@@ -275,6 +287,8 @@ pub struct Status {
     pub update: update::UpdateStatus,
     /// Configuration from the gateway (`null` unless `[remote]` is enabled).
     pub remote: Option<remote::RemoteStatus>,
+    /// Configuration reloads (`msc reload`, SIGHUP).
+    pub reload: reload::ReloadStatus,
 }
 
 impl State {
@@ -368,6 +382,7 @@ impl State {
             summary: Summary::default(),
             update: self.update.clone(),
             remote: self.remote.as_ref().map(remote::Remote::status),
+            reload: self.reload_state.view(SystemTime::now()),
         };
         let (state, reason) = page::state_label(&status);
         status.summary = Summary { state, reason };
@@ -496,6 +511,10 @@ impl State {
                 self.event(Event::Enforcement(failing));
                 Ok("enforcement state recorded".to_string())
             }
+            socket::Request::Reload => {
+                tracing::info!("reload requested by {} (pid {})", caller.label(), caller.pid);
+                reload::reload_file(self).map(|a| a.to_string())
+            }
             socket::Request::Enable => {
                 if self.machine.disabled().is_some() {
                     self.event(Event::Enable(EnableCause::User(caller.label())));
@@ -604,11 +623,13 @@ impl State {
         match fb {
             Feedback::Report {
                 worker,
+                generation,
                 direct,
                 tls,
                 gateways,
                 pool,
             } => {
+                let gateways = self.current_traffic(generation, gateways);
                 self.counters.merge(worker, &gateways, direct, tls, pool);
                 self.tls.handshakes += tls.handshakes;
                 self.tls.resumed += tls.resumed;
@@ -650,7 +671,16 @@ impl State {
                     }
                 }
             }
-            Feedback::Failed { gateway, kind, reason } => {
+            Feedback::Failed {
+                generation,
+                gateway,
+                kind,
+                reason,
+            } => {
+                // A gateway removed by a reload since: nothing to attribute.
+                let Some(gateway) = self.current_index(generation, gateway) else {
+                    return;
+                };
                 if let Some(g) = self.gateways.get(gateway) {
                     tracing::warn!("gateway {} failed on the data path: {reason}", g.label());
                 }
@@ -764,6 +794,7 @@ pub struct Control {
     thread: Option<JoinHandle<()>>,
     socket: Option<socket::SocketServer>,
     feed: StateFeed,
+    reload: reload::ReloadHandle,
 }
 
 impl Control {
@@ -775,6 +806,11 @@ impl Control {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+
+    /// A handle other threads use to reload the configuration (SIGHUP).
+    pub fn reload_handle(&self) -> reload::ReloadHandle {
+        self.reload.clone()
     }
 
     /// A handle other threads use to feed the client state.
@@ -841,6 +877,8 @@ pub struct Inputs {
     pub pac: PacDoc,
     /// The workers' liveness channels (see [`health`]).
     pub pings: health::WorkerPings,
+    /// What a reload changes on the data path.
+    pub reload: reload::Reloadable,
 }
 
 /// How long a fixed control port that is "in use" is retried at start-up.
@@ -879,6 +917,8 @@ pub fn start(inputs: Inputs, pool: DefaultThreadPool) -> anyhow::Result<Control>
     let (cmd_tx, cmd_rx) = flume::unbounded::<socket::Command>();
     let (ev_tx, ev_rx) = flume::unbounded::<Event>();
     let keep_ev = ev_tx.clone();
+    let (reload_tx, reload_rx) = flume::unbounded::<reload::ReplyTo>();
+    let keep_reload = reload_tx.clone();
     let feed = StateFeed { tx: ev_tx };
     let socket = match &inputs.cfg.socket {
         None => {
@@ -924,8 +964,9 @@ pub fn start(inputs: Inputs, pool: DefaultThreadPool) -> anyhow::Result<Control>
                     stop: stop_rx,
                     cmds: cmd_rx,
                     events: ev_rx,
+                    reloads: reload_rx,
                     socket: socket_path,
-                    _keep: (cmd_tx, keep_ev),
+                    _keep: (cmd_tx, keep_ev, keep_reload),
                 },
                 ready_tx,
             )
@@ -941,6 +982,7 @@ pub fn start(inputs: Inputs, pool: DefaultThreadPool) -> anyhow::Result<Control>
             thread: Some(thread),
             socket,
             feed,
+            reload: reload::ReloadHandle { tx: reload_tx },
         }),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(anyhow::anyhow!("the control plane exited during start-up")),
@@ -952,9 +994,15 @@ struct Channels {
     stop: flume::Receiver<()>,
     cmds: flume::Receiver<socket::Command>,
     events: flume::Receiver<Event>,
+    /// Reload requests from other threads (SIGHUP), each with its reply.
+    reloads: flume::Receiver<reload::ReplyTo>,
     socket: Option<std::path::PathBuf>,
     /// Senders kept so the receivers above never report "disconnected".
-    _keep: (flume::Sender<socket::Command>, flume::Sender<Event>),
+    _keep: (
+        flume::Sender<socket::Command>,
+        flume::Sender<Event>,
+        flume::Sender<reload::ReplyTo>,
+    ),
 }
 
 async fn run(inputs: Inputs, listener: std::net::TcpListener, ch: Channels, ready: flume::Sender<anyhow::Result<()>>) {
@@ -962,6 +1010,7 @@ async fn run(inputs: Inputs, listener: std::net::TcpListener, ch: Channels, read
         stop,
         cmds,
         events,
+        reloads,
         socket,
         _keep,
     } = ch;
@@ -976,12 +1025,12 @@ async fn run(inputs: Inputs, listener: std::net::TcpListener, ch: Channels, read
     let n_gateways = inputs.gateways.len();
     let ranker = Ranker::new(n_gateways, inputs.cfg.selection.rank.clone(), Instant::now());
     let workers = inputs.workers;
-    // Read once: a certificate rotated on disk shows after a restart, as it
-    // takes effect only then.
+    // Read again by a reload (a rotated certificate takes effect then).
     let cert = msc_tls::certs::load_certs(&inputs.cfg.tls.cert)
         .ok()
         .and_then(|c| c.first().and_then(|d| msc_tls::certs::CertSummary::from_der(d)));
     let update_status = update::UpdateStatus::at_start(&inputs.cfg);
+    let (reprobe_tx, reprobe_rx) = flume::unbounded::<()>();
     let state = Rc::new(RefCell::new(State {
         pac_max_age: inputs.cfg.pac.max_age,
         cfg: inputs.cfg,
@@ -1014,6 +1063,12 @@ async fn run(inputs: Inputs, listener: std::net::TcpListener, ch: Channels, read
         cert,
         update: update_status,
         remote: None,
+        generation: 0,
+        gen_maps: Vec::new(),
+        reload: inputs.reload,
+        reload_state: reload::ReloadState::default(),
+        reprobe: reprobe_tx,
+        probe_stop: None,
     }));
     state.borrow_mut().publish();
 
@@ -1082,6 +1137,17 @@ async fn run(inputs: Inputs, listener: std::net::TcpListener, ch: Channels, read
     }
     start_probing(&state, &stop);
     remote::start(&state, &stop);
+    let st = state.clone();
+    let stop4 = stop.clone();
+    monoio::spawn(async move {
+        loop {
+            monoio::select! {
+                r = reprobe_rx.recv_async() => if r.is_err() { return },
+                _ = stop4.recv_async() => return,
+            }
+            start_probing(&st, &stop4);
+        }
+    });
     feed_systemd_watchdog(&state, &stop);
     update::start(&state, &stop);
     let _ = ready.send(Ok(()));
@@ -1105,6 +1171,10 @@ async fn run(inputs: Inputs, listener: std::net::TcpListener, ch: Channels, read
             },
             e = events.recv_async() => if let Ok(e) = e {
                 state.borrow_mut().event(e);
+            },
+            r = reloads.recv_async() => if let Ok(reply) = r {
+                let res = reload::reload_file(&mut state.borrow_mut()).map(|a| a.to_string());
+                let _ = reply.send(res);
             },
             _ = monoio::time::sleep(tick) => state.borrow_mut().event(Event::Tick),
             _ = stop.recv_async() => break,
@@ -1147,10 +1217,17 @@ fn feed_systemd_watchdog(state: &Rc<RefCell<State>>, stop: &flume::Receiver<()>)
 /// selected one more often, and runs the damping rounds. Sleeps in between:
 /// no busy loops, and nothing runs more often than configured.
 fn start_probing(state: &Rc<RefCell<State>>, stop: &flume::Receiver<()>) {
-    let (cfg, gateways) = {
-        let st = state.borrow();
-        (st.cfg.clone(), st.gateways.clone())
+    // This generation's loops end with `gen_stop` (a reload replaces it) or
+    // the control plane's stop; a result that arrives after a reload is
+    // dropped (its gateway index may mean another gateway now).
+    let (gen_stop_tx, gen_stop) = flume::bounded::<()>(0);
+    let (cfg, gateways, generation) = {
+        let mut st = state.borrow_mut();
+        st.probe_stop = Some(gen_stop_tx);
+        st.probe_wake.clear();
+        (st.cfg.clone(), st.gateways.clone(), st.generation)
     };
+    let current = move |st: &Rc<RefCell<State>>| st.borrow().generation == generation;
     let creds = msc_tls::config::ClientCreds {
         ca: &cfg.tls.ca,
         cert: &cfg.tls.cert,
@@ -1171,6 +1248,7 @@ fn start_probing(state: &Rc<RefCell<State>>, stop: &flume::Receiver<()>) {
     for (i, s) in cfg.servers.iter().enumerate() {
         let st = state.clone();
         let stop = stop.clone();
+        let gen_stop = gen_stop.clone();
         let tls = tls.clone();
         let (host, port) = (s.host.clone(), s.port);
         let gw = gateways[i].clone();
@@ -1182,8 +1260,14 @@ fn start_probing(state: &Rc<RefCell<State>>, stop: &flume::Receiver<()>) {
             // The first probe runs at once, in parallel for every gateway.
             loop {
                 let addrs = probe::resolve(host.clone(), port).await;
+                if !current(&st) {
+                    return;
+                }
                 st.borrow_mut().set_addrs(i, addrs.clone());
                 let res = probe::probe(&gw, &addrs, tls.clone(), t.connect, t.handshake).await;
+                if !current(&st) {
+                    return;
+                }
                 st.borrow_mut().probed(i, res, Evidence::Probe);
                 let last = Instant::now();
                 // The regular interval while healthy; after a failure, and
@@ -1200,6 +1284,7 @@ fn start_probing(state: &Rc<RefCell<State>>, stop: &flume::Receiver<()>) {
                         _ = monoio::time::sleep(wait) => break,
                         w = wake.recv_async() => if w.is_err() { return },
                         _ = stop.recv_async() => return,
+                        _ = gen_stop.recv_async() => return,
                     }
                 }
             }
@@ -1208,17 +1293,22 @@ fn start_probing(state: &Rc<RefCell<State>>, stop: &flume::Receiver<()>) {
     // Keep-alive: the selected gateway, more often.
     let st = state.clone();
     let stop2 = stop.clone();
+    let gen_stop2 = gen_stop.clone();
     let tls2 = tls.clone();
     monoio::spawn(async move {
         loop {
             monoio::select! {
                 _ = monoio::time::sleep(sel.keepalive_interval) => {},
                 _ = stop2.recv_async() => return,
+                _ = gen_stop2.recv_async() => return,
             }
             let cur = st.borrow().ranker.current();
             let Some(i) = cur else { continue };
             let gw = st.borrow().gateways[i].clone();
             let res = probe::probe(&gw, &gw.addrs, tls2.clone(), t.connect, t.handshake).await;
+            if !current(&st) {
+                return;
+            }
             st.borrow_mut().probed(i, res, Evidence::KeepAlive);
         }
     });
@@ -1230,6 +1320,7 @@ fn start_probing(state: &Rc<RefCell<State>>, stop: &flume::Receiver<()>) {
             monoio::select! {
                 _ = monoio::time::sleep(sel.evaluate_interval) => {},
                 _ = stop3.recv_async() => return,
+                _ = gen_stop.recv_async() => return,
             }
             let mut s = st.borrow_mut();
             let sw = s.ranker.evaluate(Instant::now());

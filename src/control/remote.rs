@@ -760,17 +760,32 @@ async fn round_pac(
 /// administrator's PAC) and marks the rest for the next start (it is
 /// cached, so the next start uses it).
 fn apply_config(st: &mut State, cfg: ClientConfig) {
-    let cached = if cfg.pac.source == PacSource::Gateway {
-        st.remote
+    // Validated as a whole configuration already; the reload checks what
+    // only the running client can (credentials load, ports bind).
+    if let Err(e) = super::reload::apply(st, cfg) {
+        tracing::error!("configuration from the gateway not applied: {e}; keeping the running configuration");
+        st.remote_config(|r| r.status.config.result("rejected", Some(e)));
+        return;
+    }
+    let restart = !st.reload_state.restart_needed.is_empty();
+    st.remote_config(|r| r.status.restart_needed = restart);
+}
+
+/// After any reload (`msc reload`, SIGHUP, a new document): what this
+/// module keeps follows the configuration in force, and the administrator's
+/// PAC stays served if the configuration asks for it (the reload rendered
+/// the generated one).
+pub(super) fn after_reload(st: &mut State) {
+    let cfg = st.cfg.clone();
+    if cfg.pac.source == PacSource::Gateway {
+        let cached = st
+            .remote
             .as_ref()
             .and_then(|r| r.pac.clone())
-            .or_else(|| Cached::read(&cfg.remote.pac_cache()))
-    } else {
-        None
-    };
-    st.use_pac_source(&cfg, cached);
+            .or_else(|| Cached::read(&cfg.remote.pac_cache()));
+        st.use_pac_source(&cfg, cached);
+    }
     if let Some(r) = &mut st.remote {
-        r.status.restart_needed = true;
         r.cfg = cfg;
     }
 }

@@ -7,7 +7,7 @@
 //! Protocol (docs/control.md): one JSON object per line each way. The client
 //! sends one request and reads one reply, then the server closes:
 //! `{"cmd":"state"}`, `{"cmd":"disable","for":"30m","reason":"TEXT"}`,
-//! `{"cmd":"enable"}` ->
+//! `{"cmd":"enable"}`, `{"cmd":"reload"}` ->
 //! `{"ok":true,"message":"...","state":{...}}` or `{"ok":false,"message":"why"}`.
 //!
 //! The server runs on its own thread (blocking accept, one short-lived
@@ -44,6 +44,9 @@ pub enum Request {
     },
     /// Turn protection back on (trusted callers).
     Enable,
+    /// Re-read the configuration file and apply it (trusted callers); the
+    /// reply says what changed, or why it was rejected.
+    Reload,
     /// The client's recent log lines (trusted callers: support bundles).
     /// Not on the TCP control API, which any local program can read.
     Logs,
@@ -308,7 +311,7 @@ fn answer(conn: &UnixStream, trusted: &Trusted, tx: &flume::Sender<Command>) -> 
         reply: rtx,
     })
     .map_err(|_| Reply::refused("the client is stopping"))?;
-    rrx.recv_timeout(Duration::from_secs(5))
+    rrx.recv_timeout(Duration::from_secs(30))
         .map_err(|_| Reply::refused("the control plane did not answer"))
 }
 
@@ -320,7 +323,7 @@ pub fn request(path: &Path, req: &Request) -> anyhow::Result<Reply> {
             path.display()
         )
     })?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.set_read_timeout(Some(Duration::from_secs(40)))?;
     s.set_write_timeout(Some(Duration::from_secs(10)))?;
     let mut line = serde_json::to_string(req)?;
     line.push('\n');

@@ -97,6 +97,9 @@ pub enum Feedback {
     /// Accumulated figures since the worker's previous report.
     Report {
         worker: usize,
+        /// The client generation (configuration) whose gateway indices
+        /// `gateways` follows (see `control::reload`).
+        generation: u64,
         gateways: Vec<GatewayTraffic>,
         direct: DirectCounts,
         tls: TlsCounts,
@@ -104,6 +107,8 @@ pub enum Feedback {
     },
     /// A tunnel to this gateway just failed before any byte was relayed.
     Failed {
+        /// As in `Report`.
+        generation: u64,
         gateway: usize,
         kind: FailureKind,
         reason: String,
@@ -122,6 +127,7 @@ struct Pending {
 #[derive(Debug)]
 pub struct Recorder {
     worker: usize,
+    generation: u64,
     tx: flume::Sender<Feedback>,
     pending: RefCell<Pending>,
     scheduled: Cell<bool>,
@@ -129,9 +135,18 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn new(worker: usize, gateways: usize, tx: flume::Sender<Feedback>, period: Duration) -> Rc<Recorder> {
+    /// A recorder for `worker` whose gateway indices are those of client
+    /// generation `generation` (the configuration it was built from).
+    pub fn new(
+        worker: usize,
+        generation: u64,
+        gateways: usize,
+        tx: flume::Sender<Feedback>,
+        period: Duration,
+    ) -> Rc<Recorder> {
         Rc::new(Recorder {
             worker,
+            generation,
             tx,
             pending: RefCell::new(Pending {
                 gateways: (0..gateways).map(|_| GatewayTraffic::new()).collect(),
@@ -162,6 +177,7 @@ impl Recorder {
             g.failed += 1;
         }
         let _ = self.tx.try_send(Feedback::Failed {
+            generation: self.generation,
             gateway: gw,
             kind,
             reason: reason.to_owned(),
@@ -234,6 +250,7 @@ impl Recorder {
         let pool = std::mem::take(&mut p.pool);
         let _ = self.tx.try_send(Feedback::Report {
             worker: self.worker,
+            generation: self.generation,
             gateways,
             direct,
             tls,

@@ -303,6 +303,8 @@ pub enum SwitchReason {
     /// A gateway became usable while none was current, or while the current
     /// one was marked failed.
     Recovered,
+    /// A configuration reload removed the current gateway.
+    Removed,
 }
 
 /// A change of the current gateway.
@@ -384,6 +386,10 @@ impl fmt::Display for Switch {
                     "{from} became unavailable (reputation {reputation:.2} below {threshold:.2}): switched to {to}"
                 )
             }
+            SwitchReason::Removed => write!(
+                f,
+                "the configuration no longer lists the selected gateway: switched to {to}"
+            ),
             SwitchReason::Recovered => match self.from {
                 None => write!(f, "{to} became available while none was"),
                 Some(_) => write!(f, "{to} became usable while {from} was marked failed"),
@@ -912,6 +918,46 @@ impl Ranker {
         Some(self.switch(Some(winner), reason, now))
     }
 
+    /// Follows a change of the gateway list (a configuration reload):
+    /// `old_of_new[i]` is new gateway `i`'s index before, `None` for a new
+    /// one. Surviving gateways keep their windows, reputation, streaks and
+    /// availability; new ones start fresh (available, unmeasured); removed
+    /// ones are forgotten. The current gateway stays current if it survives;
+    /// if it was removed, the best usable one becomes current and the
+    /// switch is returned.
+    pub fn remap(&mut self, old_of_new: &[Option<usize>], now: Instant) -> Option<Switch> {
+        let mut old: Vec<Option<Gateway>> = std::mem::take(&mut self.gateways).into_iter().map(Some).collect();
+        let cfg = &self.cfg;
+        self.gateways = old_of_new
+            .iter()
+            .map(|o| {
+                o.and_then(|i| old.get_mut(i).and_then(Option::take))
+                    .unwrap_or_else(|| Gateway::new(cfg, now))
+            })
+            .collect();
+        let new_of_old = |i: usize| old_of_new.iter().position(|&o| o == Some(i));
+        let was = self.current;
+        self.current = was.and_then(new_of_old);
+        if let Some(s) = &mut self.last_switch {
+            s.from = s.from.and_then(new_of_old);
+            s.to = s.to.and_then(new_of_old);
+        }
+        for g in &mut self.gateways {
+            g.wins = 0;
+        }
+        if was.is_some() && self.current.is_none() {
+            let views = self.views(now);
+            let to = self
+                .best(&views, Gateway::eligible)
+                .or_else(|| self.best(&views, |g| g.available));
+            let mut sw = self.switch(to, SwitchReason::Removed, now);
+            sw.from = None;
+            self.last_switch = Some(sw.clone());
+            return Some(sw);
+        }
+        self.enforce(now, None)
+    }
+
     /// The current gateway (slot 0's choice); `None` iff no gateway is available.
     pub fn current(&self) -> Option<usize> {
         self.current
@@ -1223,6 +1269,52 @@ mod tests {
         assert_eq!(st[0].state, GatewayState::Selected);
         assert_eq!(st[1].state, GatewayState::Available);
         assert_eq!((st[1].p90_ms, st[1].samples, st[1].reputation), (None, 0, 1.0));
+    }
+
+    #[test]
+    fn remap_keeps_each_surviving_gateways_state_by_identity() {
+        let c = Clock::new();
+        let mut r = Ranker::new(3, RankConfig::default(), c.s(0.0));
+        // 0: fast, 1: slow, 2: failed and unavailable.
+        feed(&mut r, c.s(1.0), 20, &[(0, 5), (1, 80)]);
+        for _ in 0..20 {
+            fail(&mut r, 2, Evidence::Probe, c.s(1.0));
+        }
+        let before = r.status(c.s(1.0));
+        assert_eq!(before[2].state, GatewayState::Unavailable);
+        // Reload: 2 first, a new gateway, then 0; 1 removed.
+        assert_eq!(r.remap(&[Some(2), None, Some(0)], c.s(2.0)), None);
+        let after = r.status(c.s(2.0));
+        assert_eq!(after.len(), 3);
+        // The current gateway (old 0) stays current under its new index.
+        assert_eq!(r.current(), Some(2));
+        assert_eq!(after[2].state, GatewayState::Selected);
+        assert_eq!(after[2].samples, before[0].samples);
+        assert_eq!(after[2].p50_ms, before[0].p50_ms);
+        // Old 2 keeps its failures and reputation; the new one starts fresh.
+        assert_eq!(after[0].state, GatewayState::Unavailable);
+        assert_eq!(after[0].reputation, before[2].reputation);
+        assert_eq!((after[1].samples, after[1].reputation), (0, 1.0));
+        assert_eq!(after[1].state, GatewayState::Available);
+        // Samples land on the gateway now at that index.
+        assert_eq!(ok(&mut r, 1, 7, c.s(2.0)), None);
+        assert_eq!(r.status(c.s(2.0))[1].samples, 1);
+        let sw = r.last_switch().expect("start-up switch, re-mapped");
+        assert_eq!(sw.to, Some(2));
+    }
+
+    #[test]
+    fn remap_removing_the_current_gateway_switches_to_the_best_remaining() {
+        let c = Clock::new();
+        let mut r = Ranker::new(3, RankConfig::default(), c.s(0.0));
+        feed(&mut r, c.s(1.0), 20, &[(0, 5), (1, 80), (2, 20)]);
+        assert_eq!(r.current(), Some(0));
+        // Old 0 removed; old 1 and 2 swap places.
+        let sw = r.remap(&[Some(2), Some(1)], c.s(2.0)).expect("a switch");
+        assert_eq!((sw.from, sw.to, &sw.reason), (None, Some(0), &SwitchReason::Removed));
+        assert_eq!(r.current(), Some(0));
+        assert!(sw.to_string().contains("no longer lists"), "{sw}");
+        assert_eq!(r.slots(2, false, c.s(2.0)), vec![vec![0, 1], vec![1, 0]]);
     }
 
     #[test]
