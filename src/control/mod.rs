@@ -92,6 +92,9 @@ pub struct State {
     last_unreachable: Option<Instant>,
     /// ... and when a gateway was last reached (a tunnel or a probe).
     last_reached: Option<Instant>,
+    /// When workers last reported a request (through a gateway or DIRECT):
+    /// see [`State::at_rest`].
+    last_request: Option<Instant>,
     /// Per gateway: wakes its probe loop to re-plan (after a failure seen
     /// elsewhere, its next probe is due on the back-off, not the interval).
     probe_wake: Vec<flume::Sender<()>>,
@@ -618,6 +621,17 @@ impl State {
         self.publish();
     }
 
+    /// No request for `pool.warm_for` (or none yet): the client is at
+    /// rest, and the control plane's own timers slow down to the probe
+    /// interval (the keep-alive check of the selected gateway pauses, as the
+    /// regular probes cover it; damping rounds run at the probes' pace), so
+    /// an idle laptop is woken rarely. The first request ends it: the data
+    /// path reports it within a second, and a failure it meets wakes the
+    /// probes at once.
+    fn at_rest(&self) -> bool {
+        self.last_request.is_none_or(|t| t.elapsed() >= self.cfg.pool.warm_for)
+    }
+
     fn apply(&mut self, fb: Feedback) {
         let now = Instant::now();
         match fb {
@@ -653,6 +667,14 @@ impl State {
                 };
                 if let Some(route) = route {
                     self.last_direct = Some((now, route));
+                }
+                let direct_requests = direct.on_premise
+                    + direct.fail_open
+                    + direct.fail_closed
+                    + direct.refused_untrusted
+                    + direct.disabled;
+                if direct_requests > 0 || gateways.iter().any(|g| g.requests > 0) {
+                    self.last_request = Some(now);
                 }
                 if direct.fail_open_unreachable + direct.fail_closed_unreachable > 0 {
                     self.last_unreachable = Some(now);
@@ -1049,6 +1071,7 @@ async fn run(inputs: Inputs, listener: std::net::TcpListener, ch: Channels, read
         last_direct: None,
         last_unreachable: None,
         last_reached: None,
+        last_request: None,
         probe_wake: Vec::new(),
         pings: inputs.pings,
         last_health: None,
@@ -1297,10 +1320,19 @@ fn start_probing(state: &Rc<RefCell<State>>, stop: &flume::Receiver<()>) {
     let tls2 = tls.clone();
     monoio::spawn(async move {
         loop {
+            let wait = if st.borrow().at_rest() {
+                sel.keepalive_interval.max(sel.probe_interval)
+            } else {
+                sel.keepalive_interval
+            };
             monoio::select! {
-                _ = monoio::time::sleep(sel.keepalive_interval) => {},
+                _ = monoio::time::sleep(wait) => {},
                 _ = stop2.recv_async() => return,
                 _ = gen_stop2.recv_async() => return,
+            }
+            if st.borrow().at_rest() {
+                // The regular probes check every gateway meanwhile.
+                continue;
             }
             let cur = st.borrow().ranker.current();
             let Some(i) = cur else { continue };
@@ -1317,8 +1349,13 @@ fn start_probing(state: &Rc<RefCell<State>>, stop: &flume::Receiver<()>) {
     let stop3 = stop.clone();
     monoio::spawn(async move {
         loop {
+            let wait = if st.borrow().at_rest() {
+                sel.evaluate_interval.max(sel.probe_interval)
+            } else {
+                sel.evaluate_interval
+            };
             monoio::select! {
-                _ = monoio::time::sleep(sel.evaluate_interval) => {},
+                _ = monoio::time::sleep(wait) => {},
                 _ = stop3.recv_async() => return,
                 _ = gen_stop.recv_async() => return,
             }
