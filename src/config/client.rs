@@ -824,14 +824,7 @@ fn update_settings(c: &Check<'_>, u: RawUpdate) -> Result<Option<UpdateSettings>
                 "required when update.enabled (a directory the client may write, beside its binary)",
             ));
         }
-        Some(v) => {
-            let p = Path::new(v);
-            if p.is_absolute() {
-                p.to_path_buf()
-            } else {
-                c.file.parent().unwrap_or(Path::new(".")).join(p)
-            }
-        }
+        Some(v) => c.relative(v),
     };
     Ok(Some(UpdateSettings {
         public_key,
@@ -858,12 +851,7 @@ fn control_socket(c: &Check<'_>, v: Option<&str>) -> Result<Option<PathBuf>, Con
     match v.map(str::trim) {
         Some("") => Ok(None),
         Some(v) => {
-            let p = Path::new(v);
-            let p = if p.is_absolute() {
-                p.to_path_buf()
-            } else {
-                c.file.parent().unwrap_or(Path::new(".")).join(p)
-            };
+            let p = c.relative(v);
             if p.file_name().is_none() {
                 return Err(c.err("control.socket", format!("'{}' names no file", p.display())));
             }

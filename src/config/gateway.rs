@@ -243,12 +243,7 @@ fn validate(file: &Path, raw: Raw) -> Result<GatewayConfig, ConfigError> {
         None => None,
         Some("") => return Err(c.err("releases.dir", "must not be empty (omit it to serve no releases)")),
         Some(v) => {
-            let p = Path::new(v);
-            let p = if p.is_absolute() {
-                p.to_path_buf()
-            } else {
-                file.parent().unwrap_or(Path::new(".")).join(p)
-            };
+            let p = c.relative(v);
             if !p.is_dir() {
                 return Err(c.err("releases.dir", format!("'{}' is not a directory", p.display())));
             }

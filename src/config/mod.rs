@@ -54,6 +54,17 @@ pub(crate) struct Check<'a> {
 }
 
 impl Check<'_> {
+    /// `v` as a path: relative paths are relative to the configuration
+    /// file's directory.
+    pub(crate) fn relative(&self, v: &str) -> PathBuf {
+        let p = Path::new(v);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.file.parent().unwrap_or(Path::new(".")).join(p)
+        }
+    }
+
     pub(crate) fn err(&self, key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
         ConfigError {
             file: self.file.to_path_buf(),
@@ -92,12 +103,7 @@ impl Check<'_> {
         if v.trim().is_empty() {
             return Err(self.err("runtime.dir", "must not be empty"));
         }
-        let p = Path::new(v.trim());
-        Ok(Some(if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            self.file.parent().unwrap_or(Path::new(".")).join(p)
-        }))
+        Ok(Some(self.relative(v.trim())))
     }
 
     /// Resolves a path relative to the configuration file's directory and
@@ -106,12 +112,7 @@ impl Check<'_> {
         if v.trim().is_empty() {
             return Err(self.err(key, "must not be empty"));
         }
-        let p = Path::new(v);
-        let p = if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            self.file.parent().unwrap_or(Path::new(".")).join(p)
-        };
+        let p = self.relative(v);
         match std::fs::metadata(&p) {
             Ok(m) if m.is_file() => Ok(p),
             Ok(m) if m.is_dir() => Err(self.err(key, format!("is a directory, not a file: {}", p.display()))),
@@ -151,12 +152,7 @@ impl Check<'_> {
             Some("off") => AccessLogTarget::Off,
             Some("") => return Err(self.err(key, "must not be empty (use \"-\" for stderr or \"off\")")),
             Some(p) => {
-                let path = Path::new(p);
-                let path = if path.is_absolute() {
-                    path.to_path_buf()
-                } else {
-                    self.file.parent().unwrap_or(Path::new(".")).join(path)
-                };
+                let path = self.relative(p);
                 if let Some(dir) = path.parent()
                     && !dir.as_os_str().is_empty()
                     && !dir.is_dir()

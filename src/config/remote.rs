@@ -118,14 +118,7 @@ pub(crate) fn validate(c: &Check<'_>, raw: RawRemote) -> Result<RemoteSettings, 
     }
     let cache_dir = match raw.cache_dir.as_deref().map(str::trim) {
         Some("") => return Err(c.err("remote.cache_dir", "must not be empty")),
-        Some(v) => {
-            let p = Path::new(v);
-            if p.is_absolute() {
-                p.to_path_buf()
-            } else {
-                c.file.parent().unwrap_or(Path::new(".")).join(p)
-            }
-        }
+        Some(v) => c.relative(v),
         // systemd's StateDirectory=, else beside the configuration file.
         None => std::env::var_os("STATE_DIRECTORY")
             .filter(|v| !v.is_empty())
