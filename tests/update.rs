@@ -262,19 +262,26 @@ fn bad_releases_are_refused_with_a_reason_and_change_nothing() {
     unchanged("unsupervised");
 }
 
+/// A gateway serving release 99.0.0, signed correctly but never serving
+/// anything (`sleep 60`), and a client configuration with a 2 s trial.
+/// Returns the gateway (keep it), the configuration, the control address and
+/// the trial.
+fn broken_release(env: &Env) -> (Proc, PathBuf, SocketAddr, Duration) {
+    let public = keygen(env, "release-key.pem");
+    let broken = env.path("broken-msc");
+    std::fs::write(&broken, b"#!/bin/sh\nexec sleep 60\n").unwrap();
+    sign(env, "release-key.pem", "99.0.0", &broken);
+    let (g, gw) = env.gateway_at("gateway", "127.0.0.1:0", "[releases]\ndir = \"rel\"\n");
+    let control = free_port();
+    let cfg = update_client(env, gw, &public, control, "2s");
+    let ctl: SocketAddr = format!("127.0.0.1:{control}").parse().unwrap();
+    (g, cfg, ctl, Duration::from_secs(2))
+}
+
 #[test]
 fn a_release_that_never_becomes_healthy_is_rolled_back_in_time() {
     let env = Env::new();
-    let public = keygen(&env, "release-key.pem");
-    // Signed correctly, but never serves anything.
-    let broken = env.path("broken-msc");
-    std::fs::write(&broken, b"#!/bin/sh\nexec sleep 60\n").unwrap();
-    sign(&env, "release-key.pem", "99.0.0", &broken);
-    let (_g, gw) = env.gateway_at("gateway", "127.0.0.1:0", "[releases]\ndir = \"rel\"\n");
-    let control = free_port();
-    let trial = Duration::from_secs(2);
-    let cfg = update_client(&env, gw, &public, control, "2s");
-    let ctl: SocketAddr = format!("127.0.0.1:{control}").parse().unwrap();
+    let (_g, cfg, ctl, trial) = broken_release(&env);
     let wd = start_watchdog(&env, &cfg);
     let mut seen = Vec::new();
 
@@ -602,15 +609,7 @@ fn under_systemd_a_good_release_is_installed_launched_and_confirmed() {
 #[test]
 fn under_systemd_a_release_that_never_becomes_healthy_is_rolled_back_in_time() {
     let env = Env::new();
-    let public = keygen(&env, "release-key.pem");
-    let broken = env.path("broken-msc");
-    std::fs::write(&broken, b"#!/bin/sh\nexec sleep 60\n").unwrap();
-    sign(&env, "release-key.pem", "99.0.0", &broken);
-    let (_g, gw) = env.gateway_at("gateway", "127.0.0.1:0", "[releases]\ndir = \"rel\"\n");
-    let control = free_port();
-    let trial = Duration::from_secs(2);
-    let cfg = update_client(&env, gw, &public, control, "2s");
-    let ctl: SocketAddr = format!("127.0.0.1:{control}").parse().unwrap();
+    let (_g, cfg, ctl, trial) = broken_release(&env);
     let (agent, _sock) = start_agent(&env, &cfg);
     let service = StandIn::start(&env, &cfg);
 
