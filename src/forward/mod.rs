@@ -282,7 +282,6 @@ impl Proxy {
             && !has_body
             && (head.method == Method::Get || head.method == Method::Head)
         {
-            let answer = docs.get(path, &c.user);
             let inm = head
                 .headers
                 .values(data, "if-none-match")
@@ -290,7 +289,18 @@ impl Proxy {
                 .map(|v| String::from_utf8_lossy(v).into_owned());
             let is_head = head.method == Method::Head;
             let keep = !head.wants_close(data);
+            // A provider may stat, read and hash a file (a release is tens of
+            // MB): on the blocking pool, never on this worker's thread.
+            let (docs, path, user) = (docs.clone(), path.to_owned(), c.user.clone());
             c.r.consume(head.len);
+            let answer = monoio::spawn_blocking(move || docs.get(&path, &user))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(crate::gateway::docs::Refused {
+                        status: 503,
+                        reason: "the document could not be read on this gateway".into(),
+                    })
+                });
             return self.document(c, answer, inm.as_deref(), is_head, keep).await;
         }
         let reply = if self.settings.probe && head.form == Form::Origin && path == PROBE_PATH && !has_body {

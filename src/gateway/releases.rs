@@ -5,7 +5,8 @@
 //! - `release/<file>`: the artifact the current manifest names, and only it.
 //!
 //! Bodies are kept in memory and re-read only when a file's modification
-//! time, size or inode changes, so a request costs a `stat`, not a read.
+//! time, size or inode changes, so a request costs a `stat`, not a read;
+//! the gateway asks providers on its blocking pool, off the worker threads.
 //! `msc release sign` replaces files by rename (a new inode each time).
 
 use std::collections::HashMap;
