@@ -1,0 +1,268 @@
+# Shared by bench/latency.sh, bench/coldstart.sh and bench/tunnels.sh (sourced).
+# Sets up the chains of bench/compare.sh (same certificates from `msc pki init`, the
+# same nginx origin and HAProxy templates from bench/compare/, rendered the same way)
+# on ports of their own, so these scripts can run while compare.sh runs.
+#
+# Before sourcing set: NAME (results go to perf/runs/<UTC date>/NAME), PORT_BASE.
+# Knobs common to all three: LOADCPU PROXYCPU INSTALL BUILD MSC OHA W OUT
+#                            FOREIGN_MAX QUIET_WAIT GUARD_BUDGET (contention guard)
+# Every wait is bounded; only processes started here are stopped, by PID.
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)   # bench/
+ROOT=$(cd "$HERE/.." && pwd)
+H=$HERE/compare          # compare.sh's templates and helpers (nginx, HAProxy, pstat.py)
+M=$HERE/measure          # ours
+LOADCPU=${LOADCPU:-0}
+PROXYCPU=${PROXYCPU:-1}
+INSTALL=${INSTALL:-1}
+BUILD=${BUILD:-1}
+MSC=${MSC:-${CARGO_TARGET_DIR:-$ROOT/target}/release/msc}
+OHA=${OHA:-$(command -v oha || echo /opt/oha/bin/oha)}
+W=${W:-/tmp/msc-$NAME}
+OUT=${OUT:-$ROOT/perf/runs/$(date -u +%F)/$NAME}
+FOREIGN_MAX=${FOREIGN_MAX:-5}
+QUIET_WAIT=${QUIET_WAIT:-30}
+GUARD_BUDGET=${GUARD_BUDGET:-300}
+C=$W/certs
+RAW=$OUT/raw.tsv
+CLK_TCK=$(getconf CLK_TCK)
+
+# Ports (the names compare.sh's templates use).
+P_NGX=$((PORT_BASE + 80)); P_NGX_TLS=$((PORT_BASE + 443))
+P_MSG=$((PORT_BASE + 100)); P_MSC_HTTP=$((PORT_BASE + 101)); P_MSC_HTTPS=$((PORT_BASE + 102))
+P_HAC_HTTP=$((PORT_BASE + 200)); P_HAC_TCP=$((PORT_BASE + 201)); P_HAC_TCP_TLS=$((PORT_BASE + 202))
+P_HAS_HTTP=$((PORT_BASE + 210)); P_HAS_TCP=$((PORT_BASE + 211)); P_HAS_TCP_TLS=$((PORT_BASE + 212))
+P_NXC=$((PORT_BASE + 400)); P_NXS=$((PORT_BASE + 410))
+ORIGIN=127.0.0.1:$P_NGX
+
+log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { log "FATAL: $*"; exit 1; }
+have() { command -v "$1" >/dev/null 2>&1; }
+
+# knob_cmdline SCRIPT KNOB... -> CMDLINE (the exact reproducing command)
+knob_cmdline() {
+  local s=$1 k; shift
+  CMDLINE=""
+  for k in "$@"; do [ -n "${!k+x}" ] && CMDLINE+="$k=$(printf '%q' "${!k}") "; done
+  CMDLINE+="bash $s"
+}
+
+install_pkgs() {  # install_pkgs BIN:PACKAGE...
+  local need=() pkgs=() bp
+  for bp in "$@"; do have "${bp%%:*}" || { need+=("${bp%%:*}"); pkgs+=("${bp#*:}"); }; done
+  [ ${#need[@]} -eq 0 ] && return 0
+  [ "$INSTALL" = 1 ] || die "missing: ${need[*]} (INSTALL=1 installs them)"
+  log "installing Debian packages (missing: ${need[*]})"
+  apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${pkgs[@]}" >/dev/null
+}
+
+build_msc() {
+  if [ "$BUILD" = 1 ]; then
+    log "building msc (cargo build --release)"
+    (cd "$ROOT" && cargo build --release --quiet) || die "cargo build failed"
+  fi
+  [ -x "$MSC" ] || die "msc binary not found at $MSC (BUILD=1 or MSC=path)"
+}
+
+check_ports() {
+  local p busy=()
+  for p in "$@"; do [ -n "$(ss -Htln "sport = :$p")" ] && busy+=("$p"); done
+  [ ${#busy[@]} -eq 0 ] || die "ports already in use: ${busy[*]} (set PORT_BASE to move all ports)"
+}
+
+render() {  # render TEMPLATE OUTFILE - every @VAR@ becomes the shell variable VAR (which must be set)
+  local v args=()
+  for v in $(grep -oE '@[A-Z_]+@' "$1" | tr -d @ | sort -u); do
+    [ -n "${!v+x}" ] || die "$1 uses @$v@, which is not set"
+    args+=(-e "s#@$v@#${!v}#g")
+  done
+  sed "${args[@]}" "$1" >"$2"
+}
+
+# prepare: scratch dirs, the 1 KiB file, one PKI for every chain (ECDSA P-256).
+prepare() {
+  mkdir -p "$W"/{logs,www,conf,nginx-tmp} "$OUT"
+  chmod 755 "$W" "$W/www"
+  [ "$(stat -c %s "$W/www/1k" 2>/dev/null)" = 1024 ] || head -c 1024 /dev/urandom >"$W/www/1k"
+  chmod 644 "$W/www/"*
+  find "$W/logs" -type f -delete
+  rm -rf "$C"
+  "$MSC" pki init --dir "$C" --gateway-listen "127.0.0.1:$P_MSG" --http-port "$P_MSC_HTTP" \
+    --https-port "$P_MSC_HTTPS" >"$W/logs/pki.log" 2>&1 || die "msc pki init failed: $(cat "$W/logs/pki.log")"
+  cat "$C/gateway.pem" "$C/gateway-key.pem" >"$C/gateway-combined.pem"
+  cat "$C/client.pem" "$C/client-key.pem" >"$C/client-combined.pem"
+}
+
+STARTED=()
+start_bg() {  # start_bg NAME CPU CMD...  -> LASTPID; stdout NAME.out, stderr NAME.err
+  local name=$1 cpu=$2; shift 2
+  taskset -c "$cpu" "$@" >"$W/logs/$name.out" 2>"$W/logs/$name.err" &
+  LASTPID=$!
+  STARTED+=("$LASTPID")
+  log "started $name pid=$LASTPID on cpu$cpu: $*"
+}
+stop_pid() {  # SIGTERM, SIGKILL after 10 s
+  local p=$1
+  kill -0 "$p" 2>/dev/null || return 0
+  kill -TERM "$p" 2>/dev/null || true
+  for _ in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$p" 2>/dev/null; then log "pid $p alive 10 s after SIGTERM: SIGKILL"; kill -KILL "$p" 2>/dev/null || true; fi
+  wait "$p" 2>/dev/null || true
+}
+save_logs() {
+  [ -d "$OUT" ] || return 0
+  mkdir -p "$OUT/configs" "$OUT/logs"
+  cp "$W/conf/"* "$OUT/configs/" 2>/dev/null || true
+  local f
+  for f in "$W/logs/"*; do [ -s "$f" ] && tail -n 200 "$f" >"$OUT/logs/$(basename "$f")"; done
+  return 0
+}
+stop_all() { local p; for p in "${STARTED[@]:-}"; do [ -n "$p" ] && stop_pid "$p"; done; STARTED=(); }
+on_exit() { save_logs; stop_all; }
+trap on_exit EXIT
+trap 'exit 130' INT TERM
+
+wait_port() {  # wait_port PORT (at most 15 s)
+  for _ in $(seq 1 150); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  die "port $1 did not open"
+}
+wait_line() {  # wait_line FILE REGEX PID (at most 15 s)
+  for _ in $(seq 1 150); do
+    grep -qE "$2" "$1" 2>/dev/null && return 0
+    kill -0 "$3" 2>/dev/null || die "process $3 exited before printing its ready line: $(tail -5 "${1%.out}.err")"
+    sleep 0.1
+  done
+  die "no ready line in $1 after 15 s"
+}
+alive() { local p; for p in "$@"; do kill -0 "$p" 2>/dev/null || return 1; done; }
+check_200() {  # check_200 LABEL curl-args...  (the 1 KiB file, status 200)
+  local out
+  out=$(curl -s --max-time 10 -o /dev/null -w '%{http_code} %{size_download}' "${@:2}") || true
+  [ "$out" = "200 1024" ] || die "sanity check $1 failed: '$out' (curl ${*:2})"
+}
+proc_ticks() {  # utime+stime of the PIDs
+  local t=0 p v
+  for p in "$@"; do
+    v=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12+$13}') || v=0
+    t=$((t + ${v:-0}))
+  done
+  echo "$t"
+}
+mem_of() {  # mem_of FIELD PID... (KiB, summed)
+  local f=$1 t=0 p v; shift
+  for p in "$@"; do v=$(awk -v f="$f:" '$1==f{print $2}' "/proc/$p/status" 2>/dev/null); t=$((t + ${v:-0})); done
+  echo "$t"
+}
+
+# ---------------------------------------------------------------- chains
+start_origin() {  # nginx from compare.sh's template, on LOADCPU
+  render "$H/nginx.conf.in" "$W/conf/nginx.conf"
+  start_bg nginx "$LOADCPU" nginx -c "$W/conf/nginx.conf" -g 'daemon off;'
+  NGINX_PID=$LASTPID
+  wait_port "$P_NGX"
+  check_200 nginx "http://$ORIGIN/1k"
+  check_200 nginx-absolute-form -x "http://$ORIGIN" "http://$ORIGIN/1k"
+}
+
+# msc_configs SUFFIX GWPORT HTTP HTTPS [CLIENT-EXTRA] [GATEWAY-EXTRA]: writes
+# $W/conf/msc-client$SUFFIX.toml and msc-gateway$SUFFIX.toml from pki init's files
+# (workers = MSC_WORKERS, access logs off, control API on a free port, no control socket).
+msc_configs() {
+  local sfx=$1 gw=$2 http=$3 https=$4 cx=${5:-} gx=${6:-}
+  local cf=$W/conf/msc-client$sfx.toml gf=$W/conf/msc-gateway$sfx.toml
+  sed -e "s/^workers = 0/workers = ${MSC_WORKERS:-1}/" -e 's#^access = .*#access = "off"#' \
+      -e "s#^listen = .*#listen = \"127.0.0.1:$gw\"#" "$C/gateway.toml" >"$gf"
+  sed -e "s/^workers = 0/workers = ${MSC_WORKERS:-1}/" -e "s#^address = .*#address = \"127.0.0.1:$gw\"#" \
+      -e "s#^http_port = .*#http_port = $http#" -e "s#^https_port = .*#https_port = $https#" "$C/client.toml" >"$cf"
+  printf '\n[control]\nlisten = "127.0.0.1:0"\nsocket = ""\n[log]\naccess = "off"\n%b' "$cx" >>"$cf"
+  printf '\n%b' "$gx" >>"$gf"
+  sed -i "s#\"\\([a-z-]*\\.pem\\)\"#\"$C/\\1\"#" "$gf" "$cf"
+  "$MSC" check-config "$gf" >/dev/null || die "msc gateway config $gf invalid"
+  "$MSC" check-config "$cf" >/dev/null || die "msc client config $cf invalid"
+}
+start_msc_gateway() {  # start_msc_gateway SUFFIX -> GW_PID
+  start_bg "msc-gateway$1" "$PROXYCPU" "$MSC" gateway --config "$W/conf/msc-gateway$1.toml"; GW_PID=$LASTPID
+  wait_line "$W/logs/msc-gateway$1.out" '^msc gateway ready' "$GW_PID"
+}
+start_msc_client() {  # start_msc_client SUFFIX -> CL_PID
+  start_bg "msc-client$1" "$PROXYCPU" "$MSC" run --config "$W/conf/msc-client$1.toml"; CL_PID=$LASTPID
+  wait_line "$W/logs/msc-client$1.out" '^msc client ready' "$CL_PID"
+}
+start_msc() {  # the compare.sh msc chain: client (http slot P_MSC_HTTP) -> gateway P_MSG -> nginx
+  msc_configs "" "$P_MSG" "$P_MSC_HTTP" "$P_MSC_HTTPS" "${MSC_CLIENT_EXTRA:-}" "${MSC_GATEWAY_EXTRA:-}"
+  start_msc_gateway ""; start_msc_client ""
+  MSC_PIDS="$CL_PID $GW_PID"
+  check_200 msc-get -x "http://127.0.0.1:$P_MSC_HTTP" "http://$ORIGIN/1k"
+  check_200 msc-connect -p -x "http://127.0.0.1:$P_MSC_HTTPS" "http://$ORIGIN/1k"
+}
+start_haproxy() {  # compare.sh's HAProxy templates, rendered the same way
+  render "$H/haproxy-server.cfg.in" "$W/conf/haproxy-server.cfg"
+  render "$H/haproxy-client.cfg.in" "$W/conf/haproxy-client.cfg"
+  haproxy -c -f "$W/conf/haproxy-server.cfg" >/dev/null || die "haproxy server config invalid"
+  haproxy -c -f "$W/conf/haproxy-client.cfg" >/dev/null || die "haproxy client config invalid"
+  start_bg haproxy-server "$PROXYCPU" haproxy -db -f "$W/conf/haproxy-server.cfg"; local s=$LASTPID
+  start_bg haproxy-client "$PROXYCPU" haproxy -db -f "$W/conf/haproxy-client.cfg"; local c=$LASTPID
+  wait_port "$P_HAS_HTTP"; wait_port "$P_HAC_HTTP"
+  HAPROXY_PIDS="$c $s"
+  check_200 haproxy-get -x "http://127.0.0.1:$P_HAC_HTTP" "http://$ORIGIN/1k"
+}
+start_nginxproxy() {  # nginx reverse proxy (pooled mTLS upstream) -> nginx mTLS terminator -> origin
+  render "$M/nginx-gateway.conf.in" "$W/conf/nginx-gateway.conf"
+  render "$M/nginx-client.conf.in" "$W/conf/nginx-client.conf"
+  start_bg nginx-gateway "$PROXYCPU" nginx -c "$W/conf/nginx-gateway.conf" -g 'daemon off;'; local s=$LASTPID
+  start_bg nginx-client "$PROXYCPU" nginx -c "$W/conf/nginx-client.conf" -g 'daemon off;'; local c=$LASTPID
+  wait_port "$P_NXS"; wait_port "$P_NXC"
+  NGINXPROXY_PIDS="$c $s"
+  if curl -sk --max-time 5 -o /dev/null "https://127.0.0.1:$P_NXS/1k"; then
+    die "nginx gateway accepted a TLS client without certificate"
+  fi
+  check_200 nginxproxy-get -x "http://127.0.0.1:$P_NXC" "http://$ORIGIN/1k"
+}
+
+# ---------------------------------------------------------------- contention guard
+# A minimal stand-in for compare.sh's guard (bench/guard.sh will replace it when merged):
+# before a measured run wait (at most QUIET_WAIT s, GUARD_BUDGET s in all) until CPU used
+# by processes outside this script's tree and kernel threads is below FOREIGN_MAX % of
+# one core; measure that foreign CPU during the run (guard_begin / guard_end -> FOREIGN).
+GUARD_SPENT=0
+fsnap() { python3 "$H/pstat.py" snap "$1"; }
+fdiff() { python3 "$H/pstat.py" diff "$1" "$2" $$; }
+is_dirty() { awk -v f="${1%% *}" -v m="$FOREIGN_MAX" 'BEGIN{exit !(f >= m)}'; }
+wait_quiet() {
+  local t0=$SECONDS f="" waited=0
+  while [ $((GUARD_SPENT + SECONDS - t0)) -lt "$GUARD_BUDGET" ] && [ $((SECONDS - t0)) -lt "$QUIET_WAIT" ]; do
+    fsnap "$W/q0"; sleep 1.5; fsnap "$W/q1"; f=$(fdiff "$W/q0" "$W/q1")
+    if ! is_dirty "$f"; then break; fi
+    [ $waited = 0 ] && log "  waiting for foreign CPU to drop: $f"
+    waited=1
+  done
+  GUARD_SPENT=$((GUARD_SPENT + SECONDS - t0))
+  if [ $waited = 1 ]; then log "  guard: ${f} (guard time ${GUARD_SPENT}s of ${GUARD_BUDGET}s)"; fi
+  return 0
+}
+guard_begin() { [ "${GUARD:-1}" = 1 ] && wait_quiet; fsnap "$W/f0"; }
+guard_end() { fsnap "$W/f1"; FOREIGN=$(fdiff "$W/f0" "$W/f1"); }
+
+write_env() {  # write_env EXTRA-LINES
+  {
+    echo "date: $(date -u +%FT%TZ)"
+    echo "command: $CMDLINE"
+    local dirty=""
+    if git -C "$ROOT" status --porcelain 2>/dev/null | grep -qv '^??'; then dirty="(tracked files modified)"; fi
+    echo "commit: $(git -C "$ROOT" rev-parse HEAD 2>/dev/null) $dirty"
+    echo "msc: $("$MSC" --version 2>/dev/null) ($MSC, built $(date -u -r "$MSC" +%FT%TZ))"
+    echo "kernel: $(uname -r); cpus: $(nproc); model: $(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)"
+    echo "memory: $(awk '/MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo); open files: soft $(ulimit -Sn) hard $(ulimit -Hn)"
+    echo "pinning: load generator + nginx origin on cpu$LOADCPU; proxy processes on cpu$PROXYCPU"
+    echo "guard: FOREIGN_MAX=$FOREIGN_MAX% QUIET_WAIT=${QUIET_WAIT}s GUARD_BUDGET=${GUARD_BUDGET}s (figures with foreign CPU above FOREIGN_MAX are contended)"
+    echo "loadavg at start: $(cat /proc/loadavg)"
+    local p
+    for p in nginx-light haproxy curl python3; do echo "pkg $p $(dpkg-query -W -f='${Version}' "$p" 2>/dev/null || echo '?')"; done
+    printf '%b' "${1:-}"
+  } >"$OUT/env.txt"
+  echo "$CMDLINE" >"$OUT/command.txt"
+}
