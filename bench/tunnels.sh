@@ -54,7 +54,7 @@ PER=$(( (N + INSTANCES - 1) / INSTANCES ))
 [ "$PER" -le "$FIT" ] || die "INSTANCES=$INSTANCES: $PER tunnels per instance need $((2 * PER + 300)) open files, the hard limit is $HARD"
 [ "$N" -le $((HARD - 200)) ] || die "the driver needs N + 200 open files ($((N + 200))), the hard limit is $HARD"
 [ "$INSTANCES" -le 9 ] || die "at most 9 instances"
-ports=($P_NGX)
+ports=("$P_NGX")
 for k in $(seq 0 $((INSTANCES - 1))); do ports+=($((P_MSG + 10 * k)) $((P_MSC_HTTP + 10 * k)) $((P_MSC_HTTPS + 10 * k))); done
 check_ports "${ports[@]}"
 prepare

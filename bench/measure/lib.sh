@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # sourced: variables are used by the scripts and the config templates
 # Shared by bench/latency.sh, bench/coldstart.sh and bench/tunnels.sh (sourced).
 # Sets up the chains of bench/compare.sh (same certificates from `msc pki init`, the
 # same nginx origin and HAProxy templates from bench/compare/, rendered the same way)
@@ -25,7 +26,6 @@ QUIET_WAIT=${QUIET_WAIT:-30}
 GUARD_BUDGET=${GUARD_BUDGET:-300}
 C=$W/certs
 RAW=$OUT/raw.tsv
-CLK_TCK=$(getconf CLK_TCK)
 
 # Ports (the names compare.sh's templates use).
 P_NGX=$((PORT_BASE + 80)); P_NGX_TLS=$((PORT_BASE + 443))
