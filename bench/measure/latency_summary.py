@@ -17,6 +17,9 @@ from collections import defaultdict
 
 raw, sdir, envf = sys.argv[1], sys.argv[2], sys.argv[3]
 fmax = float(sys.argv[sys.argv.index("--foreign-max") + 1]) if "--foreign-max" in sys.argv else 5.0
+# a run whose requests started more than this late (p99, against the ideal schedule) had a
+# starved generator: its latencies miss part of the delay (oha counts from its timer)
+LAG_MAX_US = 2000
 PEERS = ["haproxy", "nginx"]
 NAMES = {"direct": "direct", "msc": "msc", "haproxy": "HAProxy", "nginx": "nginx proxy"}
 
@@ -51,7 +54,10 @@ if dirty:
 print("Latency in microseconds from the scheduled send time to the last byte of the 1 KiB answer "
       "(oha --latency-correction). p50/p99 over all rounds' samples pooled; p99 = sorted[floor(0.99 n)] "
       "(at n = 300 the 3rd worst). added = chain - direct; the bracket is the range of the same "
-      "difference computed per round (each round runs every chain back to back).\n")
+      "difference computed per round (each round runs every chain back to back). "
+      f"⚠ = some run of that chain sent its requests more than {LAG_MAX_US} µs late (p99) against the "
+      "schedule: the generator was starved (oha counts latency from its timer, so part of such a delay "
+      "is missing); do not use that row.\n")
 for mode in modes:
     for rate in rates:
         sel = [r for r in rows if r["mode"] == mode and r["rate"] == rate]
@@ -79,6 +85,7 @@ for mode in modes:
             sched = sum(int(r["scheduled"]) for r in cr)
             non200 = sum(int(r["non200"]) for r in cr)
             lag = max(float(r["send_lag_p99_us"]) for r in cr)
+            late = " ⚠" if lag > LAG_MAX_US else ""
             fm = max(float(r["foreign_cpu_pct"] or 0) for r in cr)
             a50 = a99 = "–"
             if ch != "direct" and pooled["direct"] and s:
@@ -91,7 +98,7 @@ for mode in modes:
                 rng = lambda v: f" [{min(v):.0f}..{max(v):.0f}]" if len(v) > 1 else ""
                 a50, a99 = f"{d50:.0f}{rng(r50)}", f"{d99:.0f}{rng(r99)}"
             print(f"| {NAMES.get(ch, ch)} | {len(s)} ({sched}) | {non200} | {p50:.0f} | {p99:.0f} | "
-                  f"{(s[-1] if s else float('nan')):.0f} | {a50} | {a99} | {lag:.0f} | {fm:.1f} |")
+                  f"{(s[-1] if s else float('nan')):.0f} | {a50} | {a99} | {lag:.0f}{late} | {fm:.1f} |")
         if "msc" in added:
             m50, m99 = added["msc"]
             peers = {p: added[p] for p in PEERS if p in added}
