@@ -14,7 +14,7 @@
 # Usage (as root):  bash bench/coldstart.sh
 #   quick check:    REPS=3 POOL_REPS=2 BUILD=0 bash bench/coldstart.sh
 #   knobs:          REPS=10 POOL_REPS=10 RETRY_MS=1 WARM_FOR=2s IDLE_LIFETIME=3s GAP=1
-#                   PARTS="start pool" PEERS=haproxy MSC_WORKERS=1 PORT_BASE=22000
+#                   PARTS="start pool" PEERS=haproxy MSC_WORKERS=1 PORT_BASE=24000
 #                   LOADCPU=0 PROXYCPU=1 FOREIGN_MAX=5 QUIET_WAIT=30 GUARD_BUDGET=300 GUARD=1
 #                   INSTALL=1 BUILD=1 MSC=target/release/msc W=/tmp/msc-coldstart
 #                   OUT=perf/runs/<UTC date>/coldstart
@@ -30,7 +30,7 @@ IDLE_LIFETIME=${IDLE_LIFETIME:-3s}
 GAP=${GAP:-1}
 PARTS=${PARTS:-"start pool"}
 PEERS=${PEERS:-haproxy}
-PORT_BASE=${PORT_BASE:-22000}
+PORT_BASE=${PORT_BASE:-24000}
 # shellcheck source=bench/measure/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/measure/lib.sh"
 knob_cmdline bench/coldstart.sh $KNOBS
