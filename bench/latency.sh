@@ -67,7 +67,7 @@ check_ports $P_NGX $P_NGX_TLS $P_MSG $P_MSC_HTTP $P_MSC_HTTPS $P_HAC_HTTP $P_HAC
 prepare
 mkdir -p "$OUT/samples"
 rm -f "$OUT/samples/"*.gz
-printf 'mode\trate\tround\tchain\tscheduled\tsamples\tnon200\tp50_us\tp99_us\tmax_us\tsend_lag_p99_us\tforeign_cpu_pct\n' >"$RAW"
+printf 'mode\trate\tround\tchain\tscheduled\tsamples\tnon200\tp50_us\tp99_us\tmax_us\tsend_lag_p99_us\tproxy_cpu_us_per_req\tproxy_wakeups_per_req\tforeign_cpu_pct\n' >"$RAW"
 write_env "oha: $("$OHA" --version 2>/dev/null)\nknobs: RATES=$RATES DUR=${DUR}s WARMUP=${WARMUP}s ROUNDS=$ROUNDS CONNS=$CONNS MODES=$MODES SECTIONS=$SECTIONS msc workers=${MSC_WORKERS:-1}\ncpuidle: driver $(cat /sys/devices/system/cpu/cpuidle/current_driver 2>/dev/null || echo none) governor $(cat /sys/devices/system/cpu/cpuidle/current_governor_ro 2>/dev/null || cat /sys/devices/system/cpu/cpuidle/current_governor 2>/dev/null || echo none)\n"
 cat "$OUT/env.txt" >&2
 
@@ -121,17 +121,25 @@ spin_start() {  # a SCHED_IDLE busy loop per core (bounded by timeout)
 spin_stop() { local p; for p in "${SPIN[@]:-}"; do [ -n "$p" ] && stop_pid "$p"; done; SPIN=(); }
 
 run_one() {  # run_one MODE RATE ROUND CHAIN
-  local mode=$1 rate=$2 round=$3 ch=$4 csv="$W/run.csv" res
+  local mode=$1 rate=$2 round=$3 ch=$4 csv="$W/run.csv" res per
   local -a pids
   read -ra pids <<<"${PIDS[$ch]}"
+  local st0="0 0" st1="0 0"
   guard_begin
+  [ ${#pids[@]} -eq 0 ] || st0=$(python3 "$M/taskstat.py" "${pids[@]}")
   timeout $((DUR + 30)) taskset -c "$LOADCPU" "$OHA" -q "$rate" --latency-correction -z "${DUR}s" -c "$CONNS" \
     --worker-threads 1 --no-tui --output-format csv -x "http://${PROXY[$ch]}" "http://$ORIGIN/1k" >"$csv" \
     2>>"$W/logs/oha.err" || log "oha exited with $? ($ch, rate $rate)"
+  [ ${#pids[@]} -eq 0 ] || st1=$(python3 "$M/taskstat.py" "${pids[@]}")
   guard_end
   res=$(python3 "$M/latency_samples.py" "$csv" "$rate" "$DUR" "$WARMUP" "$OUT/samples/$mode-$rate-$round-$ch.gz")
-  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$rate" "$round" "$ch" "$res" "${FOREIGN%% *}" >>"$RAW"
-  log "$mode rate=$rate round=$round $ch: $res foreign=$FOREIGN"
+  # proxy CPU and wake-ups (voluntary context switches) per request, every thread of
+  # the chain's processes, over all requests of the run (warm-up included)
+  per=$(awk -v a="$st0" -v b="$st1" -v n="$(grep -c '^[0-9]' "$csv" || true)" -v has=${#pids[@]} 'BEGIN{
+    if (!has || n < 1) { print "-\t-"; exit }
+    split(a, x, " "); split(b, y, " "); printf "%.1f\t%.2f\n", (y[1]-x[1])/1000/n, (y[2]-x[2])/n }')
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$rate" "$round" "$ch" "$res" "$per" "${FOREIGN%% *}" >>"$RAW"
+  log "$mode rate=$rate round=$round $ch: $res $per foreign=$FOREIGN"
   [ ${#pids[@]} -eq 0 ] || alive "${pids[@]}" || die "$ch: a proxy process died (logs in $W/logs)"
 }
 

@@ -57,7 +57,10 @@ print("Latency in microseconds from the scheduled send time to the last byte of 
       "difference computed per round (each round runs every chain back to back). "
       f"⚠ = some run of that chain sent its requests more than {LAG_MAX_US} µs late (p99) against the "
       "schedule: the generator was starved (oha counts latency from its timer, so part of such a delay "
-      "is missing); do not use that row.\n")
+      "is missing); do not use that row. proxy CPU µs/req and wake-ups/req: CPU time and voluntary "
+      "context switches (sleeps ended by a wake-up) of every thread of the chain's proxy processes, per "
+      "request (median over rounds): all of the processes' CPU during the run, so background work "
+      "(timers, probes, health checks) is in it too and dominates at 10/s.\n")
 for mode in modes:
     for rate in rates:
         sel = [r for r in rows if r["mode"] == mode and r["rate"] == rate]
@@ -65,8 +68,8 @@ for mode in modes:
             continue
         rounds = sorted({r["round"] for r in sel}, key=int)
         print(f"## {mode} cores, {rate} requests/s\n")
-        print("| chain | samples (scheduled) | non-200 | p50 µs | p99 µs | max µs | added p50 µs | added p99 µs | send lag p99 µs | foreign CPU max % |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
+        print("| chain | samples (scheduled) | non-200 | p50 µs | p99 µs | max µs | added p50 µs | added p99 µs | proxy CPU µs/req | wake-ups/req | send lag p99 µs | foreign CPU max % |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         pooled, per_round = {}, defaultdict(dict)
         for ch in chains:
             allv = []
@@ -86,6 +89,9 @@ for mode in modes:
             non200 = sum(int(r["non200"]) for r in cr)
             lag = max(float(r["send_lag_p99_us"]) for r in cr)
             late = " ⚠" if lag > LAG_MAX_US else ""
+            med = lambda k: (f"{statistics.median(float(r[k]) for r in cr):.{1 if k.endswith('cpu_us_per_req') else 2}f}"
+                             if all(r.get(k) not in (None, "", "-") for r in cr) else "–")
+            cpu_req, wk_req = med("proxy_cpu_us_per_req"), med("proxy_wakeups_per_req")
             fm = max(float(r["foreign_cpu_pct"] or 0) for r in cr)
             a50 = a99 = "–"
             if ch != "direct" and pooled["direct"] and s:
@@ -98,7 +104,7 @@ for mode in modes:
                 rng = lambda v: f" [{min(v):.0f}..{max(v):.0f}]" if len(v) > 1 else ""
                 a50, a99 = f"{d50:.0f}{rng(r50)}", f"{d99:.0f}{rng(r99)}"
             print(f"| {NAMES.get(ch, ch)} | {len(s)} ({sched}) | {non200} | {p50:.0f} | {p99:.0f} | "
-                  f"{(s[-1] if s else float('nan')):.0f} | {a50} | {a99} | {lag:.0f}{late} | {fm:.1f} |")
+                  f"{(s[-1] if s else float('nan')):.0f} | {a50} | {a99} | {cpu_req} | {wk_req} | {lag:.0f}{late} | {fm:.1f} |")
         if "msc" in added:
             m50, m99 = added["msc"]
             peers = {p: added[p] for p in PEERS if p in added}
