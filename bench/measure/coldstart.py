@@ -89,26 +89,28 @@ def cmd_start(a, expect):
         refused = bad = 0
         first = req = None
         deadline = t0 + a.timeout * 1000
-        while now_ms() < deadline and p.poll() is None:
-            t1 = now_ms()
-            try:
-                st, body = get(a.port, a.target, 5)
-                if st == 200 and body == expect:
-                    first, req = now_ms() - t0, now_ms() - t1
-                    break
-                bad += 1
-            except ConnectionRefusedError:
-                refused += 1
-            except OSError:
-                bad += 1
-            time.sleep(a.retry_ms / 1000)
-        if a.ready_regex:
-            # the ready line may come after the first answer; wait for it (bounded)
-            for _ in range(500):
-                if ready[0] is not None or p.poll() is not None:
-                    break
-                time.sleep(0.01)
-        stop(p)
+        try:
+            while now_ms() < deadline and p.poll() is None:
+                t1 = now_ms()
+                try:
+                    st, body = get(a.port, a.target, 5)
+                    if st == 200 and body == expect:
+                        first, req = now_ms() - t0, now_ms() - t1
+                        break
+                    bad += 1
+                except ConnectionRefusedError:
+                    refused += 1
+                except OSError:
+                    bad += 1
+                time.sleep(a.retry_ms / 1000)
+            if a.ready_regex:
+                # the ready line may come after the first answer; wait for it (bounded)
+                for _ in range(500):
+                    if ready[0] is not None or p.poll() is not None:
+                        break
+                    time.sleep(0.01)
+        finally:
+            stop(p)  # also when interrupted: the process we started never outlives us
         th.join(2)
         f = lambda v: f"{v:.2f}" if v is not None else "NA"
         print(f"{a.label}\t{rep}\t{f(ready[0]) if a.ready_regex else '-'}\t{f(first)}\t{f(req)}\t{refused}\t{bad}", flush=True)
@@ -159,6 +161,7 @@ ap.add_argument("--stderr", default=os.devnull)
 ap.add_argument("--gw-port", type=int)
 ap.add_argument("--idle", type=float, default=7)
 ap.add_argument("--gap", type=float, default=1)
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 argv = sys.argv[1:]
 cmd = argv[argv.index("--") + 1:] if "--" in argv else []
 argv = argv[: argv.index("--")] if "--" in argv else argv
