@@ -13,14 +13,14 @@
 #
 # Usage (as root):  bash bench/coldstart.sh
 #   quick check:    REPS=3 POOL_REPS=2 BUILD=0 bash bench/coldstart.sh
-#   knobs:          REPS=10 POOL_REPS=10 RETRY_MS=1 WARM_FOR=2s IDLE_LIFETIME=3s GAP=1
+#   knobs:          REPS=10 POOL_REPS=10 RETRY_MS=1 WARM_FOR=2s IDLE_LIFETIME=3s POOL_IDLE= GAP=1
 #                   PARTS="start pool" PEERS=haproxy MSC_WORKERS=1 PORT_BASE=24000
 #                   LOADCPU=0 PROXYCPU=1 FOREIGN_MAX=5 QUIET_WAIT=30 GUARD_BUDGET=300 GUARD=1
 #                   INSTALL=1 BUILD=1 MSC=target/release/msc W=/tmp/msc-coldstart
 #                   OUT=perf/runs/<UTC date>/coldstart
 set -euo pipefail
 NAME=coldstart
-KNOBS="REPS POOL_REPS RETRY_MS WARM_FOR IDLE_LIFETIME GAP PARTS PEERS MSC_WORKERS PORT_BASE LOADCPU PROXYCPU
+KNOBS="REPS POOL_REPS RETRY_MS WARM_FOR IDLE_LIFETIME POOL_IDLE GAP PARTS PEERS MSC_WORKERS PORT_BASE LOADCPU PROXYCPU
 FOREIGN_MAX QUIET_WAIT GUARD_BUDGET GUARD INSTALL BUILD MSC W OUT"
 REPS=${REPS:-10}
 POOL_REPS=${POOL_REPS:-10}
@@ -49,7 +49,7 @@ check_ports $P_NGX $P_NGX_TLS $P_MSG $P_MSC_HTTP $P_MSC_HTTPS $P_HAC_HTTP $P_HAC
   $P_HAS_HTTP $P_HAS_TCP $P_HAS_TCP_TLS
 prepare
 printf 'part\tchain\trep\tmetric\tvalue\tforeign_cpu_pct\tnote\n' >"$RAW"
-write_env "knobs: REPS=$REPS POOL_REPS=$POOL_REPS RETRY_MS=$RETRY_MS WARM_FOR=$WARM_FOR IDLE_LIFETIME=$IDLE_LIFETIME (idle wait ${IDLE} s) GAP=${GAP}s PARTS=$PARTS PEERS=$PEERS msc workers=${MSC_WORKERS:-1}\npage cache: warm (the binaries were just run; this is a process start, not a boot)\n"
+write_env "knobs: REPS=$REPS POOL_REPS=$POOL_REPS RETRY_MS=$RETRY_MS WARM_FOR=$WARM_FOR IDLE_LIFETIME=$IDLE_LIFETIME POOL_IDLE=${POOL_IDLE:-default} (idle wait ${IDLE} s) GAP=${GAP}s PARTS=$PARTS PEERS=$PEERS msc workers=${MSC_WORKERS:-1}\npage cache: warm (the binaries were just run; this is a process start, not a boot)\n"
 cat "$OUT/env.txt" >&2
 
 start_origin
@@ -57,6 +57,7 @@ msc_configs "" "$P_MSG" "$P_MSC_HTTP" "$P_MSC_HTTPS"
 # the client for part (b): short pool timers
 cp "$W/conf/msc-client.toml" "$W/conf/msc-client-cold.toml"
 printf '[pool]\nwarm_for = "%s"\nidle_lifetime = "%s"\n' "$WARM_FOR" "$IDLE_LIFETIME" >>"$W/conf/msc-client-cold.toml"
+[ -z "${POOL_IDLE:-}" ] || printf 'idle = %s\n' "$POOL_IDLE" >>"$W/conf/msc-client-cold.toml"
 "$MSC" check-config "$W/conf/msc-client-cold.toml" >/dev/null || die "msc-client-cold.toml invalid"
 start_msc_gateway ""
 MSC_GW=$GW_PID
@@ -80,8 +81,8 @@ emit_rows() {  # emit_rows PART CHAIN  (driver TSV on stdin -> raw.tsv)
         start "$ch" "$R" first_req_ms "$c" "${FOREIGN%% *}" - >>"$RAW"
       log "start $ch #$R: ready ${a} ms, first answer ${b} ms (that request ${c} ms; refused $d, bad $e) foreign=$FOREIGN"
     else
-      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' pool "$ch" "$rep" "${a}_ms" "$b" "${FOREIGN%% *}" "tunnels_before=$c ok=$d" >>"$RAW"
-      log "pool $a #$rep: $b ms (tunnels in the pool before: $c, ok=$d)"
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' pool "$ch" "$rep" "${a}_ms" "$b" "${FOREIGN%% *}" "tunnels_before=$c ok=$d handshakes/resumed=$e" >>"$RAW"
+      log "pool $a #$rep: $b ms (tunnels in the pool before: $c, ok=$d, TLS handshakes/resumed until the next request: $e)"
     fi
   done
 }
@@ -113,8 +114,10 @@ if [[ " $PARTS " == *" pool "* ]]; then
   CL=$CL_PID
   check_200 msc-cold-client -x "http://127.0.0.1:$P_MSC_HTTP" "http://$ORIGIN/1k"
   guard_begin
+  ctl=$(sed -n 's#.*control \(http://[0-9.:]*\)/proxy.pac.*#\1#p' "$W/logs/msc-client-cold.out")
+  [ -n "$ctl" ] || log "no control URL in the client's ready line: handshake counts not recorded"
   "${DRV[@]}" pool --label msc --reps "$POOL_REPS" --port "$P_MSC_HTTP" "${COMMON[@]}" --gw-port "$P_MSG" \
-    --idle "$IDLE" --gap "$GAP" >"$W/pool.tsv" || die "driver failed (pool)"
+    --idle "$IDLE" --gap "$GAP" ${ctl:+--metrics "$ctl/metrics"} >"$W/pool.tsv" || die "driver failed (pool)"
   guard_end
   emit_rows pool msc <"$W/pool.tsv"
   alive "$CL" "$MSC_GW" || die "an msc process died during the pool part"

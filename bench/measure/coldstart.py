@@ -17,6 +17,8 @@
       later another ("warm"). Each on a new connection to the client, timed from
       connect to the last body byte. Before each, the client's established TCP
       connections to the gateway port are counted (ss): the tunnels in the pool.
+      With --metrics, the client's TLS handshakes (all/resumed) from one request to the
+      next are recorded (the request's own tunnel plus the pool's refills).
 """
 import argparse
 import os
@@ -131,11 +133,34 @@ def tunnels(gw_port):
     return len([l for l in out.splitlines() if l.strip()])
 
 
+def handshakes(url):
+    """(handshakes, resumed) from the client's /metrics, or None."""
+    if not url:
+        return None
+    try:
+        import urllib.request
+        text = urllib.request.urlopen(url, timeout=5).read().decode()
+    except OSError:
+        return None
+    v = {}
+    for line in text.splitlines():
+        k, _, n = line.partition(" ")
+        if k in ("msc_tls_handshakes_total", "msc_tls_handshakes_resumed_total"):
+            v[k] = int(float(n))
+    return v.get("msc_tls_handshakes_total"), v.get("msc_tls_handshakes_resumed_total")
+
+
 def cmd_pool(a, expect):
-    print("label\trep\tkind\tms\ttunnels_before\tok")
+    print("label\trep\tkind\tms\ttunnels_before\tok\thandshakes")
+    prev = None
+    rows = []
     for rep in range(1, a.reps + 1):
         for kind, wait in (("cold", a.idle), ("warm", a.gap)):
             time.sleep(wait)
+            hs = handshakes(a.metrics)
+            if rows and hs and prev and None not in hs and None not in prev:
+                rows[-1][-1] = f"{hs[0] - prev[0]}/{hs[1] - prev[1]}"
+            prev = hs
             n = tunnels(a.gw_port)
             t1 = now_ms()
             try:
@@ -144,7 +169,13 @@ def cmd_pool(a, expect):
             except OSError as e:
                 print(f"{kind} rep {rep}: {e}", file=sys.stderr)
                 ok = False
-            print(f"{a.label}\t{rep}\t{kind}\t{now_ms() - t1:.3f}\t{n}\t{int(ok)}", flush=True)
+            rows.append([a.label, str(rep), kind, f"{now_ms() - t1:.3f}", str(n), str(int(ok)), "-"])
+    time.sleep(a.gap)
+    hs = handshakes(a.metrics)
+    if rows and hs and prev and None not in hs and None not in prev:
+        rows[-1][-1] = f"{hs[0] - prev[0]}/{hs[1] - prev[1]}"
+    for r in rows:
+        print("\t".join(r), flush=True)
 
 
 ap = argparse.ArgumentParser()
@@ -161,6 +192,7 @@ ap.add_argument("--stderr", default=os.devnull)
 ap.add_argument("--gw-port", type=int)
 ap.add_argument("--idle", type=float, default=7)
 ap.add_argument("--gap", type=float, default=1)
+ap.add_argument("--metrics", help="the client's /metrics URL: TLS handshakes (all/resumed) after each request")
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 argv = sys.argv[1:]
 cmd = argv[argv.index("--") + 1:] if "--" in argv else []
