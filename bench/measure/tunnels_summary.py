@@ -16,7 +16,7 @@ rss = res["rss_kib"]
 per = {}
 for side in ("client", "gateway"):
     k = f"{side}_rss_kib"
-    per[side] = ((rss["traffic_end"][k] - rss["before"][k]) / n, (rss["traffic_peak"][k] - rss["before"][k]) / n)
+    per[side] = ((rss["traffic_end"][k] - rss["before"][k]) / n, (rss["opened"][k] - rss["before"][k]) / n)
 rows = [
     ("tunnels_requested", res["n"], ""), ("tunnels_opened", res["opened"], f"in {res['open_s']} s"),
     ("tunnels_failed", res["open_failed"], json.dumps(res["open_errors"])[:300]),
@@ -37,6 +37,9 @@ rows = [
     ("gateway_rss_traffic_peak_kib", rss["traffic_peak"]["gateway_rss_kib"], ""),
     ("client_kib_per_tunnel", round(per["client"][0], 2), "(RSS at end of traffic - before) / opened"),
     ("gateway_kib_per_tunnel", round(per["gateway"][0], 2), ""),
+    ("client_kib_per_tunnel_opened", round(per["client"][1], 2),
+     "(RSS 1 s after the open phase, before the traffic: each tunnel carried one request - before) / opened"),
+    ("gateway_kib_per_tunnel_opened", round(per["gateway"][1], 2), ""),
     ("client_hwm_kib", res["hwm_kib"]["client"], ""), ("gateway_hwm_kib", res["hwm_kib"]["gateway"], ""),
     ("client_cpu_pct", res["cpu_pct_of_core"]["client"], "of one core, traffic phase"),
     ("gateway_cpu_pct", res["cpu_pct_of_core"]["gateway"], ""), ("driver_cpu_pct", res["cpu_pct_of_core"]["driver"], ""),
