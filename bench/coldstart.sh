@@ -21,7 +21,7 @@
 set -euo pipefail
 NAME=coldstart
 KNOBS="REPS POOL_REPS RETRY_MS WARM_FOR IDLE_LIFETIME POOL_IDLE GAP PARTS PEERS MSC_WORKERS PORT_BASE LOADCPU PROXYCPU
-FOREIGN_MAX QUIET_WAIT GUARD_BUDGET GUARD INSTALL BUILD MSC W OUT"
+FOREIGN_MAX QUIET_WAIT GUARD_BUDGET GUARD INSTALL BUILD MSC W OUT HA_BUFSIZE"
 REPS=${REPS:-10}
 POOL_REPS=${POOL_REPS:-10}
 RETRY_MS=${RETRY_MS:-1}
@@ -62,6 +62,7 @@ printf '[pool]\nwarm_for = "%s"\nidle_lifetime = "%s"\n' "$WARM_FOR" "$IDLE_LIFE
 start_msc_gateway ""
 MSC_GW=$GW_PID
 if [[ " $PEERS " == *" haproxy "* ]]; then
+  peer_limits
   render "$H/haproxy-server.cfg.in" "$W/conf/haproxy-server.cfg"
   render "$H/haproxy-client.cfg.in" "$W/conf/haproxy-client.cfg"
   haproxy -c -f "$W/conf/haproxy-server.cfg" >/dev/null || die "haproxy server config invalid"

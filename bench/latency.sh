@@ -26,12 +26,13 @@
 #   knobs:          RATES="10 100 1000" DUR=16 WARMUP=1 ROUNDS=2 CONNS=4 MODES="idle busy"
 #                   SECTIONS="direct msc haproxy nginx" MSC_WORKERS=1 OPENLOOP_CHECK=1 PORT_BASE=21000
 #                   LOADCPU=0 PROXYCPU=1 FOREIGN_MAX=5 QUIET_WAIT=30 GUARD_BUDGET=300 GUARD=1
+#                   HA_BUFSIZE=65536 NGX_BUF=64k (peer tuning, where compare's templates use it)
 #                   INSTALL=1 BUILD=1 BUILD_OHA=1 OHA=/opt/oha/bin/oha MSC=target/release/msc
 #                   W=/tmp/msc-latency OUT=perf/runs/<UTC date>/latency
 set -euo pipefail
 NAME=latency
 KNOBS="RATES DUR WARMUP ROUNDS CONNS MODES SECTIONS MSC_WORKERS OPENLOOP_CHECK PORT_BASE LOADCPU PROXYCPU FOREIGN_MAX QUIET_WAIT
-GUARD_BUDGET GUARD INSTALL BUILD BUILD_OHA OHA MSC W OUT"
+GUARD_BUDGET GUARD INSTALL BUILD BUILD_OHA OHA MSC W OUT HA_BUFSIZE NGX_BUF"
 RATES=${RATES:-"10 100 1000"}
 DUR=${DUR:-16}
 WARMUP=${WARMUP:-1}
@@ -63,7 +64,7 @@ fi
 "$OHA" --help | grep -q -- '--latency-correction' || die "$OHA has no --latency-correction (oha >= 1.0 needed)"
 ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 check_ports $P_NGX $P_NGX_TLS $P_MSG $P_MSC_HTTP $P_MSC_HTTPS $P_HAC_HTTP $P_HAC_TCP $P_HAC_TCP_TLS \
-  $P_HAS_HTTP $P_HAS_TCP $P_HAS_TCP_TLS $P_NXC $P_NXS
+  $P_HAS_HTTP $P_HAS_TCP $P_HAS_TCP_TLS $P_NXC $P_NXS $P_NXC_TCP $P_NXC_TCP_TLS $P_NXS_TCP $P_NXS_TCP_TLS
 prepare
 mkdir -p "$OUT/samples"
 rm -f "$OUT/samples/"*.gz
@@ -82,6 +83,10 @@ for s in $SECTIONS; do
   esac
 done
 log "chains up: $SECTIONS ($((SECONDS - T_START)) s)"
+{
+  [[ " $SECTIONS " != *" haproxy "* ]] || echo "haproxy: compare's templates; HA_BUFSIZE=$HA_BUFSIZE (where the template uses it), maxconn $HA_MAXCONN"
+  [[ " $SECTIONS " != *" nginx "* ]] || echo "nginx proxy chain templates: ${NGINX_TEMPLATES//$ROOT\//} (NGX_BUF=$NGX_BUF where used)"
+} >>"$OUT/env.txt"
 
 # Open-loop check: direct at 100 requests/s for 4 s with the nginx worker stopped
 # (SIGSTOP) for 0.5 s from t = 1.5 s. Open loop with latency correction, the ~50

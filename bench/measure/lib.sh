@@ -33,7 +33,21 @@ P_MSG=$((PORT_BASE + 100)); P_MSC_HTTP=$((PORT_BASE + 101)); P_MSC_HTTPS=$((PORT
 P_HAC_HTTP=$((PORT_BASE + 200)); P_HAC_TCP=$((PORT_BASE + 201)); P_HAC_TCP_TLS=$((PORT_BASE + 202))
 P_HAS_HTTP=$((PORT_BASE + 210)); P_HAS_TCP=$((PORT_BASE + 211)); P_HAS_TCP_TLS=$((PORT_BASE + 212))
 P_NXC=$((PORT_BASE + 400)); P_NXS=$((PORT_BASE + 410))
+# the same ports under the names bench/compare's own nginx chain templates use
+P_NXC_HTTP=$P_NXC; P_NXC_TCP=$((PORT_BASE + 401)); P_NXC_TCP_TLS=$((PORT_BASE + 402))
+P_NXS_HTTP=$P_NXS; P_NXS_TCP=$((PORT_BASE + 411)); P_NXS_TCP_TLS=$((PORT_BASE + 412))
 ORIGIN=127.0.0.1:$P_NGX
+# Peer tuning, as compare.sh sets it for its templates (HAProxy tune.bufsize, nginx proxy
+# buffers); the descriptor-derived values are set by peer_limits once ulimit -n is final.
+HA_BUFSIZE=${HA_BUFSIZE:-65536}
+NGX_BUF=${NGX_BUF:-64k}
+[[ $NGX_BUF =~ ^[1-9][0-9]*k$ ]] || { echo "NGX_BUF must be a size in KiB such as 64k (got '$NGX_BUF')" >&2; exit 2; }
+NGX_BUSY=$(( 2 * ${NGX_BUF%k} ))k
+peer_limits() {
+  FDLIM=$(ulimit -n)
+  HA_MAXCONN=$(( (FDLIM - 100) / 2 < 20000 ? (FDLIM - 100) / 2 : 20000 ))
+  NGX_WCONN=$(( FDLIM - 100 < 40000 ? FDLIM - 100 : 40000 ))
+}
 
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "FATAL: $*"; exit 1; }
@@ -82,7 +96,7 @@ render() {  # render TEMPLATE OUTFILE - every @VAR@ becomes the shell variable V
 
 # prepare: scratch dirs, the 1 KiB file, one PKI for every chain (ECDSA P-256).
 prepare() {
-  mkdir -p "$W"/{logs,www,conf,nginx-tmp} "$OUT"
+  mkdir -p "$W"/{logs,www,conf,nginx-tmp} "$W"/nginx-{client,gw}-tmp/{body,proxy,fastcgi,uwsgi,scgi} "$OUT"
   chmod 755 "$W" "$W/www"
   [ "$(stat -c %s "$W/www/1k" 2>/dev/null)" = 1024 ] || head -c 1024 /dev/urandom >"$W/www/1k"
   chmod 644 "$W/www/"*
@@ -200,6 +214,7 @@ start_msc() {  # the compare.sh msc chain: client (http slot P_MSC_HTTP) -> gate
   check_200 msc-connect -p -x "http://127.0.0.1:$P_MSC_HTTPS" "http://$ORIGIN/1k"
 }
 start_haproxy() {  # compare.sh's HAProxy templates, rendered the same way
+  peer_limits
   render "$H/haproxy-server.cfg.in" "$W/conf/haproxy-server.cfg"
   render "$H/haproxy-client.cfg.in" "$W/conf/haproxy-client.cfg"
   haproxy -c -f "$W/conf/haproxy-server.cfg" >/dev/null || die "haproxy server config invalid"
@@ -210,9 +225,18 @@ start_haproxy() {  # compare.sh's HAProxy templates, rendered the same way
   HAPROXY_PIDS="$c $s"
   check_200 haproxy-get -x "http://127.0.0.1:$P_HAC_HTTP" "http://$ORIGIN/1k"
 }
-start_nginxproxy() {  # nginx reverse proxy (pooled mTLS upstream) -> nginx mTLS terminator -> origin
-  render "$M/nginx-gateway.conf.in" "$W/conf/nginx-gateway.conf"
-  render "$M/nginx-client.conf.in" "$W/conf/nginx-client.conf"
+# nginx reverse proxy (pooled mTLS upstream) -> nginx mTLS terminator -> origin. Uses
+# bench/compare's nginx chain templates (tuned with the peers) when they exist, else the
+# minimal ones in bench/measure/. NGINX_TEMPLATES says which.
+start_nginxproxy() {
+  local tc=$M/nginx-client.conf.in tg=$M/nginx-gateway.conf.in
+  if [ -f "$H/nginx-client.conf.in" ] && [ -f "$H/nginx-gw.conf.in" ]; then tc=$H/nginx-client.conf.in; tg=$H/nginx-gw.conf.in; fi
+  NGINX_TEMPLATES="$tc $tg"
+  peer_limits
+  render "$tg" "$W/conf/nginx-gateway.conf"
+  render "$tc" "$W/conf/nginx-client.conf"
+  nginx -t -q -c "$W/conf/nginx-gateway.conf" -g 'daemon off;' || die "nginx gateway config invalid ($tg)"
+  nginx -t -q -c "$W/conf/nginx-client.conf" -g 'daemon off;' || die "nginx client config invalid ($tc)"
   start_bg nginx-gateway "$PROXYCPU" nginx -c "$W/conf/nginx-gateway.conf" -g 'daemon off;'; local s=$LASTPID
   start_bg nginx-client "$PROXYCPU" nginx -c "$W/conf/nginx-client.conf" -g 'daemon off;'; local c=$LASTPID
   wait_port "$P_NXS"; wait_port "$P_NXC"
