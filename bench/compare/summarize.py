@@ -206,7 +206,8 @@ def add(label, wl, metric, kind, better, values=None, no_ratio=False):
         if no_ratio or not better or not cand:
             best = ["–", "–"]
         else:
-            v, p = (max if better == "up" else min)(cand)
+            # ties go to the first peer in PEERS order
+            v, p = (max if better == "up" else min)(cand, key=lambda c: c[0])
             mark = ANALOG.get((p, wl))
             best = [f"{TITLE[p]}{f' ({mark})' if mark else ''}", ratio(nums.get("msc"), v, kind)]
     arrow = {"up": "↑ higher", "down": "↓ lower", "": ""}[better]
