@@ -663,12 +663,18 @@ run_connect() {  # new tunnel + TLS to nginx per request
 # connections from pooled gateway connections shows (close to) 0 new gateway TLS
 # connections per request: that is what happened, and the resumption rate is then n/a.
 probe_phase() {  # probe_phase WORKLOAD PORT MODE
-  local wl=$1 port=$2 mode=$3 got ok hs res hapct="" note
+  local wl=$1 port=$2 mode=$3 got ok hs res offered hapct="" note h0=0 h1=0
   # shellcheck disable=SC2086
   cap_start "probe-$CH-$wl" ${GWPORTS[$CH]}
+  [ -n "$CH_HASOCK" ] && h0=$(ha_cum "$CH_HASOCK")
   got=$(taskset -c "$LOADCPU" python3 "$H/probe.py" --port "$port" --mode "$mode" --target "$ORIGIN" --n "$PROBE_N" \
         --deadline 60 2>>"$W/logs/probe.log") || got="0 $PROBE_N"
-  [ -n "$CH_HASOCK" ] && hapct=$(ha_reuse_pct "$CH_HASOCK")
+  if [ -n "$CH_HASOCK" ]; then
+    # HAProxy's figure covers the last second; it means something only if the gateway
+    # accepted TLS connections during the probe
+    h1=$(ha_cum "$CH_HASOCK")
+    if [ "$h1" -gt "$h0" ]; then hapct=$(ha_reuse_pct "$CH_HASOCK"); else hapct="n/a (no new TLS connection)"; fi
+  fi
   sleep 1   # handshakes the chain starts right after the requests (pool refills) are counted too
   cap_stop
   # shellcheck disable=SC2086
@@ -688,7 +694,9 @@ probe_phase() {  # probe_phase WORKLOAD PORT MODE
       emit "$CH" "$wl" 1 resumed_pct_na 1 - "no new gateway TLS connection: pooled gateway connections served every request"
     fi
   fi
-  [ -n "$hapct" ] && emit "$CH" "$wl" 1 ha_reuse_pct "$hapct" - "HAProxy gateway SslFrontendSessionReuse_pct right after the probe"
+  if [[ "$hapct" =~ ^[0-9]+$ ]]; then
+    emit "$CH" "$wl" 1 ha_reuse_pct "$hapct" - "HAProxy gateway SslFrontendSessionReuse_pct right after the probe ($((h1 - h0)) TLS connections accepted)"
+  fi
   log "$CH $wl probe: $note${hapct:+ (HAProxy SslFrontendSessionReuse_pct=$hapct)}"
 }
 run_probe() {
