@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# compare.sh - msc side by side with HAProxy and stunnel mTLS chains, on this machine,
-# in one run, with the same CPU pinning. Prints a markdown table with msc/peer ratios.
+# compare.sh - msc side by side with HAProxy, nginx, squid and stunnel mTLS chains, on
+# this machine, in one run, with the same CPU pinning. Prints a markdown table with
+# msc/peer ratios and msc/best peer.
 #
 # Chains (every proxy process of a chain on PROXYCPU; wrk/oha/curl/python and the
 # nginx origin on LOADCPU):
@@ -8,18 +9,25 @@
 #   msc      msc run (1 worker) -> mTLS -> msc gateway (1 worker) -> nginx
 #   haproxy  haproxy (http mode, pooled mTLS, http-reuse always) -> haproxy gw -> nginx
 #            (+ tcp-mode tunnels: the analogue of CONNECT, one gateway TLS conn each)
+#   nginx    nginx reverse proxy (pooled mTLS, upstream keepalive) -> nginx gw -> nginx
+#            (+ stream-module tcp tunnels: the analogue of CONNECT)
+#   squid    squid forward proxy -> TLS cache_peer with client cert -> squid gw (https_port,
+#            client certificate required) -> nginx: real CONNECT through an mTLS parent
 #   stunnel  stunnel client -> mTLS -> stunnel server -> nginx (a TCP tunnel)
 # All gateways: TLS 1.3 only, ECDSA P-256 certificates from `msc pki init`, client
 # certificate required (checked before measuring).
 #
-# Workloads (WORKLOADS): ka close connect dl mem  - see perf/compare.md.
+# Workloads (WORKLOADS): ka close connect dl mem probe  - see perf/compare.md.
+# Peer tuning knobs: HA_BUFSIZE=65536 (HAProxy tune.bufsize), NGX_BUF=64k (nginx proxy
+# buffers), PROBE_N=200 (requests per resumption probe phase).
 # Every load loop is bounded (wrk -d, oha -z, curl --max-time, timeout(1)); all traffic
 # is on 127.0.0.1; only processes started here are stopped, by PID.
 #
 # Usage (as root, from anywhere):  bash bench/compare.sh
 #   quick subset:  DUR=3 REPS=1 SECTIONS="direct msc haproxy" bash bench/compare.sh
 #   env knobs:     DUR=10 REPS=3 DL_REPS=2*REPS-1 CONNS=64 HOLD_N=1000
-#                  SECTIONS="direct msc haproxy stunnel" WORKLOADS="ka close connect dl mem"
+#                  SECTIONS="direct msc haproxy nginx squid stunnel"
+#                  WORKLOADS="ka close connect dl mem probe" HA_BUFSIZE=65536 NGX_BUF=64k PROBE_N=200
 #                  LOADCPU=0 PROXYCPU=1 PORT_BASE=19000
 #                  FOREIGN_MAX=5 QUIET_WAIT=30 GUARD_BUDGET=300 RETRIES=2
 #                  INSTALL=1 BUILD=1 BUILD_OHA=1 OHA=/opt/oha/bin/oha
@@ -29,7 +37,7 @@
 set -euo pipefail
 
 KNOBS="DUR REPS DL_REPS CONNS HOLD_N SECTIONS WORKLOADS LOADCPU PROXYCPU PORT_BASE FOREIGN_MAX QUIET_WAIT
-GUARD_BUDGET RETRIES INSTALL BUILD BUILD_OHA OHA W OUT MSC MSC_ACCESS_LOG MSC_DRIVER"
+GUARD_BUDGET RETRIES INSTALL BUILD BUILD_OHA OHA W OUT MSC MSC_ACCESS_LOG MSC_DRIVER HA_BUFSIZE NGX_BUF PROBE_N"
 CMDLINE=""
 for k in $KNOBS; do [ -n "${!k+x}" ] && CMDLINE+="$k=$(printf '%q' "${!k}") "; done
 CMDLINE+="bash bench/compare.sh"
@@ -42,8 +50,8 @@ REPS=${REPS:-3}
 DL_REPS=${DL_REPS:-$((2 * REPS - 1))}
 CONNS=${CONNS:-64}
 HOLD_N=${HOLD_N:-1000}
-SECTIONS=${SECTIONS:-"direct msc haproxy stunnel"}
-WORKLOADS=${WORKLOADS:-"ka close connect dl mem"}
+SECTIONS=${SECTIONS:-"direct msc haproxy nginx squid stunnel"}
+WORKLOADS=${WORKLOADS:-"ka close connect dl mem probe"}
 LOADCPU=${LOADCPU:-0}
 PROXYCPU=${PROXYCPU:-1}
 PORT_BASE=${PORT_BASE:-19000}
@@ -60,6 +68,16 @@ OUT=${OUT:-$ROOT/perf/runs/$(date -u +%F)/compare}
 MSC=${MSC:-${CARGO_TARGET_DIR:-$ROOT/target}/release/msc}
 MSC_ACCESS_LOG=${MSC_ACCESS_LOG:-off}
 MSC_DRIVER=${MSC_DRIVER:-auto}
+HA_BUFSIZE=${HA_BUFSIZE:-65536}
+NGX_BUF=${NGX_BUF:-64k}
+[[ $NGX_BUF =~ ^[1-9][0-9]*k$ ]] || { echo "NGX_BUF must be a size in KiB such as 64k (got '$NGX_BUF')" >&2; exit 2; }
+# shellcheck disable=SC2034  # NGX_BUSY, SQUID_TLS13: used by render() through ${!v}
+NGX_BUSY=$(( 2 * ${NGX_BUF%k} ))k          # proxy_busy_buffers_size: two buffers
+PROBE_N=${PROBE_N:-200}
+# TLS 1.3 only for squid: squid 5.7's tls-min-version=1.3 trips a parser bug (found for
+# shared/bench-peers/peers.sh), so the older versions are switched off one by one
+# shellcheck disable=SC2034
+SQUID_TLS13="tls-options=NO_SSLv3,NO_TLSv1,NO_TLSv1_1,NO_TLSv1_2"
 
 # ports: none of peers.sh's defaults (13128-13130 13443 14000-14444 15000-15444 18080 18443)
 P_NGX=$((PORT_BASE + 80)); P_NGX_TLS=$((PORT_BASE + 443))
@@ -67,6 +85,12 @@ P_MSG=$((PORT_BASE + 100)); P_MSC_HTTP=$((PORT_BASE + 101)); P_MSC_HTTPS=$((PORT
 P_HAC_HTTP=$((PORT_BASE + 200)); P_HAC_TCP=$((PORT_BASE + 201)); P_HAC_TCP_TLS=$((PORT_BASE + 202))
 P_HAS_HTTP=$((PORT_BASE + 210)); P_HAS_TCP=$((PORT_BASE + 211)); P_HAS_TCP_TLS=$((PORT_BASE + 212))
 P_STC=$((PORT_BASE + 300)); P_STC_TLS=$((PORT_BASE + 301)); P_STS=$((PORT_BASE + 310)); P_STS_TLS=$((PORT_BASE + 311))
+P_NXC_HTTP=$((PORT_BASE + 400)); P_NXC_TCP=$((PORT_BASE + 401)); P_NXC_TCP_TLS=$((PORT_BASE + 402))
+P_NXS_HTTP=$((PORT_BASE + 410)); P_NXS_TCP=$((PORT_BASE + 411)); P_NXS_TCP_TLS=$((PORT_BASE + 412))
+P_SQC=$((PORT_BASE + 500)); P_SQS=$((PORT_BASE + 510))
+ALL_PORTS="$P_NGX $P_NGX_TLS $P_MSG $P_MSC_HTTP $P_MSC_HTTPS $P_HAC_HTTP $P_HAC_TCP $P_HAC_TCP_TLS $P_HAS_HTTP
+  $P_HAS_TCP $P_HAS_TCP_TLS $P_STC $P_STC_TLS $P_STS $P_STS_TLS $P_NXC_HTTP $P_NXC_TCP $P_NXC_TCP_TLS $P_NXS_HTTP
+  $P_NXS_TCP $P_NXS_TCP_TLS $P_SQC $P_SQS"
 ORIGIN=127.0.0.1:$P_NGX
 ORIGIN_TLS=127.0.0.1:$P_NGX_TLS
 CLK_TCK=$(getconf CLK_TCK)
@@ -79,14 +103,20 @@ have() { command -v "$1" >/dev/null 2>&1; }
 has_wl() { [[ " $WORKLOADS " == *" $1 "* ]]; }
 
 # ---------------------------------------------------------------- setup
+NGX_STREAM_SO=/usr/lib/nginx/modules/ngx_stream_module.so
 install_pkgs() {
   local need=() b
-  for b in nginx wrk haproxy stunnel4 curl python3 openssl taskset; do have "$b" || need+=("$b"); done
+  for b in nginx wrk haproxy stunnel4 curl python3 openssl taskset squid tcpdump tshark; do have "$b" || need+=("$b"); done
+  [ -e "$NGX_STREAM_SO" ] || need+=(libnginx-mod-stream)
+  # squid must be squid-openssl (Debian's default squid is built with GnuTLS: no clientca=)
+  if have squid && ! squid -v 2>/dev/null | grep -q -- '--with-openssl'; then need+=(squid-openssl); fi
   [ ${#need[@]} -eq 0 ] && return 0
   log "installing Debian packages (missing: ${need[*]})"
   apt-get update -q >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light wrk haproxy stunnel4 curl python3 \
-    openssl util-linux >/dev/null
+  # tshark asks whether non-root users may capture: answer no, non-interactively
+  echo 'wireshark-common wireshark-common/install-setuid boolean false' | debconf-set-selections
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light libnginx-mod-stream wrk haproxy stunnel4 \
+    squid-openssl tcpdump tshark curl python3 openssl util-linux >/dev/null
 }
 
 build() {
@@ -107,8 +137,7 @@ build() {
 
 check_ports() {
   local p busy=()
-  for p in $P_NGX $P_NGX_TLS $P_MSG $P_MSC_HTTP $P_MSC_HTTPS $P_HAC_HTTP $P_HAC_TCP $P_HAC_TCP_TLS \
-           $P_HAS_HTTP $P_HAS_TCP $P_HAS_TCP_TLS $P_STC $P_STC_TLS $P_STS $P_STS_TLS; do
+  for p in $ALL_PORTS; do
     [ -n "$(ss -Htln "sport = :$p")" ] && busy+=("$p")
   done
   [ ${#busy[@]} -eq 0 ] || die "ports already in use: ${busy[*]} (set PORT_BASE to move all ports)"
@@ -117,7 +146,8 @@ check_ports() {
 render() {  # render TEMPLATE OUTFILE  - substitute @VAR@ with the shell variable VAR
   local v args=()
   for v in W C P_NGX P_NGX_TLS P_HAC_HTTP P_HAC_TCP P_HAC_TCP_TLS P_HAS_HTTP P_HAS_TCP P_HAS_TCP_TLS \
-           P_STC P_STC_TLS P_STS P_STS_TLS; do
+           P_STC P_STC_TLS P_STS P_STS_TLS P_NXC_HTTP P_NXC_TCP P_NXC_TCP_TLS P_NXS_HTTP P_NXS_TCP P_NXS_TCP_TLS \
+           P_SQC P_SQS HA_BUFSIZE NGX_BUF NGX_BUSY SQUID_TLS13 HA_MAXCONN NGX_WCONN FDLIM; do
     args+=(-e "s#@$v@#${!v}#g")
   done
   sed "${args[@]}" "$1" >"$2"
@@ -125,7 +155,12 @@ render() {  # render TEMPLATE OUTFILE  - substitute @VAR@ with the shell variabl
 }
 
 prepare() {
-  mkdir -p "$W"/{logs,www,conf,nginx-tmp} "$OUT"
+  mkdir -p "$W"/{logs,www,conf,nginx-tmp,pcap} "$W"/nginx-{client,gw}-tmp/{body,proxy,fastcgi,uwsgi,scgi} "$OUT"
+  rm -f "$W"/pcap/*.pcap
+  # squid drops to its cache_effective_user (proxy) after reading its configuration:
+  # its log/pid directories must be writable by that user
+  mkdir -p "$W/squid-client" "$W/squid-gw"; rm -f "$W"/squid-*/cache.log
+  chown proxy:proxy "$W/squid-client" "$W/squid-gw" 2>/dev/null || chmod 777 "$W/squid-client" "$W/squid-gw"
   chmod 755 "$W" "$W/www"
   [ "$(stat -c %s "$W/www/1k" 2>/dev/null)" = 1024 ] || head -c 1024 /dev/urandom >"$W/www/1k"
   [ "$(stat -c %s "$W/www/100m" 2>/dev/null)" = $((100 << 20)) ] || head -c $((100 << 20)) /dev/urandom >"$W/www/100m"
@@ -166,8 +201,12 @@ save_logs() {  # keep the configs used and the last lines of the processes' logs
   mkdir -p "$OUT/configs" "$OUT/logs"
   cp "$W/conf/"*.conf "$W/conf/"*.cfg "$W/conf/"*.toml "$OUT/configs/" 2>/dev/null || true
   for f in msc-client.err msc-gateway.err msc-client.out msc-gateway.out haproxy-client.err haproxy-server.err \
-           stunnel-client.log stunnel-server.log nginx-error.log hold.log stderr.log; do
+           stunnel-client.log stunnel-server.log nginx-error.log nginx-client-error.log nginx-gw-error.log \
+           squid-client.err squid-gw.err hold.log probe.log stderr.log; do
     if [ -s "$W/logs/$f" ]; then tail -n 300 "$W/logs/$f" >"$OUT/logs/$f"; fi
+  done
+  for f in squid-client squid-gw; do
+    if [ -s "$W/$f/cache.log" ]; then tail -n 300 "$W/$f/cache.log" >"$OUT/logs/$f-cache.log"; fi
   done
 }
 cleanup() {
@@ -175,6 +214,7 @@ cleanup() {
   save_logs
   for p in "${STARTED[@]:-}"; do [ -n "$p" ] && stop_pid "$p"; done
   if [ -n "${HOLDER:-}" ]; then kill "$HOLDER" 2>/dev/null || true; fi
+  if [ -n "${CAPPID:-}" ]; then kill -INT "$CAPPID" 2>/dev/null || true; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -292,11 +332,48 @@ cpu_stats() {
       (dl+dp)?100*((b[3]-a[3])+(b[6]-a[6]))/(dl+dp):0, t*1e6/hz/n, u*1e6/hz/n, h/n }'
 }
 
+# ---------------------------------------------------------------- TLS captures (tcpdump + tshark)
+# cap_start NAME PORT...  - capture loopback traffic of the gateway PORTs into $W/pcap/NAME.pcap
+cap_start() {
+  local name=$1 f="" p; shift
+  for p in "$@"; do f+="${f:+ or }port $p"; done
+  rm -f "$W/pcap/$name.pcap"
+  taskset -c "$LOADCPU" tcpdump -i lo -n -U -B 8192 -w "$W/pcap/$name.pcap" "tcp and ($f)" 2>"$W/logs/tcpdump-$name.err" &
+  CAPPID=$!
+  for _ in $(seq 1 100); do
+    grep -q 'listening on' "$W/logs/tcpdump-$name.err" 2>/dev/null && return 0
+    kill -0 "$CAPPID" 2>/dev/null || die "tcpdump failed: $(cat "$W/logs/tcpdump-$name.err")"
+    sleep 0.1
+  done
+  die "tcpdump printed no 'listening on' line in 10 s"
+}
+cap_stop() {
+  [ -n "${CAPPID:-}" ] || return 0
+  kill -INT "$CAPPID" 2>/dev/null || true
+  for _ in $(seq 1 50); do kill -0 "$CAPPID" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$CAPPID" 2>/dev/null || true
+  wait "$CAPPID" 2>/dev/null || true
+  CAPPID=""
+}
+ha_reuse_pct() {  # SslFrontendSessionReuse_pct of a haproxy stats socket (HAProxy's own figure, last second)
+  python3 - "$1" <<'EOF2' 2>/dev/null || echo "?"
+import socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(b"show info\n")
+buf = b""
+while True:
+    d = s.recv(65536)
+    if not d: break
+    buf += d
+kv = dict(l.split(": ", 1) for l in buf.decode().splitlines() if ": " in l)
+print(kv.get("SslFrontendSessionReuse_pct", "?"))
+EOF2
+}
+
 # ---------------------------------------------------------------- chains
 # Each chain sets: CH_ALL_<s> (all proxy PIDs), CH_CLIENT_<s> (laptop-side PIDs),
 # PROXY_<s> (host:port for absolute-form and CONNECT), TUNNEL_<s> / TUNNEL_TLS_<s>
 # (tcp tunnel ports standing in for CONNECT), HASOCK_<s>.
-declare -A CHALL CHCLIENT PROXY TUNNEL TUNNEL_TLS HASOCK
+declare -A CHALL CHCLIENT PROXY TUNNEL TUNNEL_TLS HASOCK GWPORTS
 
 check_200() {  # check_200 LABEL curl-args...  (1 KiB, status 200)
   local out
@@ -304,10 +381,11 @@ check_200() {  # check_200 LABEL curl-args...  (1 KiB, status 200)
   [ "$out" = "200 1024" ] || die "sanity check $1 failed: '$out' (curl ${*:2})"
 }
 check_mtls() {  # check_mtls LABEL PORT  - TLS 1.3, client certificate required, record handshake
-  local label=$1 port=$2
-  if curl -sk --max-time 5 -o /dev/null "https://127.0.0.1:$port/1k"; then
-    die "$label gateway accepted a TLS client without certificate"
-  fi
+  local label=$1 port=$2 nocert
+  # refused = no TLS session, or (nginx http: the handshake completes and nginx answers
+  # "400 No required SSL certificate was sent") no answer from the origin
+  nocert=$(curl -sk --max-time 5 -o /dev/null -w '%{http_code}' "https://127.0.0.1:$port/1k" 2>/dev/null) || true
+  case $nocert in 2??) die "$label gateway served a TLS client without certificate (HTTP $nocert)" ;; esac
   if echo | timeout 10 openssl s_client -connect "127.0.0.1:$port" -servername localhost -CAfile "$C/ca.pem" \
        -cert "$C/client.pem" -key "$C/client-key.pem" -tls1_2 2>&1 | grep -q 'Protocol *: TLSv1.2'; then
     die "$label gateway accepted TLS 1.2"
@@ -333,7 +411,7 @@ start_nginx() {
   check_200 nginx-tls -k "https://$ORIGIN_TLS/1k"
 }
 
-start_direct() { CHALL[direct]=""; CHCLIENT[direct]=""; PROXY[direct]=""; HASOCK[direct]=""; }
+start_direct() { CHALL[direct]=""; CHCLIENT[direct]=""; PROXY[direct]=""; HASOCK[direct]=""; GWPORTS[direct]=""; }
 
 start_msc() {
   sed -e 's/^workers = 0/workers = 1/' -e "s#^access = .*#access = \"$MSC_ACCESS_LOG\"#" "$C/gateway.toml" >"$W/conf/msc-gateway.toml"
@@ -352,11 +430,11 @@ start_msc() {
   log "  $(cat "$W/logs/msc-gateway.out")"; log "  $(cat "$W/logs/msc-client.out")"
   grep -q "http 127.0.0.1:$P_MSC_HTTP https 127.0.0.1:$P_MSC_HTTPS" "$W/logs/msc-client.out" \
     || die "msc client is not on the expected ports: $(cat "$W/logs/msc-client.out")"
-  CHALL[msc]="$c $g"; CHCLIENT[msc]=$c; PROXY[msc]=127.0.0.1:$P_MSC_HTTP; HASOCK[msc]=""
-  check_mtls msc "$P_MSG"
+  CHALL[msc]="$c $g"; CHCLIENT[msc]=$c; PROXY[msc]=127.0.0.1:$P_MSC_HTTP; HASOCK[msc]=""; GWPORTS[msc]=$P_MSG
   check_200 msc-get -x "http://127.0.0.1:$P_MSC_HTTP" "http://$ORIGIN/1k"
   check_200 msc-connect -p -x "http://127.0.0.1:$P_MSC_HTTPS" "http://$ORIGIN/1k"
   check_200 msc-connect-tls -k -x "http://127.0.0.1:$P_MSC_HTTPS" "https://$ORIGIN_TLS/1k"
+  check_mtls msc "$P_MSG"
 }
 
 start_haproxy() {
@@ -369,10 +447,12 @@ start_haproxy() {
   wait_port "$P_HAS_HTTP"; wait_port "$P_HAC_HTTP"; wait_port "$P_HAC_TCP_TLS"
   CHALL[haproxy]="$c $s"; CHCLIENT[haproxy]=$c; PROXY[haproxy]=127.0.0.1:$P_HAC_HTTP
   TUNNEL[haproxy]=127.0.0.1:$P_HAC_TCP; TUNNEL_TLS[haproxy]=127.0.0.1:$P_HAC_TCP_TLS; HASOCK[haproxy]=$W/ha-server.sock
-  check_mtls haproxy "$P_HAS_HTTP"
+  GWPORTS[haproxy]="$P_HAS_HTTP $P_HAS_TCP $P_HAS_TCP_TLS"
+  # the chain's own client first (handshake.txt describes its first gateway connection)
   check_200 haproxy-get -x "http://127.0.0.1:$P_HAC_HTTP" "http://$ORIGIN/1k"
   check_200 haproxy-tunnel "http://127.0.0.1:$P_HAC_TCP/1k"
   check_200 haproxy-tunnel-tls -k "https://127.0.0.1:$P_HAC_TCP_TLS/1k"
+  check_mtls haproxy "$P_HAS_HTTP"
 }
 
 start_stunnel() {
@@ -383,10 +463,66 @@ start_stunnel() {
   wait_port "$P_STS"; wait_port "$P_STC"; wait_port "$P_STC_TLS"
   CHALL[stunnel]="$c $s"; CHCLIENT[stunnel]=$c; PROXY[stunnel]=127.0.0.1:$P_STC
   TUNNEL[stunnel]=127.0.0.1:$P_STC; TUNNEL_TLS[stunnel]=127.0.0.1:$P_STC_TLS; HASOCK[stunnel]=""
-  check_mtls stunnel "$P_STS"
+  GWPORTS[stunnel]="$P_STS $P_STS_TLS"
   check_200 stunnel-get -x "http://127.0.0.1:$P_STC" "http://$ORIGIN/1k"
   check_200 stunnel-tunnel "http://127.0.0.1:$P_STC/1k"
   check_200 stunnel-tunnel-tls -k "https://127.0.0.1:$P_STC_TLS/1k"
+  check_mtls stunnel "$P_STS"
+}
+
+nginx_worker() {  # nginx_worker MASTERPID -> the worker's PID (worker_processes 1), max 15 s
+  local m=$1 w
+  for _ in $(seq 1 150); do
+    w=$(pgrep -P "$m" | head -1 || true)
+    [ -n "$w" ] && { echo "$w"; return 0; }
+    sleep 0.1
+  done
+  die "nginx master $m started no worker"
+}
+start_nginxchain() {  # section "nginx": nginx reverse proxy -> mTLS -> nginx gateway -> origin
+  [ -e "$NGX_STREAM_SO" ] || die "$NGX_STREAM_SO missing (apt-get install libnginx-mod-stream; INSTALL=1)"
+  render "$H/nginx-gw.conf.in" "$W/conf/nginx-gw.conf"
+  render "$H/nginx-client.conf.in" "$W/conf/nginx-client.conf"
+  nginx -t -q -c "$W/conf/nginx-gw.conf" -g 'daemon off;' 2>>"$W/logs/stderr.log" || die "nginx gateway config invalid"
+  nginx -t -q -c "$W/conf/nginx-client.conf" -g 'daemon off;' 2>>"$W/logs/stderr.log" || die "nginx client config invalid"
+  start_bg nginx-gw "$PROXYCPU" nginx -c "$W/conf/nginx-gw.conf" -g 'daemon off;'; local sm=$LASTPID
+  start_bg nginx-client "$PROXYCPU" nginx -c "$W/conf/nginx-client.conf" -g 'daemon off;'; local cm=$LASTPID
+  wait_port "$P_NXS_HTTP"; wait_port "$P_NXC_HTTP"; wait_port "$P_NXC_TCP"; wait_port "$P_NXC_TCP_TLS"
+  local sw cw; sw=$(nginx_worker "$sm"); cw=$(nginx_worker "$cm")
+  # master + worker of each side (the master holds the configuration and the listening sockets)
+  CHALL[nginx]="$cm $cw $sm $sw"; CHCLIENT[nginx]="$cm $cw"; PROXY[nginx]=127.0.0.1:$P_NXC_HTTP
+  TUNNEL[nginx]=127.0.0.1:$P_NXC_TCP; TUNNEL_TLS[nginx]=127.0.0.1:$P_NXC_TCP_TLS; HASOCK[nginx]=""
+  GWPORTS[nginx]="$P_NXS_HTTP $P_NXS_TCP $P_NXS_TCP_TLS"
+  check_200 nginx-get -x "http://127.0.0.1:$P_NXC_HTTP" "http://$ORIGIN/1k"
+  check_200 nginx-tunnel "http://127.0.0.1:$P_NXC_TCP/1k"
+  check_200 nginx-tunnel-tls -k "https://127.0.0.1:$P_NXC_TCP_TLS/1k"
+  check_mtls nginx "$P_NXS_HTTP"
+  check_mtls nginx-stream "$P_NXS_TCP"
+}
+
+start_squid() {  # squid forward proxy -> TLS cache_peer with client certificate -> squid gateway -> origin
+  render "$H/squid-gw.conf.in" "$W/conf/squid-gw.conf"
+  render "$H/squid-client.conf.in" "$W/conf/squid-client.conf"
+  squid -k parse -f "$W/conf/squid-gw.conf" >>"$W/logs/stderr.log" 2>&1 || die "squid gateway config invalid"
+  squid -k parse -f "$W/conf/squid-client.conf" >>"$W/logs/stderr.log" 2>&1 || die "squid client config invalid"
+  # -N: no daemon, no kid processes (workers 1): one process per side, as root at start,
+  # -n: a service name per instance (squid names its shared-memory segments after it),
+  # then cache_effective_user (proxy)
+  start_bg squid-gw "$PROXYCPU" squid -N -n mscsqgw -f "$W/conf/squid-gw.conf"; local s=$LASTPID
+  start_bg squid-client "$PROXYCPU" squid -N -n mscsqcl -f "$W/conf/squid-client.conf"; local c=$LASTPID
+  wait_port "$P_SQS"; wait_port "$P_SQC"
+  CHALL[squid]="$c $s"; CHCLIENT[squid]=$c; PROXY[squid]=127.0.0.1:$P_SQC; HASOCK[squid]=""
+  GWPORTS[squid]=$P_SQS
+  check_200 squid-get -x "http://127.0.0.1:$P_SQC" "http://$ORIGIN/1k"
+  check_200 squid-connect -p -x "http://127.0.0.1:$P_SQC" "http://$ORIGIN/1k"
+  check_200 squid-connect-tls -k -x "http://127.0.0.1:$P_SQC" "https://$ORIGIN_TLS/1k"
+  check_mtls squid "$P_SQS"
+  # the gateway is a forward proxy on a TLS port: with the certificate it forwards, without it refuses
+  check_200 squid-gw-with-cert --proxy-cacert "$C/ca.pem" --proxy-cert "$C/client.pem" --proxy-key "$C/client-key.pem" \
+    -x "https://localhost:$P_SQS" "http://$ORIGIN/1k"
+  if curl -s --max-time 5 -o /dev/null --proxy-insecure -x "https://127.0.0.1:$P_SQS" "http://$ORIGIN/1k"; then
+    die "squid gateway forwarded for a client without certificate"
+  fi
 }
 
 use_chain() {
@@ -460,17 +596,21 @@ run_dl() {
   alive "${CH_ALL_A[@]}" || die "$CH: a proxy process died during $wl"
 }
 
-mem_emit() {  # mem_emit WORKLOAD [NOTE]  - VmRSS of client side and gateway side
-  local c g gpids=() p
-  for p in $CH_ALL; do [ "$p" = "$CH_CLIENT" ] || gpids+=("$p"); done
-  c=$(mem_of VmRSS "$CH_CLIENT"); g=$(mem_of VmRSS "${gpids[@]}")
+gw_pids() {  # the chain's PIDs that are not client-side
+  local p
+  for p in "${CH_ALL_A[@]}"; do [[ " ${CH_CLIENT_A[*]} " == *" $p "* ]] || echo "$p"; done
+}
+mem_emit() {  # mem_emit WORKLOAD [NOTE]  - VmRSS of client side and gateway side (summed over processes)
+  local c g gpids=()
+  mapfile -t gpids < <(gw_pids)
+  c=$(mem_of VmRSS "${CH_CLIENT_A[@]}"); g=$(mem_of VmRSS "${gpids[@]}")
   emit "$CH" "$1" 1 rss_client_kib "$c" - "${2:--}"; emit "$CH" "$1" 1 rss_gateway_kib "$g" - "${2:--}"
   log "$CH $1: RSS client=${c} KiB gateway=${g} KiB ${2:-}"
 }
 mem_peak() {
-  local gpids=() p
-  for p in $CH_ALL; do [ "$p" = "$CH_CLIENT" ] || gpids+=("$p"); done
-  emit "$CH" mem_peak 1 rss_client_kib "$(mem_of VmHWM "$CH_CLIENT")"; emit "$CH" mem_peak 1 rss_gateway_kib "$(mem_of VmHWM "${gpids[@]}")"
+  local gpids=()
+  mapfile -t gpids < <(gw_pids)
+  emit "$CH" mem_peak 1 rss_client_kib "$(mem_of VmHWM "${CH_CLIENT_A[@]}")"; emit "$CH" mem_peak 1 rss_gateway_kib "$(mem_of VmHWM "${gpids[@]}")"
 }
 # hold WORKLOAD PORT MODE  - HOLD_N idle connections, each carried one request first
 hold() {
@@ -500,6 +640,8 @@ run_mem() {
     msc) hold mem_ka "$P_MSC_HTTP" absolute; hold mem_tunnel "$P_MSC_HTTPS" connect ;;
     haproxy) hold mem_ka "$P_HAC_HTTP" absolute; hold mem_tunnel "$P_HAC_TCP" origin ;;
     stunnel) hold mem_ka "$P_STC" absolute; hold mem_tunnel "$P_STC" origin ;;
+    nginx) hold mem_ka "$P_NXC_HTTP" absolute; hold mem_tunnel "$P_NXC_TCP" origin ;;
+    squid) hold mem_ka "$P_SQC" absolute; hold mem_tunnel "$P_SQC" connect ;;
   esac
 }
 run_connect() {  # new tunnel + TLS to nginx per request
@@ -508,17 +650,94 @@ run_connect() {  # new tunnel + TLS to nginx per request
   case $CH in
     direct) run_oha connect_tls_close "$rep" --insecure --disable-keepalive "https://$ORIGIN_TLS/1k" ;;
     msc) run_oha connect_tls_close "$rep" --insecure --disable-keepalive -x "http://127.0.0.1:$P_MSC_HTTPS" "https://$ORIGIN_TLS/1k" ;;
+    squid) run_oha connect_tls_close "$rep" --insecure --disable-keepalive -x "http://${PROXY[squid]}" "https://$ORIGIN_TLS/1k" ;;
     *) run_oha connect_tls_close "$rep" --insecure --disable-keepalive "https://${TUNNEL_TLS[$CH]}/1k" ;;
   esac
 }
+# Resumption probe: PROBE_N requests, each on a new browser connection (one after the
+# other), while tcpdump captures the chain's client -> gateway hop; tshark then counts the
+# gateway's ServerHellos (new gateway TLS connections) and those with the pre_shared_key
+# extension (resumed). Phase "close": absolute-form GET with Connection: close on the
+# chain's proxy port. Phase "tunnel": CONNECT + GET (msc, squid) or a GET through the
+# chain's tcp tunnel port (HAProxy, nginx, stunnel). A chain that serves new browser
+# connections from pooled gateway connections shows (close to) 0 new gateway TLS
+# connections per request: that is what happened, and the resumption rate is then n/a.
+probe_phase() {  # probe_phase WORKLOAD PORT MODE
+  local wl=$1 port=$2 mode=$3 got ok hs res offered hapct="" note h0=0 h1=0
+  # shellcheck disable=SC2086
+  cap_start "probe-$CH-$wl" ${GWPORTS[$CH]}
+  [ -n "$CH_HASOCK" ] && h0=$(ha_cum "$CH_HASOCK")
+  got=$(taskset -c "$LOADCPU" python3 "$H/probe.py" --port "$port" --mode "$mode" --target "$ORIGIN" --n "$PROBE_N" \
+        --deadline 60 2>>"$W/logs/probe.log") || got="0 $PROBE_N"
+  if [ -n "$CH_HASOCK" ]; then
+    # HAProxy's figure covers the last second; it means something only if the gateway
+    # accepted TLS connections during the probe
+    h1=$(ha_cum "$CH_HASOCK")
+    if [ "$h1" -gt "$h0" ]; then hapct=$(ha_reuse_pct "$CH_HASOCK"); else hapct="n/a (no new TLS connection)"; fi
+  fi
+  sleep 1   # handshakes the chain starts right after the requests (pool refills) are counted too
+  cap_stop
+  # shellcheck disable=SC2086
+  read -r hs res offered < <(python3 "$H/tlscap.py" count "$W/pcap/probe-$CH-$wl.pcap" ${GWPORTS[$CH]} 2>>"$W/logs/probe.log" || echo "? ? ?")
+  ok=${got%% *}
+  note="$PROBE_N requests on new connections to port $port ($mode): ${ok} ok, ${got##* } errors; gateway ServerHellos=$hs, resumed=$res; ClientHellos offering a session (pre_shared_key)=$offered"
+  echo "== $CH $wl: $note${hapct:+; HAProxy SslFrontendSessionReuse_pct=$hapct}" >>"$W/logs/probe.log"
+  emit "$CH" "$wl" 1 requests "$ok" - "$note"
+  emit "$CH" "$wl" 1 gw_tls_handshakes "$hs" - "$note"
+  emit "$CH" "$wl" 1 gw_tls_resumed "$res" - "$note"
+  emit "$CH" "$wl" 1 gw_tls_psk_offered "$offered" - "$note"
+  if [[ "$hs" =~ ^[0-9]+$ ]] && [ "$ok" -gt 0 ]; then
+    emit "$CH" "$wl" 1 gw_tls_per_req "$(awk -v h="$hs" -v n="$ok" 'BEGIN{printf "%.2f", h/n}')" - "$note"
+    if [ "$hs" -gt 0 ]; then
+      emit "$CH" "$wl" 1 resumed_pct "$(awk -v h="$hs" -v r="$res" 'BEGIN{printf "%.1f", 100*r/h}')" - "$note"
+    else
+      emit "$CH" "$wl" 1 resumed_pct_na 1 - "no new gateway TLS connection: pooled gateway connections served every request"
+    fi
+  fi
+  if [[ "$hapct" =~ ^[0-9]+$ ]]; then
+    emit "$CH" "$wl" 1 ha_reuse_pct "$hapct" - "HAProxy gateway SslFrontendSessionReuse_pct right after the probe ($((h1 - h0)) TLS connections accepted)"
+  fi
+  log "$CH $wl probe: $note${hapct:+ (HAProxy SslFrontendSessionReuse_pct=$hapct)}"
+}
+run_probe() {
+  case $CH in
+    direct) return 0 ;;
+    msc) probe_phase probe_close "$P_MSC_HTTP" absolute; probe_phase probe_tunnel "$P_MSC_HTTPS" connect ;;
+    squid) probe_phase probe_close "$P_SQC" absolute; probe_phase probe_tunnel "$P_SQC" connect ;;
+    *) probe_phase probe_close "${PROXY[$CH]##*:}" absolute; probe_phase probe_tunnel "${TUNNEL[$CH]##*:}" origin ;;
+  esac
+}
+# handshake.txt: the first connection each chain's own client made to its gateway
+# (captured while the chains started; the s_client checks ran after the chain's requests)
+describe_first_handshakes() {
+  local s p
+  {
+    echo
+    echo "== the chains' client -> gateway hop, from a capture taken while the chains started (tcpdump + tshark)"
+    echo "   (the first TLS connection on each gateway port was made by the chain's own client)"
+    for s in $SECTIONS; do
+      [ -n "${GWPORTS[$s]:-}" ] || continue
+      echo "-- $s"
+      for p in ${GWPORTS[$s]}; do python3 "$H/tlscap.py" first "$W/pcap/startup.pcap" "$p" 2>&1 || true; done
+    done
+  } >>"$OUT/handshake.txt"
+}
+
 # ---------------------------------------------------------------- main
 [ "$(id -u)" = 0 ] || die "run as root (apt-get, taskset, ulimit)"
 T_START=$SECONDS
 mkdir -p "$W/logs"
 [ "$INSTALL" = 1 ] && install_pkgs
-for b in nginx wrk haproxy stunnel4 curl python3 openssl taskset ss; do have "$b" || die "$b not installed (INSTALL=1)"; done
+for b in nginx wrk haproxy stunnel4 curl python3 openssl taskset ss squid tcpdump tshark; do have "$b" || die "$b not installed (INSTALL=1)"; done
 build
-ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"   # inherited by every process started here (nginx asks for 20000)
+# inherited by every process started here: room for 10,000+ connections on both sides of
+# every proxy where the hard limit allows it (without CAP_SYS_RESOURCE it cannot be raised)
+ulimit -n 100000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+FDLIM=$(ulimit -n)
+# HAProxy needs 2 descriptors per connection (maxconn) plus its listeners; nginx's
+# worker_connections and squid's max_filedescriptors count descriptors themselves
+HA_MAXCONN=$(( (FDLIM - 100) / 2 < 20000 ? (FDLIM - 100) / 2 : 20000 ))
+NGX_WCONN=$(( FDLIM - 100 < 40000 ? FDLIM - 100 : 40000 ))
 check_ports
 prepare
 : >"$RAW"
@@ -541,8 +760,9 @@ echo "$CMDLINE" >"$OUT/command.txt"
   echo "knobs: DUR=${DUR}s REPS=$REPS DL_REPS=$DL_REPS CONNS=$CONNS HOLD_N=$HOLD_N PORT_BASE=$PORT_BASE"
   echo "  SECTIONS=$SECTIONS; WORKLOADS=$WORKLOADS; FOREIGN_MAX=$FOREIGN_MAX% QUIET_WAIT=${QUIET_WAIT}s GUARD_BUDGET=${GUARD_BUDGET}s RETRIES=$RETRIES"
   echo "  msc: workers = 1 (client and gateway), access logs = $MSC_ACCESS_LOG, runtime.driver = $MSC_DRIVER, MONOIO_FORCE_LEGACY_DRIVER=${MONOIO_FORCE_LEGACY_DRIVER:-unset}"
+  echo "  peers: ulimit -n $FDLIM; HAProxy maxconn $HA_MAXCONN, tune.bufsize $HA_BUFSIZE; nginx worker_connections $NGX_WCONN, proxy buffers 8 x $NGX_BUF; squid max_filedescriptors $FDLIM; probe $PROBE_N requests per phase"
   echo "loadavg at start: $(cat /proc/loadavg)"
-  for p in nginx-light wrk haproxy stunnel4 openssl libssl3 curl python3; do
+  for p in nginx-light libnginx-mod-stream wrk haproxy stunnel4 squid-openssl openssl libssl3 curl python3 tcpdump tshark; do
     echo "pkg $p $(dpkg-query -W -f='${Version}' "$p" 2>/dev/null || echo '?')"
   done
   echo "oha: $("$OHA" --version 2>/dev/null || echo 'not installed')"
@@ -550,9 +770,13 @@ echo "$CMDLINE" >"$OUT/command.txt"
 cat "$OUT/env.txt" >&2
 
 start_nginx
+# shellcheck disable=SC2086
+cap_start startup $P_MSG $P_HAS_HTTP $P_HAS_TCP $P_HAS_TCP_TLS $P_STS $P_STS_TLS $P_NXS_HTTP $P_NXS_TCP $P_NXS_TCP_TLS $P_SQS
 for s in $SECTIONS; do
-  case $s in direct|msc|haproxy|stunnel) "start_$s" ;; *) die "unknown section $s" ;; esac
+  case $s in direct|msc|haproxy|stunnel|squid) "start_$s" ;; nginx) start_nginxchain ;; *) die "unknown section $s" ;; esac
 done
+cap_stop
+describe_first_handshakes
 for s in $SECTIONS; do use_chain "$s"; [ -n "$CH_ALL" ] && mem_emit mem_idle; done
 log "all chains up; sanity checks passed ($((SECONDS - T_START)) s)"
 
@@ -584,11 +808,17 @@ if has_wl dl; then
         direct) run_dl dl_get "$r" "http://$ORIGIN/100m" ;;
         msc) run_dl dl_get "$r" -x "http://127.0.0.1:$P_MSC_HTTP" "http://$ORIGIN/100m"
              run_dl dl_connect "$r" -p -x "http://127.0.0.1:$P_MSC_HTTPS" "http://$ORIGIN/100m" ;;
+        squid) run_dl dl_get "$r" -x "http://${PROXY[squid]}" "http://$ORIGIN/100m"
+               run_dl dl_connect "$r" -p -x "http://${PROXY[squid]}" "http://$ORIGIN/100m" ;;
         *) run_dl dl_get "$r" -x "http://${PROXY[$s]}" "http://$ORIGIN/100m"
            run_dl dl_connect "$r" "http://${TUNNEL[$s]}/100m" ;;
       esac
     done
   done
+fi
+if has_wl probe; then
+  log "== resumption probe ($PROBE_N new connections per phase)"
+  for s in $SECTIONS; do use_chain "$s"; run_probe; done
 fi
 for s in $SECTIONS; do use_chain "$s"; [ -n "$CH_ALL" ] && mem_peak; done
 

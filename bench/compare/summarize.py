@@ -6,6 +6,8 @@ usage: summarize.py RAW.tsv [ENV.txt] [--foreign-max PCT]
 raw.tsv: chain, workload, rep, metric, value, foreign_cpu_pct, note (one row per metric
 per run). Figures are medians over runs; CPU per GB is total ticks / total bytes over
 all runs. Ratios are always msc / peer; the "better" column says which direction wins.
+"best peer" is, per row, the peer with the highest figure for ↑ metrics and the lowest
+for ↓ metrics (analogue cells included, and marked), and msc/best its ratio.
 """
 import collections
 import os
@@ -20,9 +22,10 @@ raw_path = args[0]
 env_path = args[1] if len(args) > 1 else None
 HZ = os.sysconf("SC_CLK_TCK")
 
-CHAINS = ["direct", "msc", "haproxy", "stunnel"]
-PEERS = ["haproxy", "stunnel"]
-TITLE = {"direct": "direct", "msc": "msc", "haproxy": "HAProxy", "stunnel": "stunnel"}
+CHAINS = ["direct", "msc", "haproxy", "nginx", "squid", "stunnel"]
+PEERS = ["haproxy", "nginx", "squid", "stunnel"]
+TITLE = {"direct": "direct", "msc": "msc", "haproxy": "HAProxy", "nginx": "nginx", "squid": "squid",
+         "stunnel": "stunnel"}
 
 # rows[(chain, workload)][metric] -> list of (rep, value, foreign, note)
 rows = collections.defaultdict(lambda: collections.defaultdict(list))
@@ -105,30 +108,28 @@ def status(ch, wl):
     return None
 
 
-# analogues used for peers that are not HTTP forward proxies
-ANALOG = {
-    ("haproxy", "connect_tls_close"): "a",
-    ("stunnel", "connect_tls_close"): "a",
-    ("haproxy", "dl_connect"): "b",
-    ("stunnel", "dl_connect"): "b",
-    ("haproxy", "mem_tunnel"): "c",
-    ("stunnel", "mem_tunnel"): "c",
-    ("haproxy", "mem_tunnel_after"): "c",
-    ("stunnel", "mem_tunnel_after"): "c",
-    ("stunnel", "mem_ka"): "d",
-    ("stunnel", "mem_ka_after"): "d",
-}
+# analogues used for peers that are not HTTP forward proxies (squid does CONNECT itself)
+ANALOG = {}
+for _p in ("haproxy", "nginx", "stunnel"):
+    ANALOG[(_p, "connect_tls_close")] = "a"
+    ANALOG[(_p, "dl_connect")] = "b"
+    ANALOG[(_p, "mem_tunnel")] = "c"
+    ANALOG[(_p, "mem_tunnel_after")] = "c"
+    ANALOG[(_p, "probe_tunnel")] = "c"
+ANALOG[("stunnel", "mem_ka")] = "d"
+ANALOG[("stunnel", "mem_ka_after")] = "d"
 FOOT = {
     "*": f"contended: in every run of this cell, processes outside the benchmark used ≥ {FOREIGN_MAX:g}% "
          "of a core (other sessions share this 2-core VM), so the median is over contended runs. "
          "Throughput and latency suffer most; CPU per request or per GB is the most robust figure. "
          "Otherwise a cell's median uses only the runs below the threshold.",
-    "a": "HAProxy and stunnel cannot serve CONNECT; their row is the closest analogue: oha "
-         "`--disable-keepalive` to a tcp tunnel port (haproxy tcp mode / stunnel service) "
-         "forwarding to nginx:TLS, i.e. a new tunnel with a gateway TLS handshake plus the inner TLS "
-         "handshake per request, but without the CONNECT exchange.",
-    "b": "tcp tunnel (haproxy tcp mode / stunnel) with plain GET inside, instead of CONNECT.",
-    "c": "idle tcp tunnels (haproxy tcp mode / stunnel), each carried one GET, instead of CONNECT tunnels.",
+    "a": "HAProxy, nginx and stunnel cannot serve CONNECT; their row is the closest analogue: oha "
+         "`--disable-keepalive` to a tcp tunnel port (haproxy tcp mode / nginx stream module / stunnel "
+         "service) forwarding to nginx:TLS, i.e. a new tunnel with a gateway TLS handshake plus the inner "
+         "TLS handshake per request, but without the CONNECT exchange. squid's row is real CONNECT.",
+    "b": "tcp tunnel (haproxy tcp mode / nginx stream / stunnel) with plain GET inside, instead of CONNECT.",
+    "c": "tcp tunnels (haproxy tcp mode / nginx stream / stunnel), each carrying one GET, instead of "
+         "CONNECT tunnels.",
     "d": "stunnel is a TCP tunnel: each browser connection is a tunnel with its own gateway TLS connection.",
 }
 used_foot = set()
@@ -168,7 +169,8 @@ if env_path and os.path.exists(env_path):
     for line in open(env_path):
         k, _, v = line.partition(":")
         env.setdefault(k.strip(), v.strip())
-out.append(f"## msc vs HAProxy vs stunnel on this machine ({env.get('date', '?')})")
+out.append(f"## msc vs {', '.join(TITLE[p] for p in PEERS if p in present) or 'peers'} on this machine "
+           f"({env.get('date', '?')})")
 out.append("")
 for k in ("command", "commit", "msc code", "msc", "kernel", "pinning", "knobs", "duration"):
     if k in env:
@@ -177,8 +179,10 @@ out.append("")
 
 hdr_chains = [TITLE[c] for c in present]
 ratio_peers = [p for p in PEERS if p in present] if "msc" in present else []
-out.append("| workload | metric | better | " + " | ".join(hdr_chains + [f"msc/{TITLE[p]}" for p in ratio_peers]) + " |")
-out.append("|---|---|---|" + "---|" * (len(present) + len(ratio_peers)))
+best_cols = ["best peer", "msc/best"] if ratio_peers else []
+out.append("| workload | metric | better | " + " | ".join(hdr_chains + best_cols + [f"msc/{TITLE[p]}" for p in ratio_peers])
+           + " |")
+out.append("|---|---|---|" + "---|" * (len(present) + len(best_cols) + len(ratio_peers)))
 
 
 def add(label, wl, metric, kind, better, values=None, no_ratio=False):
@@ -191,11 +195,23 @@ def add(label, wl, metric, kind, better, values=None, no_ratio=False):
             cells.append("= GET row")
         elif c == "direct" and metric in ("cpu_us_per_req", "client_cpu_us_per_req", "cpu_s_per_gb", "client_cpu_s_per_gb"):
             cells.append("–")
+        elif v is None and metric == "resumed_pct" and "resumed_pct_na" in rows.get((c, wl), {}):
+            cells.append("n/a (no new conn)")
         else:
             cells.append(cell(c, wl, metric, kind, v))
     rs = ["–" if no_ratio else ratio(nums.get("msc"), nums.get(p), kind) for p in ratio_peers]
+    best = []
+    if best_cols:
+        cand = [(nums[p], p) for p in ratio_peers if nums.get(p) is not None]
+        if no_ratio or not better or not cand:
+            best = ["–", "–"]
+        else:
+            # ties go to the first peer in PEERS order
+            v, p = (max if better == "up" else min)(cand, key=lambda c: c[0])
+            mark = ANALOG.get((p, wl))
+            best = [f"{TITLE[p]}{f' ({mark})' if mark else ''}", ratio(nums.get("msc"), v, kind)]
     arrow = {"up": "↑ higher", "down": "↓ lower", "": ""}[better]
-    out.append(f"| {label} | {metric_label(metric)} | {arrow} | " + " | ".join(cells + rs) + " |")
+    out.append(f"| {label} | {metric_label(metric)} | {arrow} | " + " | ".join(cells + best + rs) + " |")
 
 
 def metric_label(m):
@@ -209,6 +225,10 @@ def metric_label(m):
         "kib_per_conn_client": "client KiB/conn", "kib_per_conn_gateway": "gateway KiB/conn",
         "kib_per_conn_total": "client+gateway KiB/conn",
         "gw_tls_conns_per_req": "new gateway TLS conns per request (HAProxy stats)",
+        "gw_tls_per_req": "new gateway TLS connections per request (capture)",
+        "resumed_pct": "% of those resumed (pre_shared_key)",
+        "gw_tls_psk_offered": "ClientHellos offering a session",
+        "ha_reuse_pct": "HAProxy SslFrontendSessionReuse_pct (cross-check)",
     }.get(m, m)
 
 
@@ -279,6 +299,18 @@ if any((c, "mem_idle") in rows for c in mem_chains):
     add("peak RSS (VmHWM, end of run)", "mem_peak", "rss_client_kib", "int", "down")
     add("peak RSS (VmHWM, end of run)", "mem_peak", "rss_gateway_kib", "int", "down")
 
+for wl, lab in (("probe_close", "new browser connections, absolute-form GET + close"),
+                ("probe_tunnel", "new tunnels (CONNECT, or a tcp tunnel)")):
+    if not any((c, wl) in rows for c in present):
+        continue
+    n = sorted({int(v) for v in (med(c, wl, "requests") for c in present) if v})
+    label = f"resumption probe: {'/'.join(map(str, n)) or '?'} {lab}"
+    add(label, wl, "gw_tls_per_req", "ms", "", no_ratio=True)
+    add(label, wl, "resumed_pct", "kib1", "", no_ratio=True)
+    add(label, wl, "gw_tls_psk_offered", "int", "", no_ratio=True)
+    if any(vals(c, wl, "ha_reuse_pct") for c in present):
+        add(label, wl, "ha_reuse_pct", "int", "", no_ratio=True)
+
 out.append("")
 for k in sorted(used_foot, key=lambda k: (k != "*", k)):
     out.append(f"({k}) {FOOT[k]}  ")
@@ -287,7 +319,11 @@ out.append("Ratios are msc / peer for every metric; read them with the *better* 
            "metrics a ratio above 1 means msc is better, for ↓ metrics (latency, CPU, memory) a ratio "
            "below 1 means msc is better. KiB/conn = (RSS with the idle connections − RSS idle after "
            "start) / connections actually opened. Proxy CPU is utime+stime of the chain's processes "
-           "from /proc/PID/stat; all proxy processes share one core.")
+           "from /proc/PID/stat; all proxy processes share one core. nginx figures (CPU, RSS) are "
+           "master + worker of each side. Resumption probe: new gateway TLS connections (ServerHellos "
+           "captured on the client -> gateway hop during the probe and 1 s after it) per request, and the "
+           "share of them that resumed a session (ServerHello with pre_shared_key); a chain that serves "
+           "new browser connections from pooled gateway connections opens none (n/a).")
 out.append("")
 
 # ---- spread and guard details

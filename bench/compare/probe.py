@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""N requests, each on a new connection to a proxy (bench/compare.sh's resumption probe).
+
+  --mode absolute : "GET http://TARGET/1k" with "Connection: close"
+  --mode connect  : "CONNECT TARGET", then "GET /1k" inside the tunnel, then close
+  --mode origin   : "GET /1k" with "Connection: close" (a TCP tunnel port)
+Requests run one after the other (each connection is closed before the next opens).
+Prints "OK ERR" (a request is OK when its answer is a complete 200 with the body).
+Bounded: --deadline seconds in all, 10 s per request.
+"""
+import argparse
+import socket
+import sys
+import time
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--port", type=int, required=True)
+ap.add_argument("--mode", choices=["connect", "absolute", "origin"], required=True)
+ap.add_argument("--target", required=True)
+ap.add_argument("--n", type=int, default=200)
+ap.add_argument("--path", default="/1k")
+ap.add_argument("--deadline", type=float, default=60)
+a = ap.parse_args()
+
+
+def read_response(s, body=True):
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        d = s.recv(65536)
+        if not d:
+            raise IOError("eof in response head")
+        buf += d
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    status = head.split(b"\r\n", 1)[0]
+    clen = 0
+    for line in head.split(b"\r\n")[1:]:
+        k, _, v = line.partition(b":")
+        if k.strip().lower() == b"content-length":
+            clen = int(v.strip())
+    while body and len(rest) < clen:
+        d = s.recv(65536)
+        if not d:
+            raise IOError("eof in response body")
+        rest += d
+    return status
+
+
+ok = err = 0
+end = time.time() + a.deadline
+for i in range(a.n):
+    if time.time() > end:
+        print(f"deadline reached after {i} requests", file=sys.stderr)
+        break
+    try:
+        with socket.create_connection(("127.0.0.1", a.port), timeout=10) as s:
+            path = a.path
+            if a.mode == "connect":
+                s.sendall(f"CONNECT {a.target} HTTP/1.1\r\nHost: {a.target}\r\n\r\n".encode())
+                st = read_response(s, body=False)
+                if b" 200" not in st:
+                    raise IOError(f"CONNECT answered {st!r}")
+            elif a.mode == "absolute":
+                path = f"http://{a.target}{a.path}"
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: {a.target}\r\nConnection: close\r\n\r\n".encode())
+            st = read_response(s)
+            if b" 200" not in st:
+                raise IOError(f"GET answered {st!r}")
+            ok += 1
+    except Exception as e:  # noqa: BLE001 - counted and reported
+        err += 1
+        if err <= 5:
+            print(f"request {i} error: {e}", file=sys.stderr)
+print(ok, err)
