@@ -225,12 +225,10 @@ start_haproxy() {  # compare.sh's HAProxy templates, rendered the same way
   HAPROXY_PIDS="$c $s"
   check_200 haproxy-get -x "http://127.0.0.1:$P_HAC_HTTP" "http://$ORIGIN/1k"
 }
-# nginx reverse proxy (pooled mTLS upstream) -> nginx mTLS terminator -> origin. Uses
-# bench/compare's nginx chain templates (tuned with the peers) when they exist, else the
-# minimal ones in bench/measure/. NGINX_TEMPLATES says which.
+# nginx reverse proxy (pooled mTLS upstream) -> nginx mTLS terminator -> origin, from
+# bench/compare's nginx chain templates (tuned with the peers). NGINX_TEMPLATES says which.
 start_nginxproxy() {
-  local tc=$M/nginx-client.conf.in tg=$M/nginx-gateway.conf.in
-  if [ -f "$H/nginx-client.conf.in" ] && [ -f "$H/nginx-gw.conf.in" ]; then tc=$H/nginx-client.conf.in; tg=$H/nginx-gw.conf.in; fi
+  local tc=$H/nginx-client.conf.in tg=$H/nginx-gw.conf.in
   NGINX_TEMPLATES="$tc $tg"
   peer_limits
   render "$tg" "$W/conf/nginx-gateway.conf"
