@@ -29,9 +29,9 @@
 # 2 cores for the side under test alone (pinned), the rest for wrk, nginx and
 # the other side (see perf/scaling.md).
 #
-#   bash bench/scaling.sh                          # SIDES="client gateway" WORKLOADS="ka close" REPS=3 DUR=10
+#   bash bench/scaling.sh                          # SIDES="client gateway both" WORKLOADS="ka close" REPS=3 DUR=10
 #   DUR=3 REPS=1 SIDES=client BUILD=0 bash bench/scaling.sh   # a quick check
-#   knobs: SIDES="client gateway" WORKLOADS="ka close" REPS=3 DUR=10 CONNS=64 WRK_THREADS=2
+#   knobs: SIDES="client gateway both" WORKLOADS="ka close" REPS=3 DUR=10 CONNS=64 WRK_THREADS=2
 #          CAP=0.2 CAP_PERIOD_US=10000 PORT_BASE=22000 W=/tmp/msc-scaling BUILD=1 MSC=path
 #          FOREIGN_MAX=5 QUIET_WAIT=30 GUARD_BUDGET=300 RETRIES=2 OUT=perf/runs/<UTC date>/scaling
 # Workloads: ka (wrk, CONNS keep-alive connections, 1 KiB GET in absolute form,
@@ -39,6 +39,8 @@
 # browser connection per request).
 # Bounded: wrk -d under timeout, every wait bounded; 127.0.0.1 only; stops only
 # the processes it started, by PID; removes the cgroups it made.
+# SIDES may also list "both": client and gateway together at 1+1 vs 2+2 workers,
+# every worker capped (the chain's scaling; side CPU = client + gateway).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
@@ -47,7 +49,7 @@ CMD=$(cmdline bench/scaling.sh SIDES WORKLOADS REPS DUR CONNS WRK_THREADS CAP CA
   FOREIGN_MAX QUIET_WAIT GUARD_BUDGET RETRIES OUT)
 # shellcheck source=bench/guard.sh
 . bench/guard.sh
-SIDES=${SIDES:-"client gateway"}
+SIDES=${SIDES:-"client gateway both"}
 WORKLOADS=${WORKLOADS:-"ka close"}
 REPS=${REPS:-3}
 DUR=${DUR:-10}
@@ -158,6 +160,7 @@ for side in $SIDES; do
     case $side in
       client) chain "$name" $i "$n" 2; cap "${CPID[$name]}" client "$name" ;;
       gateway) chain "$name" $i 2 "$n"; cap "${GPID[$name]}" gateway "$name" ;;
+      both) chain "$name" $i "$n" "$n"; cap "${CPID[$name]}" client "$name"; cap "${GPID[$name]}" gateway "$name" ;;
       *) echo "scaling.sh: unknown side $side" >&2; exit 2 ;;
     esac
     CHAINS+=("$name")
@@ -175,9 +178,10 @@ wrk_cmd() { # PORT CLOSE DUR
   WRK_PATH="http://$ORIGIN/1k" WRK_HOST="$ORIGIN" WRK_CLOSE=$2 timeout $(($3 + 30)) \
     wrk -t"$WRK_THREADS" -c"$CONNS" -d"$3s" --timeout 5s -s bench/compare/bench.lua "http://127.0.0.1:$1/"
 }
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-# worker thread ticks of PID: "w0 w1 ..." (space separated, in name order)
-wticks() { local t; for t in /proc/"$1"/task/*; do case $(cat "$t/comm") in *-w[0-9]*) echo "$(cat "$t/comm") $(awk '{print $14 + $15}' "$t/stat")" ;; esac; done | sort | awk '{printf "%s ", $2}'; }
+# ticks PID...: utime + stime of the processes (all threads), summed
+ticks() { local p t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
+# worker thread ticks of PID...: "w0 w1 ..." (space separated, in name order)
+wticks() { local t; for t in $(printf '/proc/%s/task/* ' "$@"); do case $(cat "$t/comm") in *-w[0-9]*) echo "$(cat "$t/comm") $(awk '{print $14 + $15}' "$t/stat")" ;; esac; done | sort | awk '{printf "%s ", $2}'; }
 # throttling of NAME's cgroups: "periods throttled"
 throttle() {
   local d p=0 t=0 a b
@@ -191,10 +195,14 @@ throttle() {
 # run NAME CLOSE: one wrk run; prints "requests duration_us p50_us p99_us errors side_ticks other_ticks periods throttled wticks..."
 run() {
   local name=$1 close=$2 side=${1%-w*} sp op s0 o0 w0 th0 res s1 o1 w1 th1
-  if [ "$side" = client ]; then sp=${CPID[$name]}; op=${GPID[$name]}; else sp=${GPID[$name]}; op=${CPID[$name]}; fi
-  s0=$(ticks "$sp"); o0=$(ticks "$op"); w0=$(wticks "$sp"); th0=$(throttle "$name")
+  case $side in
+    client) sp=${CPID[$name]}; op=${GPID[$name]} ;;
+    gateway) sp=${GPID[$name]}; op=${CPID[$name]} ;;
+    both) sp="${CPID[$name]} ${GPID[$name]}"; op="" ;;
+  esac
+  s0=$(ticks $sp); o0=$(ticks $op); w0=$(wticks $sp); th0=$(throttle "$name")
   res=$(wrk_cmd "${PORT[$name]}" "$close" "$DUR" | grep '^RESULT' || true)
-  s1=$(ticks "$sp"); o1=$(ticks "$op"); w1=$(wticks "$sp"); th1=$(throttle "$name")
+  s1=$(ticks $sp); o1=$(ticks $op); w1=$(wticks $sp); th1=$(throttle "$name")
   [ -n "$res" ] || { echo "no wrk result"; return 0; }
   awk -v res="$res" -v s=$((s1 - s0)) -v o=$((o1 - o0)) -v th0="$th0" -v th1="$th1" -v w0="$w0" -v w1="$w1" 'BEGIN {
     n = split(res, kv, " "); for (i = 2; i <= n; i++) { split(kv[i], x, "="); v[x[1]] = x[2] }
@@ -273,7 +281,7 @@ PY
   echo
   echo "ratio = median req/s with 2 workers / with 1 (each worker capped at CAP of a core, the rest of the chain uncapped);"
   echo "efficiency = requests per CPU-second of the side under test (all its threads); 2 × efficiency ratio = the"
-  echo "speedup two dedicated cores would give if nothing else limits. Busiest worker share: 0.50 = even split."
+  echo "speedup two dedicated cores would give if nothing else limits. Busiest worker share: even = 1 / workers (0.50; 0.25 for "both", whose 4 workers are counted together)."
   echo "Cap use = the workers' CPU / (workers x CAP x run time): about 100 % when the capped side is the bottleneck."
   echo
   echo "command: \`$CMD\`"
