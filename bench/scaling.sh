@@ -27,12 +27,14 @@
 # only (b) is meaningful.
 # A ">= 1.8x with 2 workers on 2 cores" claim needs a machine with >= 4 cores:
 # 2 cores for the side under test alone (pinned), the rest for wrk, nginx and
-# the other side (see perf/scaling.md).
+# the other side (see perf/scaling.md). That run is this script with
+# PIN_SIDE=2,3 PIN_REST=0,1 (CAP then defaults to 0): the side under test on one
+# dedicated core with 1 worker, on two with 2 workers, everything else elsewhere.
 #
 #   bash bench/scaling.sh                          # SIDES="client gateway both" WORKLOADS="ka close" REPS=3 DUR=10
 #   DUR=3 REPS=1 SIDES=client BUILD=0 bash bench/scaling.sh   # a quick check
 #   knobs: SIDES="client gateway both" WORKLOADS="ka close" REPS=3 DUR=10 CONNS=64 WRK_THREADS=2
-#          CAP=0.2 CAP_PERIOD_US=10000 PORT_BASE=22000 W=/tmp/msc-scaling BUILD=1 MSC=path
+#          CAP=0.2 CAP_PERIOD_US=10000 PIN_SIDE= PIN_REST= PORT_BASE=22000 W=/tmp/msc-scaling BUILD=1 MSC=path
 #          FOREIGN_MAX=5 QUIET_WAIT=30 GUARD_BUDGET=300 RETRIES=2 OUT=perf/runs/<UTC date>/scaling
 # Workloads: ka (wrk, CONNS keep-alive connections, 1 KiB GET in absolute form,
 # bench/compare/bench.lua), close (the same with Connection: close: a new
@@ -45,7 +47,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
-CMD=$(cmdline bench/scaling.sh SIDES WORKLOADS REPS DUR CONNS WRK_THREADS CAP CAP_PERIOD_US PORT_BASE W BUILD MSC \
+CMD=$(cmdline bench/scaling.sh SIDES WORKLOADS REPS DUR CONNS WRK_THREADS CAP CAP_PERIOD_US PIN_SIDE PIN_REST PORT_BASE W BUILD MSC \
   FOREIGN_MAX QUIET_WAIT GUARD_BUDGET RETRIES OUT)
 # shellcheck source=bench/guard.sh
 . bench/guard.sh
@@ -55,7 +57,9 @@ REPS=${REPS:-3}
 DUR=${DUR:-10}
 CONNS=${CONNS:-64}
 WRK_THREADS=${WRK_THREADS:-2}
-CAP=${CAP:-0.2}
+PIN_SIDE=${PIN_SIDE:-}
+PIN_REST=${PIN_REST:-}
+if [ -n "$PIN_SIDE" ]; then CAP=${CAP:-0}; else CAP=${CAP:-0.2}; fi
 CAP_PERIOD_US=${CAP_PERIOD_US:-10000}
 PORT_BASE=${PORT_BASE:-22000}
 W=${W:-/tmp/msc-scaling}
@@ -68,6 +72,14 @@ HZ=$(getconf CLK_TCK)
 [ "$(id -u)" = 0 ] || { echo "scaling.sh: run as root (cgroups)" >&2; exit 1; }
 for b in nginx wrk curl python3; do command -v "$b" >/dev/null || { echo "scaling.sh: $b missing (apt-get install nginx-light wrk curl python3)" >&2; exit 1; }; done
 CAPPED=$(awk -v c="$CAP" 'BEGIN{print (c > 0) ? 1 : 0}')
+if [ -n "$PIN_SIDE" ]; then
+  [[ $PIN_SIDE =~ ^[0-9]+,[0-9]+$ ]] && [ -n "$PIN_REST" ] ||
+    { echo "scaling.sh: PIN_SIDE is two CPUs (e.g. 2,3) and PIN_REST the others (e.g. 0,1,4-7)" >&2; exit 2; }
+fi
+# side_cpus N: the CPUs of the side under test with N workers (PIN_SIDE: 1 worker on its first CPU)
+side_cpus() { if [ -z "$PIN_SIDE" ]; then echo ""; elif [ "$1" = 1 ]; then echo "${PIN_SIDE%%,*}"; else echo "$PIN_SIDE"; fi; }
+PIN_REST_CMD=()
+[ -n "$PIN_REST" ] && PIN_REST_CMD=(taskset -c "$PIN_REST")
 if [ "$CAPPED" = 1 ]; then
   [ -w "$CG_ROOT" ] && [ -e "$CG_ROOT/cpu.cfs_quota_us" ] ||
     { echo "scaling.sh: needs the cgroup v1 cpu controller at $CG_ROOT (or CAP=0: efficiency only)" >&2; exit 1; }
@@ -110,24 +122,24 @@ http {
   server { listen $ORIGIN; root $W/www; }
 }
 EOF
-nginx -c "$W/nginx.conf" -g 'daemon off;' 2>"$W/nginx.err" &
+"${PIN_REST_CMD[@]}" nginx -c "$W/nginx.conf" -g 'daemon off;' 2>"$W/nginx.err" &
 pids+=($!)
 for _ in $(seq 1 100); do curl -sf -o /dev/null --max-time 1 "http://$ORIGIN/1k" && break; sleep 0.1; done
 curl -sf -o /dev/null --max-time 2 "http://$ORIGIN/1k" || { echo "scaling.sh: nginx did not start: $(cat "$W/nginx.err")" >&2; exit 1; }
 
-# chain NAME INDEX CLIENT_WORKERS GATEWAY_WORKERS: a client + gateway pair with its own PKI and ports;
-# sets CPID_<NAME>, GPID_<NAME>, PORT_<NAME>
+# chain NAME INDEX CLIENT_WORKERS GATEWAY_WORKERS CLIENT_CPUS GATEWAY_CPUS: a client + gateway pair with
+# its own PKI and ports (CPUS: taskset list, empty = unpinned); sets CPID_<NAME>, GPID_<NAME>, PORT_<NAME>
 declare -A CPID GPID PORT
 chain() {
-  local name=$1 i=$2 cw=$3 gw=$4 d=$W/$1 b=$((PORT_BASE + 100 + 10 * $2))
+  local name=$1 i=$2 cw=$3 gw=$4 ccpu=$5 gcpu=$6 d=$W/$1 b=$((PORT_BASE + 100 + 10 * $2))
   "$MSC" pki init --dir "$d" --gateway-listen "127.0.0.1:$b" --http-port $((b + 1)) --https-port $((b + 2)) >/dev/null
   sed -i "s/^workers = .*/workers = $gw/; s/^access = .*/access = \"off\"/" "$d/gateway.toml"
   sed -i "s/^workers = .*/workers = $cw/" "$d/client.toml"
   printf '\n[control]\nlisten = "127.0.0.1:0"\n[log]\naccess = "off"\n' >>"$d/client.toml"
   grep -q "^workers = $gw" "$d/gateway.toml" && grep -q "^workers = $cw" "$d/client.toml" ||
     { echo "scaling.sh: could not set workers in $d" >&2; exit 1; }
-  start "$name-gateway" gateway --config "$d/gateway.toml"; GPID[$name]=${pids[-1]}
-  start "$name-client" run --config "$d/client.toml"; CPID[$name]=${pids[-1]}
+  CPU=$gcpu start "$name-gateway" gateway --config "$d/gateway.toml"; GPID[$name]=${pids[-1]}
+  CPU=$ccpu start "$name-client" run --config "$d/client.toml"; CPID[$name]=${pids[-1]}
   PORT[$name]=$((b + 1))
   grep -q "$cw workers\\?," "$work/$name-client.out" && grep -q "($gw workers\\?," "$work/$name-gateway.out" ||
     { echo "scaling.sh: $name: unexpected worker counts: $(cat "$work/$name-client.out" "$work/$name-gateway.out")" >&2; exit 1; }
@@ -158,9 +170,10 @@ for side in $SIDES; do
   for n in 1 2; do
     name=$side-w$n
     case $side in
-      client) chain "$name" $i "$n" 2; cap "${CPID[$name]}" client "$name" ;;
-      gateway) chain "$name" $i 2 "$n"; cap "${GPID[$name]}" gateway "$name" ;;
-      both) chain "$name" $i "$n" "$n"; cap "${CPID[$name]}" client "$name"; cap "${GPID[$name]}" gateway "$name" ;;
+      client) chain "$name" $i "$n" 2 "$(side_cpus "$n")" "$PIN_REST"; cap "${CPID[$name]}" client "$name" ;;
+      gateway) chain "$name" $i 2 "$n" "$PIN_REST" "$(side_cpus "$n")"; cap "${GPID[$name]}" gateway "$name" ;;
+      both) chain "$name" $i "$n" "$n" "$(side_cpus "$n")" "$(side_cpus "$n")"
+            cap "${CPID[$name]}" client "$name"; cap "${GPID[$name]}" gateway "$name" ;;
       *) echo "scaling.sh: unknown side $side" >&2; exit 2 ;;
     esac
     CHAINS+=("$name")
@@ -169,14 +182,15 @@ for side in $SIDES; do
 done
 
 record_env "$OUT" "$CMD" \
-  "pinning: none (every process may run on both cores); the side under test's worker threads each in a cgroup with cpu.cfs_quota_us=${QUOTA:-none} per cpu.cfs_period_us=$CAP_PERIOD_US (CAP=$CAP of a core per worker)" \
+  "pinning: $(if [ -n "$PIN_SIDE" ]; then echo "side under test on cpu ${PIN_SIDE%%,*} (1 worker) / cpus $PIN_SIDE (2 workers); the rest (wrk, nginx, the other side) on cpus $PIN_REST"; else echo "none (every process may run on every core)"; fi)" \
+  "caps: $(if [ "$CAPPED" = 1 ]; then echo "each worker thread of the side under test in a cgroup with cpu.cfs_quota_us=$QUOTA per cpu.cfs_period_us=$CAP_PERIOD_US (CAP=$CAP of a core)"; else echo none; fi)" \
   "knobs: SIDES=$SIDES WORKLOADS=$WORKLOADS REPS=$REPS DUR=${DUR}s CONNS=$CONNS WRK_THREADS=$WRK_THREADS" \
   "chains: ${CHAINS[*]} (NAME-wN: N workers on the side under test, 2 on the other side)"
 cat "$OUT/env.txt" >&2
 
 wrk_cmd() { # PORT CLOSE DUR
   WRK_PATH="http://$ORIGIN/1k" WRK_HOST="$ORIGIN" WRK_CLOSE=$2 timeout $(($3 + 30)) \
-    wrk -t"$WRK_THREADS" -c"$CONNS" -d"$3s" --timeout 5s -s bench/compare/bench.lua "http://127.0.0.1:$1/"
+    "${PIN_REST_CMD[@]}" wrk -t"$WRK_THREADS" -c"$CONNS" -d"$3s" --timeout 5s -s bench/compare/bench.lua "http://127.0.0.1:$1/"
 }
 # ticks PID...: utime + stime of the processes (all threads), summed
 ticks() { local p t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
@@ -240,11 +254,11 @@ for rep in $(seq 1 "$REPS"); do
 done
 echo "loadavg at end: $(cat /proc/loadavg)" >>"$OUT/env.txt"
 guard_totals >>"$OUT/env.txt"
-python3 - "$raw" "$FOREIGN_MAX" "$CAP" <<'PY' | tee "$OUT/summary.md"
+python3 - "$raw" "$FOREIGN_MAX" "$CAP" "$PIN_SIDE" "$PIN_REST" <<'PY' | tee "$OUT/summary.md"
 import collections, statistics as st, sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
 head, rows = rows[0], rows[1:]
-fmax, cap = float(sys.argv[2]), float(sys.argv[3])
+fmax, cap, pin, rest = float(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5]
 c = {k: i for i, k in enumerate(head)}
 cell = collections.defaultdict(list)
 for r in rows:
@@ -253,7 +267,13 @@ notes = []
 def med(rs, k):
     return st.median(float(r[c[k]]) for r in rs)
 wlname = {"ka": "1 KiB GET keep-alive", "close": "1 KiB GET, new connection per request"}
-print(f"Side under test capped at {cap:g} of a core per worker thread" if cap > 0 else "No cap (CAP=0): request rates are what the shared 2-core machine gives; read the efficiency columns")
+if pin:
+    print(f"Side under test pinned: 1 worker on cpu {pin.split(',')[0]}, 2 workers on cpus {pin}; wrk, nginx and the other side on cpus {rest}."
+          + (f" Each worker also capped at {cap:g} of a core." if cap > 0 else ""))
+elif cap > 0:
+    print(f"Side under test: each worker thread capped at {cap:g} of a core; no pinning")
+else:
+    print("No cap, no pinning (CAP=0): request rates are what the shared machine gives; read the efficiency columns")
 print()
 print("| side | workload | req/s 1 worker | req/s 2 workers | **ratio** | side CPU µs/req 1 → 2 | req per side CPU-s 1 → 2 | **efficiency ratio** | 2 × efficiency | busiest worker share (2 w.) | cap use % 1 / 2 | runs | max foreign CPU % |")
 print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
