@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Contention guard, shared by the bench scripts (sourced, not run).
 #
 # Other sessions may share the machine: before each measured run, wait (at most
@@ -63,6 +64,7 @@ wait_quiet() {
   [ $waited = 1 ] && guard_log "  not quiet ($f); measuring anyway (guard time spent ${GUARD_SPENT}s of ${GUARD_BUDGET}s)"
   return 0
 }
+# shellcheck disable=SC2034 # G_* are read by the scripts that source this file
 guard_run() {
   local try t0
   guard_dir

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the bench scripts (sourced, not run, from the repository root).
 # setup: builds the release binary (unless BUILD=0 or MSC names a binary) and
 # sets MSC (the msc binary), work (a scratch directory, removed at exit) and pids

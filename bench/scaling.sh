@@ -210,13 +210,13 @@ throttle() {
 run() {
   local name=$1 close=$2 side=${1%-w*} sp op s0 o0 w0 th0 res s1 o1 w1 th1
   case $side in
-    client) sp=${CPID[$name]}; op=${GPID[$name]} ;;
-    gateway) sp=${GPID[$name]}; op=${CPID[$name]} ;;
-    both) sp="${CPID[$name]} ${GPID[$name]}"; op="" ;;
+    client) sp=("${CPID[$name]}"); op=("${GPID[$name]}") ;;
+    gateway) sp=("${GPID[$name]}"); op=("${CPID[$name]}") ;;
+    both) sp=("${CPID[$name]}" "${GPID[$name]}"); op=() ;;
   esac
-  s0=$(ticks $sp); o0=$(ticks $op); w0=$(wticks $sp); th0=$(throttle "$name")
+  s0=$(ticks "${sp[@]}"); o0=$(ticks "${op[@]}"); w0=$(wticks "${sp[@]}"); th0=$(throttle "$name")
   res=$(wrk_cmd "${PORT[$name]}" "$close" "$DUR" | grep '^RESULT' || true)
-  s1=$(ticks $sp); o1=$(ticks $op); w1=$(wticks $sp); th1=$(throttle "$name")
+  s1=$(ticks "${sp[@]}"); o1=$(ticks "${op[@]}"); w1=$(wticks "${sp[@]}"); th1=$(throttle "$name")
   [ -n "$res" ] || { echo "no wrk result"; return 0; }
   awk -v res="$res" -v s=$((s1 - s0)) -v o=$((o1 - o0)) -v th0="$th0" -v th1="$th1" -v w0="$w0" -v w1="$w1" 'BEGIN {
     n = split(res, kv, " "); for (i = 2; i <= n; i++) { split(kv[i], x, "="); v[x[1]] = x[2] }
@@ -301,7 +301,7 @@ PY
   echo
   echo "ratio = median req/s with 2 workers / with 1 (each worker capped at CAP of a core, the rest of the chain uncapped);"
   echo "efficiency = requests per CPU-second of the side under test (all its threads); 2 × efficiency ratio = the"
-  echo "speedup two dedicated cores would give if nothing else limits. Busiest worker share: even = 1 / workers (0.50; 0.25 for "both", whose 4 workers are counted together)."
+  echo "speedup two dedicated cores would give if nothing else limits. Busiest worker share: even = 1 / workers (0.50; 0.25 for both sides together, whose 4 workers are counted as one set)."
   echo "Cap use = the workers' CPU / (workers x CAP x run time): about 100 % when the capped side is the bottleneck."
   echo
   echo "command: \`$CMD\`"
