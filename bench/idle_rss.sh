@@ -25,7 +25,7 @@
 # mTLS connection to the gateway) and the gateway two: when the open-file limit
 # (hard limit; root without CAP_SYS_RESOURCE cannot raise it) does not allow N,
 # CONNECT runs use CONNECT_MAX = (limit - 300) / 2 and the summary says so (the
-# processes lower their own connection caps to the limit, keeping 256 spare).
+# gateway lowers its own connection cap to the limit, keeping 256 spare).
 # The gateway's per-identity tunnel cap (limits.max_tunnels_per_identity) is
 # raised for the run: all N tunnels come from one client certificate.
 # Every measurement runs under the contention guard (bench/guard.sh): foreign
