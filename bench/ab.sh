@@ -126,7 +126,7 @@ start_chain() {
   taskset -c "$PROXYCPU" "$bin" run --config "$W/pki/client.toml" >"$W/cl.out" 2>&1 &
   cpid=$!; pids+=("$cpid")
   wait_line "$W/cl.out" ready
-  control=$(sed -n 's/.*control \(http:\/\/[^/]*\)\/.*/\1/p' "$W/cl.out")
+  control=$(grep '^msc client ready' "$W/cl.out" | sed -n 's/.*control \(http:\/\/[^/]*\)\/.*/\1/p')
 }
 
 wrk_run() {
@@ -140,7 +140,7 @@ measure() {
   c0=$(ticks "$cpid"); g0=$(ticks "$gpid")
   case $wl in
     ka | close)
-      r=$(wrk_run "$([ "$wl" = close ] && echo 1 || echo 0)")
+      r=$(wrk_run "$([ "$wl" = close ] && echo 1 || echo 0)") || { echo "wrk gave no result" >&2; return 1; }
       req=$(sed 's/.*requests=\([0-9]*\).*/\1/' <<<"$r")
       p99=$(sed 's/.*p99_us=\([0-9]*\).*/\1/' <<<"$r")
       c1=$(ticks "$cpid"); g1=$(ticks "$gpid")
@@ -149,14 +149,15 @@ measure() {
           printf "%s\t%d\t%s\t%.0f\trequests/s\t%.2f\t%.1f\t%.1f\tus/req\t\n", b, r, w, n / d, p / 1000, c * 10000 / n, g * 10000 / n }'
       ;;
     connect)
-      tls0=$(tls_counts)
+      tls0=$(tls_counts) || { echo "no TLS counts from $control/status" >&2; return 1; }
       o=$(timeout $((DUR + 30)) taskset -c "$LOADCPU" "$OHA" -z "${DUR}s" -c 64 --disable-keepalive \
         --insecure --no-tui -x "http://127.0.0.1:$P_HTTPS" "https://$ORIGIN_TLS/1k" 2>&1)
       rps=$(sed -n 's/.*Requests\/sec:[[:space:]]*\([0-9.]*\).*/\1/p' <<<"$o")
       n=$(grep -o '\[200\] [0-9]* responses' <<<"$o" | awk '{s += $2} END {print s + 0}')
       c1=$(ticks "$cpid"); g1=$(ticks "$gpid")
       sleep 2.5 # workers report to the control plane every second
-      read -r h1 r1 <<<"$(tls_counts)"
+      tls1=$(tls_counts) || { echo "no TLS counts from $control/status" >&2; return 1; }
+      read -r h1 r1 <<<"$tls1"
       read -r h0 r0 <<<"$tls0"
       tls="new tunnels=$((h1 - h0)) resumed=$((r1 - r0)) requests=$n"
 
@@ -194,7 +195,7 @@ for round in $(seq 1 "$ROUNDS"); do
       wrk -t1 -c64 -d2s -s bench/compare/bench.lua "http://127.0.0.1:$P_HTTP" >/dev/null
     for wl in $WORKLOADS; do
       guard_run measure "$wl"
-      [ -n "$G_OUT" ] || { echo "ab.sh: the $wl run of $bin gave no result (wrk/oha/curl failed)" >&2; exit 1; }
+      [ "$G_RC" = 0 ] && [ -n "$G_OUT" ] || { echo "ab.sh: the $wl run of $bin failed (status $G_RC): $G_OUT" >&2; exit 1; }
       printf '%s\t%s\t%s\n' "$G_OUT" "$G_FPCT" "$G_TRIES" | tee -a "$OUT/ab.tsv"
     done
   done

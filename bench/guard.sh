@@ -22,7 +22,9 @@
 #                      under the guard. Afterwards: G_OUT (its stdout), G_FOREIGN
 #                      ("PCT top1:ticks,top2:ticks" of the kept run), G_FPCT (PCT),
 #                      G_TRIES (runs made), G_DIRTY (1 if the kept run is above
-#                      FOREIGN_MAX). Optional hooks: GUARD_BEFORE and GUARD_AFTER
+#                      FOREIGN_MAX), G_RC (CMD's exit status; a failing CMD does
+#                      not stop the script: set -e does not apply inside it, so a
+#                      shell function must return non-zero itself on failure). Optional hooks: GUARD_BEFORE and GUARD_AFTER
 #                      name functions called right before and after each run of
 #                      CMD, inside the measured window (per-run CPU snapshots).
 #   guard_knobs        one line with the knobs, for env.txt
@@ -73,7 +75,8 @@ guard_run() {
     t0=$SECONDS
     fsnap "$GUARD_DIR/f0"
     if [ -n "${GUARD_BEFORE:-}" ]; then "$GUARD_BEFORE"; fi
-    "$@" >"$GUARD_DIR/out" 2>>"${GUARD_ERR:-/dev/stderr}" || true
+    G_RC=0
+    "$@" >"$GUARD_DIR/out" 2>>"${GUARD_ERR:-/dev/stderr}" || G_RC=$?
     if [ -n "${GUARD_AFTER:-}" ]; then "$GUARD_AFTER"; fi
     fsnap "$GUARD_DIR/f1"
     G_OUT=$(cat "$GUARD_DIR/out")
