@@ -274,54 +274,17 @@ print(kv.get("CumSslConns", "0"))
 EOF
 }
 
-# Contention guard. Other sessions share this VM: before each measured run, wait
-# (at most QUIET_WAIT s) until processes that are not descendants of this script use
-# less than FOREIGN_MAX % of one core; measure that foreign CPU during the run and
-# repeat the run (at most RETRIES times) if it was higher. Waiting and repeating stop
-# once GUARD_BUDGET seconds have been spent on them in total; later runs are kept
-# and their foreign CPU is recorded (summary.md flags them).
-GUARD_SPENT=0
-fsnap() { python3 "$H/pstat.py" snap "$1"; }
-fdiff() { python3 "$H/pstat.py" diff "$1" "$2" $$; }
-is_dirty() { awk -v f="${1%% *}" -v m="$FOREIGN_MAX" 'BEGIN{exit !(f >= m)}'; }
-budget_left() { [ "$GUARD_SPENT" -lt "$GUARD_BUDGET" ]; }
-wait_quiet() {
-  local t0=$SECONDS f="" waited=0
-  while budget_left && [ $((SECONDS - t0)) -lt "$QUIET_WAIT" ] && [ $((GUARD_SPENT + SECONDS - t0)) -lt "$GUARD_BUDGET" ]; do
-    fsnap "$W/q0"; sleep 1.5; fsnap "$W/q1"; f=$(fdiff "$W/q0" "$W/q1")
-    if ! is_dirty "$f"; then
-      [ $waited = 1 ] && log "  quiet again ($f)"
-      GUARD_SPENT=$((GUARD_SPENT + SECONDS - t0)); return 0
-    fi
-    [ $waited = 0 ] && log "  waiting for foreign CPU to drop: $f"
-    waited=1
-  done
-  GUARD_SPENT=$((GUARD_SPENT + SECONDS - t0))
-  [ $waited = 1 ] && log "  not quiet ($f); measuring anyway (guard time spent ${GUARD_SPENT}s of ${GUARD_BUDGET}s)"
-  return 0
-}
-# guarded CMD... -> G_OUT (stdout), G_C0/G_C1 (cpu_snap), G_T0/G_T1 (chain ticks),
-# G_U0/G_U1 (client-side ticks), G_H0/G_H1 (haproxy gateway TLS conns), G_FOREIGN
-# uses CH_ALL, CH_CLIENT, CH_HASOCK of the current chain
-guarded() {
-  local try t0
-  for try in $(seq 0 "$RETRIES"); do
-    wait_quiet
-    t0=$SECONDS
-    fsnap "$W/f0"
-    G_C0=$(cpu_snap); G_T0=$(proc_ticks "${CH_ALL_A[@]}"); G_U0=$(proc_ticks "${CH_CLIENT_A[@]}"); G_H0=$(ha_cum "$CH_HASOCK")
-    G_OUT=$("$@" 2>>"$W/logs/stderr.log") || true
-    G_C1=$(cpu_snap); G_T1=$(proc_ticks "${CH_ALL_A[@]}"); G_U1=$(proc_ticks "${CH_CLIENT_A[@]}"); G_H1=$(ha_cum "$CH_HASOCK")
-    fsnap "$W/f1"
-    G_FOREIGN=$(fdiff "$W/f0" "$W/f1")
-    if is_dirty "$G_FOREIGN" && [ "$try" -lt "$RETRIES" ] && budget_left; then
-      GUARD_SPENT=$((GUARD_SPENT + SECONDS - t0))
-      log "  foreign CPU during run: $G_FOREIGN -> discarded, repeating"
-      continue
-    fi
-    return 0
-  done
-}
+# Contention guard (bench/guard.sh; method in perf/compare.md): guarded CMD... ->
+# G_OUT (stdout), G_FOREIGN, plus per-run snapshots of the current chain (CH_ALL,
+# CH_CLIENT, CH_HASOCK): G_C0/G_C1 (cpu_snap), G_T0/G_T1 (chain ticks),
+# G_U0/G_U1 (client-side ticks), G_H0/G_H1 (haproxy gateway TLS conns)
+# shellcheck source=bench/guard.sh
+. "$HERE/guard.sh"
+GUARD_DIR=$W; GUARD_ERR=$W/logs/stderr.log
+GUARD_BEFORE=chain_snap0; GUARD_AFTER=chain_snap1
+chain_snap0() { G_C0=$(cpu_snap); G_T0=$(proc_ticks "${CH_ALL_A[@]}"); G_U0=$(proc_ticks "${CH_CLIENT_A[@]}"); G_H0=$(ha_cum "$CH_HASOCK"); }
+chain_snap1() { G_C1=$(cpu_snap); G_T1=$(proc_ticks "${CH_ALL_A[@]}"); G_U1=$(proc_ticks "${CH_CLIENT_A[@]}"); G_H1=$(ha_cum "$CH_HASOCK"); }
+guarded() { guard_run "$@"; }
 # cpu_stats NREQ -> "load% proxy% steal% us/req(all) us/req(client) gwconns/req"
 cpu_stats() {
   awk -v c0="$G_C0" -v c1="$G_C1" -v t="$((G_T1 - G_T0))" -v u="$((G_U1 - G_U0))" -v h="$((G_H1 - G_H0))" \

@@ -1,10 +1,14 @@
+# shellcheck shell=bash
 # Shared by the bench scripts (sourced, not run, from the repository root).
-# setup: builds the release binary and sets MSC (the msc binary), work (a
-# scratch directory, removed at exit) and pids (processes stopped at exit).
+# setup: builds the release binary (unless BUILD=0 or MSC names a binary) and
+# sets MSC (the msc binary), work (a scratch directory, removed at exit) and pids
+# (processes stopped at exit).
 
 setup() {
-  [ "${BUILD:-1}" = 0 ] || cargo build --release --quiet
-  MSC=$PWD/target/release/msc
+  if [ -z "${MSC:-}" ]; then
+    [ "${BUILD:-1}" = 0 ] || cargo build --release --quiet
+    MSC=$PWD/target/release/msc
+  fi
   work=$(mktemp -d)
   pids=()
   trap cleanup EXIT
@@ -38,3 +42,35 @@ start() {
 
 # The address printed after "listening on" in NAME's ready line.
 listening_on() { sed -n 's/.*listening on \([^ ]*\).*/\1/p' "$work/$1.out"; }
+
+# cmdline SCRIPT KNOB... [-- ARG...]: the reproducing command, with every knob
+# that is set in the environment (e.g. "DUR=3 RUNS=1 bash bench/transfer.sh").
+cmdline() {
+  local script=$1 k line=""; shift
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do
+    k=$1; shift
+    [ -n "${!k+x}" ] && line+="$k=$(printf '%q' "${!k}") "
+  done
+  [ "${1:-}" = -- ] && shift
+  line+="bash $script"
+  for k in "$@"; do line+=" $(printf '%q' "$k")"; done
+  echo "$line"
+}
+
+# record_env DIR COMMAND [EXTRA...]: DIR/command.txt and DIR/env.txt (date,
+# command, commit, binary, machine, contention guard knobs, extra lines).
+record_env() {
+  local dir=$1 cmd=$2 l; shift 2
+  mkdir -p "$dir"
+  echo "$cmd" >"$dir/command.txt"
+  {
+    echo "date: $(date -u +%FT%TZ)"
+    echo "command: $cmd"
+    echo "commit: $(git rev-parse HEAD 2>/dev/null)$(git status --porcelain 2>/dev/null | grep -qv '^??' && echo ' (tracked files modified)')"
+    echo "msc: $("$MSC" --version 2>/dev/null) ($MSC, built $(date -u -r "$MSC" +%FT%TZ))"
+    echo "kernel: $(uname -r); cpus: $(nproc); model: $(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)"
+    echo "loadavg at start: $(cat /proc/loadavg)"
+    declare -F guard_knobs >/dev/null && guard_knobs
+    for l in "$@"; do echo "$l"; done
+  } >"$dir/env.txt"
+}
