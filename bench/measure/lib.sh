@@ -247,27 +247,14 @@ start_nginxproxy() {
 }
 
 # ---------------------------------------------------------------- contention guard
-# A minimal stand-in for compare.sh's guard (bench/guard.sh will replace it when merged):
+# bench/guard.sh (shared with compare.sh and the other scripts; method in perf/compare.md):
 # before a measured run wait (at most QUIET_WAIT s, GUARD_BUDGET s in all) until CPU used
 # by processes outside this script's tree and kernel threads is below FOREIGN_MAX % of
 # one core; measure that foreign CPU during the run (guard_begin / guard_end -> FOREIGN).
-GUARD_SPENT=0
-fsnap() { python3 "$H/pstat.py" snap "$1"; }
-fdiff() { python3 "$H/pstat.py" diff "$1" "$2" $$; }
-is_dirty() { awk -v f="${1%% *}" -v m="$FOREIGN_MAX" 'BEGIN{exit !(f >= m)}'; }
-wait_quiet() {
-  local t0=$SECONDS f="" waited=0
-  while [ $((GUARD_SPENT + SECONDS - t0)) -lt "$GUARD_BUDGET" ] && [ $((SECONDS - t0)) -lt "$QUIET_WAIT" ]; do
-    fsnap "$W/q0"; sleep 1.5; fsnap "$W/q1"; f=$(fdiff "$W/q0" "$W/q1")
-    if ! is_dirty "$f"; then break; fi
-    [ $waited = 0 ] && log "  waiting for foreign CPU to drop: $f"
-    waited=1
-  done
-  GUARD_SPENT=$((GUARD_SPENT + SECONDS - t0))
-  if [ $waited = 1 ]; then log "  guard: ${f} (guard time ${GUARD_SPENT}s of ${GUARD_BUDGET}s)"; fi
-  return 0
-}
-guard_begin() { [ "${GUARD:-1}" = 1 ] && wait_quiet; fsnap "$W/f0"; }
+# These runs are recorded and flagged, not repeated (a latency or tunnel phase is long).
+# shellcheck source=bench/guard.sh
+. "$HERE/guard.sh"
+guard_begin() { GUARD_DIR=$W; [ "${GUARD:-1}" = 1 ] && wait_quiet; fsnap "$W/f0"; }
 guard_end() { fsnap "$W/f1"; FOREIGN=$(fdiff "$W/f0" "$W/f1"); }
 
 write_env() {  # write_env EXTRA-LINES
