@@ -3,10 +3,17 @@
 //! ciphertext landed) against rustls's own buffered connection moving the same
 //! bytes client -> server, in the same run, same suite (TLS13_AES_256_GCM).
 //!
-//! Run: `cargo bench -p msc-bench --bench record`. Figures: `perf/benches.md`.
+//! The second group opens a 256 KiB read of 15 records as the connection's
+//! reader does, its plaintexts gathered into one run: opened in place then
+//! moved (the old way) against decrypted straight to their place (ring's
+//! `open_within`, `RecordKey::open_to`), same run.
+//!
+//! Run: `cargo bench -p msc-bench --bench record`. Figures: `perf/benches.md`,
+//! `perf/levers.md` (with instruction counts under callgrind).
 
 use std::hint::black_box;
 use std::io::{Read, Write};
+use std::ops::Range;
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -121,5 +128,99 @@ fn bench(c: &mut Criterion) {
     let _ = Arc::new(());
 }
 
-criterion_group!(benches, bench);
+/// Records in one bulk read (as `tls/src/conn/reader.rs` receives them).
+const BATCH: usize = 15;
+
+fn batch_key() -> RecordKey {
+    let key: [u8; 32] = std::array::from_fn(|i| i.to_le_bytes()[0]);
+    let iv: [u8; 12] = std::array::from_fn(|i| (i * 5).to_le_bytes()[0]);
+    RecordKey::from_raw(&ring::aead::AES_256_GCM, &key, iv, 0).unwrap()
+}
+
+/// 15 full records back to back, as one socket read leaves them.
+fn sealed_batch() -> Vec<u8> {
+    let mut tx = batch_key();
+    let mut wire = Vec::with_capacity(BATCH * (MAX_PLAINTEXT + OVERHEAD));
+    for i in 0..BATCH {
+        let start = wire.len();
+        wire.extend_from_slice(&[0; HEADER_LEN]);
+        wire.extend(std::iter::repeat_n(u8::try_from(i).unwrap(), MAX_PLAINTEXT));
+        tx.seal(&mut wire, start, CT_APPLICATION_DATA).unwrap();
+    }
+    wire
+}
+
+/// Opens every record in place, then moves each plaintext after the
+/// previous one. Returns where the plaintext run lies.
+#[inline(never)]
+fn open_batch_memmove(buf: &mut [u8], rx: &mut RecordKey) -> Range<usize> {
+    let (mut at, mut plain) = (0, 0..0);
+    while at < buf.len() {
+        let n = complete_record(&buf[at..]).unwrap().unwrap();
+        let (_, r) = rx.open(&mut buf[at..at + n]).unwrap();
+        let r = at + r.start..at + r.end;
+        if plain.is_empty() {
+            plain = r;
+        } else {
+            let len = r.len();
+            buf.copy_within(r, plain.end);
+            plain.end += len;
+        }
+        at += n;
+    }
+    plain
+}
+
+/// Opens every record straight to the end of the plaintext before it.
+#[inline(never)]
+fn open_batch_within(buf: &mut [u8], rx: &mut RecordKey) -> Range<usize> {
+    let (mut at, mut plain) = (0, 0..0);
+    while at < buf.len() {
+        let n = complete_record(&buf[at..]).unwrap().unwrap();
+        let dst = if plain.is_empty() { at + HEADER_LEN } else { plain.end };
+        let (_, r) = rx.open_to(buf, at..at + n, dst).unwrap();
+        if plain.is_empty() {
+            plain = r;
+        } else {
+            plain.end = r.end;
+        }
+        at += n;
+    }
+    plain
+}
+
+fn bench_batch(c: &mut Criterion) {
+    let wire = sealed_batch();
+    let mut g = c.benchmark_group("record/open_15_records_gathered");
+    g.throughput(Throughput::Bytes((BATCH * MAX_PLAINTEXT) as u64));
+    let mut buf = wire.clone();
+    type OpenBatch = fn(&mut [u8], &mut RecordKey) -> Range<usize>;
+    let variants: [(&str, OpenBatch); 2] = [
+        ("open_then_memmove", open_batch_memmove),
+        ("open_within", open_batch_within),
+    ];
+    for (name, f) in variants {
+        let mut run = 0..0;
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                // Stands in for the socket read (the same in both).
+                buf.copy_from_slice(&wire);
+                let mut rx = batch_key();
+                run = f(&mut buf, &mut rx);
+                assert_eq!(run.len(), BATCH * MAX_PLAINTEXT);
+                black_box(&buf[run.clone()]);
+            })
+        });
+        // Exact bytes: record i's plaintext is byte i, in order.
+        for (i, chunk) in buf[run].chunks(MAX_PLAINTEXT).enumerate() {
+            assert!(
+                chunk.iter().all(|&x| usize::from(x) == i),
+                "{name}: record {i} misplaced"
+            );
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_batch);
 criterion_main!(benches);

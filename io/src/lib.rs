@@ -7,8 +7,9 @@
 //! This crate must never know about configuration files, TLS policy, or
 //! gateway ranking; it moves and frames bytes. Its little `unsafe` is
 //! confined to fd-level helpers in [`stream`] (readiness wait and peek on a
-//! split stream) and the netlink address in [`netwatch`], each with a
-//! `// SAFETY:` comment and a test.
+//! split stream), the netlink address in [`netwatch`] and the two kernel
+//! TLS socket options in [`ktls`], each with a `// SAFETY:` comment and a
+//! test.
 // Unused dependencies fail the lint run (tests see dev-dependencies too, hence not(test)).
 #![cfg_attr(not(test), deny(unused_crate_dependencies))]
 #![warn(unreachable_pub)]
@@ -20,6 +21,7 @@ pub mod framing;
 pub mod fuzz;
 pub mod head;
 pub mod iov;
+pub mod ktls;
 pub mod listen;
 pub mod netwatch;
 pub mod resolve;

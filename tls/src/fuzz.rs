@@ -2,7 +2,10 @@
 //!
 //! Arbitrary bytes opened as a record with a fixed key must be refused with
 //! an error, never a panic; a record sealed with the key must open to the
-//! same plaintext, and any flipped byte must make it fail. The cargo-fuzz
+//! same plaintext, and any flipped byte must make it fail. Opening with the
+//! plaintext decrypted to an earlier offset (as the connection's reader does
+//! behind pending plaintext) must agree with opening in place, and must not
+//! touch the bytes before that offset. The cargo-fuzz
 //! target `fuzz/fuzz_targets/record_open.rs` is a one-line call; the tests
 //! below run it over seeds and mutations in plain `cargo test`.
 //!
@@ -43,6 +46,30 @@ fn authentic_or_refused(sel: u8, wire: &[u8]) {
     }
 }
 
+/// `RecordKey::open_to` with the plaintext moved before the record (kept
+/// bytes, then a gap standing for earlier records' overhead) gives the same
+/// outcome as `open` in place.
+fn shifted_agrees(sel: u8, wire: &[u8]) {
+    let mut rec = wire.to_vec();
+    let in_place = key(sel).open(&mut rec).map(|(ct, r)| (ct, rec[r].to_vec()));
+    let keep = usize::from(sel % 7);
+    let gap = usize::from(sel) * 13 % 300;
+    let mut buf = vec![0xA5; keep + gap];
+    buf.extend_from_slice(wire);
+    let end = buf.len();
+    let shifted = key(sel)
+        .open_to(&mut buf, keep + gap..end, keep)
+        .map(|(ct, r)| (ct, buf[r].to_vec()));
+    assert_eq!(
+        in_place, shifted,
+        "open_to (keep {keep}, gap {gap}) disagrees with open"
+    );
+    assert!(
+        buf[..keep].iter().all(|&b| b == 0xA5),
+        "open_to wrote before its destination"
+    );
+}
+
 /// First byte: suite (mod 3), starting sequence number and content type.
 /// The rest: a record to open as it is, and a plaintext to seal and open.
 pub fn fuzz_record_open(data: &[u8]) {
@@ -57,6 +84,7 @@ pub fn fuzz_record_open(data: &[u8]) {
                 "bad record length {n}"
             );
             authentic_or_refused(sel, &rest[..n]);
+            shifted_agrees(sel, &rest[..n]);
         }
         Ok(None) => assert!(rest.len() < MAX_RECORD),
         Err(_) => {}
@@ -64,6 +92,7 @@ pub fn fuzz_record_open(data: &[u8]) {
     // Unframed: anything is refused, however short, unless it is a record
     // this key sealed.
     authentic_or_refused(sel, rest);
+    shifted_agrees(sel, rest);
 
     // Round trip.
     let plain = &rest[..rest.len().min(MAX_PLAINTEXT)];
@@ -75,6 +104,7 @@ pub fn fuzz_record_open(data: &[u8]) {
         panic!("seal failed: {e}");
     }
     assert_eq!(record::complete_record(&rec), Ok(Some(rec.len())));
+    shifted_agrees(sel, &rec);
     let mut tampered = rec.clone();
     match key(sel).open(&mut rec) {
         Ok((got, range)) => {

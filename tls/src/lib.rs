@@ -16,6 +16,10 @@
 //!   perf/copies.md). rustls still owns the handshake, session tickets and key
 //!   updates.
 //!
+//! - [`ktls`]: kernel TLS crypto state built from the same secrets
+//!   (detection and socket options in `msc_io::ktls`; not wired yet, see
+//!   perf/ktls.md).
+//!
 //! This crate must never read configuration files of its own or decide
 //! routing; it is given paths and sockets.
 // Unused dependencies fail the lint run (tests see dev-dependencies too, hence not(test)).
@@ -30,6 +34,7 @@ pub mod config;
 pub mod conn;
 #[cfg(any(fuzzing, test))]
 pub mod fuzz;
+pub mod ktls;
 pub mod pki;
 pub mod record;
 pub mod ticket_keys;

@@ -47,6 +47,8 @@ pub enum RecordError {
     Suite,
     #[error("sequence number exhausted")]
     SeqExhausted,
+    #[error("record plaintext destination after its ciphertext")]
+    Destination,
 }
 
 /// One direction's traffic key, IV and sequence number.
@@ -156,17 +158,40 @@ impl RecordKey {
     /// decryption, and an inner plaintext (content, type and padding) over
     /// 2^14 + 1 bytes after it, so no content over 2^14 bytes gets through.
     pub fn open(&mut self, rec: &mut [u8]) -> Result<(u8, Range<usize>), RecordError> {
-        let header: [u8; HEADER_LEN] = rec
-            .get(..HEADER_LEN)
+        let end = rec.len();
+        self.open_to(rec, 0..end, HEADER_LEN)
+    }
+
+    /// Opens the complete record at `buf[rec]` and writes its plaintext to
+    /// `buf[dst..]` in the same pass (ring's `open_within`: decryption reads
+    /// each block of ciphertext and writes its plaintext `rec.start + 5 - dst`
+    /// bytes earlier), so a reader can append a record's plaintext to the
+    /// plaintext before it without moving it afterwards. `dst` is at most
+    /// `rec.start + 5` (where [`open`](Self::open) leaves it). Returns the
+    /// inner content type and the content's range within `buf`; the bytes
+    /// after the content up to `rec.end` are left unspecified, and so is
+    /// `buf[dst..rec.end]` on an error. Same limits as `open`.
+    pub fn open_to(
+        &mut self,
+        buf: &mut [u8],
+        rec: Range<usize>,
+        dst: usize,
+    ) -> Result<(u8, Range<usize>), RecordError> {
+        let header: [u8; HEADER_LEN] = buf
+            .get(rec.clone())
+            .and_then(|r| r.get(..HEADER_LEN))
             .and_then(|h| h.try_into().ok())
             .ok_or(RecordError::NoContentType)?;
         if rec.len() - HEADER_LEN > MAX_CIPHERTEXT {
             return Err(RecordError::Overflow);
         }
+        let shift = (rec.start + HEADER_LEN)
+            .checked_sub(dst)
+            .ok_or(RecordError::Destination)?;
         let nonce = self.next_nonce()?;
         let plain = self
             .key
-            .open_in_place(nonce, Aad::from(header), &mut rec[HEADER_LEN..])
+            .open_within(nonce, Aad::from(header), &mut buf[dst..rec.end], shift..)
             .map_err(|_| RecordError::BadMac)?;
         if plain.len() > MAX_PLAINTEXT + 1 {
             return Err(RecordError::PlaintextOverflow);
@@ -174,7 +199,7 @@ impl RecordKey {
         // Strip padding: the content type is the last non-zero byte.
         let ct_at = plain.iter().rposition(|&b| b != 0).ok_or(RecordError::NoContentType)?;
         let ct = plain[ct_at];
-        Ok((ct, HEADER_LEN..HEADER_LEN + ct_at))
+        Ok((ct, dst..dst + ct_at))
     }
 }
 
@@ -334,6 +359,58 @@ mod tests {
         assert_eq!(rx.open(&mut rec), Err(RecordError::Overflow));
         // Refused before decrypting: no sequence number was used.
         assert_eq!(rx.seq(), 0);
+    }
+
+    /// Opening with the plaintext moved to an earlier offset gives the same
+    /// content as opening in place, for every suite, at the shifts the reader
+    /// uses (22 bytes of record overhead per record before it) and at odd ones.
+    #[test]
+    fn open_to_an_earlier_offset_matches_in_place() {
+        for kind in 0..3 {
+            for len in [0, 1, 15, 16, 17, 100, 4096, MAX_PLAINTEXT] {
+                for shift in [0, 1, 5, 16, 22, 44, 330, 4097, 20_000] {
+                    let (mut tx, mut rx) = pair(kind);
+                    let msg: Vec<u8> = (0..len).map(|i| u8::try_from(i * 31 % 251).unwrap()).collect();
+                    let mut rec = vec![0u8; HEADER_LEN];
+                    rec.extend_from_slice(&msg);
+                    tx.seal(&mut rec, 0, CT_APPLICATION_DATA).unwrap();
+                    // [3 kept bytes][shift bytes][record]: the plaintext
+                    // lands right after the kept bytes, `shift + 5` bytes
+                    // before where `open` leaves it.
+                    let mut buf = vec![0xEEu8; 3 + shift];
+                    buf.extend_from_slice(&rec);
+                    let at = 3 + shift;
+                    let end = buf.len();
+                    let (ct, r) = rx.open_to(&mut buf, at..end, 3).unwrap();
+                    assert_eq!(ct, CT_APPLICATION_DATA);
+                    assert_eq!(r, 3..3 + len);
+                    assert_eq!(&buf[r], &msg[..], "suite {kind} len {len} shift {shift}");
+                    assert_eq!(&buf[..3], [0xEE; 3]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn open_to_refuses_a_later_destination_and_keeps_earlier_bytes_on_failure() {
+        let (mut tx, mut rx) = pair(1);
+        let mut buf = b"kept".to_vec();
+        buf.extend_from_slice(&[0; HEADER_LEN]);
+        buf.extend_from_slice(b"payload");
+        tx.seal(&mut buf, 4, CT_APPLICATION_DATA).unwrap();
+        let end = buf.len();
+        assert_eq!(rx.open_to(&mut buf, 4..end, 10), Err(RecordError::Destination));
+        // A tampered record fails; the plaintext before `dst` is untouched.
+        let mut bad = buf.clone();
+        bad[end - 1] ^= 1;
+        let (_, mut rx2) = pair(1);
+        assert_eq!(rx2.open_to(&mut bad, 4..end, 4), Err(RecordError::BadMac));
+        assert_eq!(&bad[..4], b"kept");
+        // And the genuine one lands right after the kept bytes.
+        let (_, mut rx3) = pair(1);
+        let (ct, r) = rx3.open_to(&mut buf, 4..end, 4).unwrap();
+        assert_eq!((ct, r.clone()), (CT_APPLICATION_DATA, 4..11));
+        assert_eq!(&buf[..r.end], b"keptpayload");
     }
 
     #[test]

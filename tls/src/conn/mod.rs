@@ -27,7 +27,7 @@ use crate::record::{RecordError, RecordKey};
 mod handshake;
 mod reader;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 mod writer;
 
 pub use reader::TlsReader;

@@ -118,20 +118,25 @@ impl TlsReader {
             return Ok(None);
         };
         let at = self.cipher_start;
-        let (ct, r) = self.key.open(&mut self.buf[at..at + len]).map_err(invalid)?;
+        // With no plaintext pending, the record opens where it lies. Behind
+        // pending plaintext (the records before it in this read, or a head
+        // the consumer kept), it decrypts straight to the end of that
+        // plaintext, over the 22 bytes of record overhead in between, in the
+        // same pass: data() stays contiguous without a memmove.
+        let dst = if self.plain.is_empty() {
+            at + HEADER_LEN
+        } else {
+            self.plain.end
+        };
+        let (ct, r) = self.key.open_to(&mut self.buf, at..at + len, dst).map_err(invalid)?;
         self.cipher_start += len;
-        let r = at + r.start..at + r.end;
         match ct {
             CT_APPLICATION_DATA => {
                 let n = r.len();
                 if self.plain.is_empty() {
-                    // The common case: the plaintext stays where it was decrypted.
                     self.plain = r;
-                } else if n > 0 {
-                    // The consumer kept earlier plaintext (e.g. a head split
-                    // over records): append so data() stays contiguous.
-                    self.buf.copy_within(r, self.plain.end);
-                    self.plain.end += n;
+                } else {
+                    self.plain.end = r.end;
                 }
                 Ok(Some(n))
             }
@@ -158,9 +163,9 @@ impl TlsReader {
     }
 
     /// Opens the further complete records already buffered, appending their
-    /// plaintext to `plain` (a move of each by the 22 bytes of record
-    /// overhead before it), so the consumer writes one run per read instead
-    /// of one per record. An error is kept for the next fill, after the
+    /// plaintext to `plain` (each decrypted 22 bytes of record overhead
+    /// earlier than it lies, per record before it), so the consumer writes
+    /// one run per read instead of one per record. An error is kept for the next fill, after the
     /// plaintext before it has been delivered. Returns the bytes added.
     fn open_more(&mut self) -> usize {
         let mut added = 0;

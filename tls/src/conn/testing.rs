@@ -49,3 +49,70 @@ pub(crate) async fn connected_pair() -> (TlsStream, TlsStream) {
     let client = TlsStream::connect(ccfg, name, tcp, T).await.unwrap();
     (client, server.await)
 }
+
+/// A client and a server connection that completed a TLS 1.3 handshake in
+/// memory with `suite` only (server authentication only), secrets
+/// extractable.
+pub(crate) fn memory_pair_with_suite(
+    suite: rustls::SupportedCipherSuite,
+) -> (rustls::ClientConnection, rustls::ServerConnection) {
+    use std::sync::Arc;
+
+    use crate::certs::{load_certs, load_key};
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("test CA").unwrap();
+    let gw = ca.issue_server(&["localhost".into()], Validity::days(1)).unwrap();
+    let p = |name: &str, pem: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, pem).unwrap();
+        path
+    };
+    let provider = Arc::new(rustls::crypto::CryptoProvider {
+        cipher_suites: vec![suite],
+        ..rustls::crypto::ring::default_provider()
+    });
+    let mut roots = rustls::RootCertStore::empty();
+    for c in load_certs(&p("ca.pem", &ca.issued.cert_pem)).unwrap() {
+        roots.add(c).unwrap();
+    }
+    let mut ccfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    ccfg.enable_secret_extraction = true;
+    let mut scfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            load_certs(&p("gw.pem", &gw.cert_pem)).unwrap(),
+            load_key(&p("gw-key.pem", &gw.key_pem)).unwrap(),
+        )
+        .unwrap();
+    scfg.enable_secret_extraction = true;
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut c = rustls::ClientConnection::new(Arc::new(ccfg), name).unwrap();
+    let mut s = rustls::ServerConnection::new(Arc::new(scfg)).unwrap();
+    let mut buf = Vec::new();
+    for _ in 0..10 {
+        if !c.is_handshaking() && !s.is_handshaking() {
+            break;
+        }
+        buf.clear();
+        while c.wants_write() {
+            c.write_tls(&mut buf).unwrap();
+        }
+        s.read_tls(&mut &buf[..]).unwrap();
+        s.process_new_packets().unwrap();
+        buf.clear();
+        while s.wants_write() {
+            s.write_tls(&mut buf).unwrap();
+        }
+        c.read_tls(&mut &buf[..]).unwrap();
+        c.process_new_packets().unwrap();
+    }
+    assert!(!c.is_handshaking() && !s.is_handshaking());
+    (c, s)
+}
