@@ -326,6 +326,53 @@ out.append("Ratios are msc / peer for every metric; read them with the *better* 
            "new browser connections from pooled gateway connections opens none (n/a).")
 out.append("")
 
+# ---- paired ratios: msc against the best peer of the same round
+# The machine drifts between rounds (every chain is faster in some rounds), and the
+# rounds interleave the chains, so msc / best peer within a round is the steadier figure.
+PAIRED = [("get_ka", "rps", "up"), ("get_ka", "cpu_us_per_req", "down"), ("get_ka", "client_cpu_us_per_req", "down"),
+          ("get_close", "rps", "up"), ("get_close", "cpu_us_per_req", "down"),
+          ("connect_tls_close", "rps", "up"), ("connect_tls_close", "cpu_us_per_req", "down"),
+          ("dl_get", "mb_per_s", "up"), ("dl_connect", "mb_per_s", "up")]
+
+
+def per_rep(ch, wl, metric):
+    keep = clean_reps(ch, wl)
+    return {r[0]: num(r[1]) for r in rows.get((ch, wl), {}).get(metric, [])
+            if num(r[1]) is not None and (keep is None or r[0] in keep)}
+
+
+paired = []
+if "msc" in present:
+    for wl, metric, better in PAIRED:
+        m = per_rep("msc", wl, metric)
+        rs = []
+        for rep, mv in sorted(m.items(), key=lambda kv: int(kv[0]) if kv[0].isdigit() else 0):
+            cand = [(per_rep(p, wl, metric).get(rep), p) for p in PEERS if p in present]
+            cand = [c for c in cand if c[0]]
+            if not cand or not mv:
+                continue
+            v, p = (max if better == "up" else min)(cand, key=lambda c: c[0])
+            rs.append((mv / v, p))
+        if rs:
+            paired.append((wl, metric, better, rs))
+if paired:
+    out.append("### msc / best peer, round by round")
+    out.append("")
+    out.append("Each round runs every chain one after the other; the ratio is msc's figure over the best "
+               "peer's in the same round (analogue peers included), so a drift of the machine between "
+               "rounds cancels out.")
+    out.append("")
+    out.append("| workload | metric | better | per round (best peer) | median | worst for msc |")
+    out.append("|---|---|---|---|---|---|")
+    for wl, metric, better, rs in paired:
+        vals_ = [r for r, _ in rs]
+        worst = min(vals_) if better == "up" else max(vals_)
+        per = ", ".join(f"{r:.2f}× ({TITLE[p]})" for r, p in rs)
+        arrow = {"up": "↑", "down": "↓"}[better]
+        out.append(f"| {WL_LABEL.get(wl, wl)} | {metric_label(metric)} | {arrow} | {per} | "
+                   f"{statistics.median(vals_):.2f}× | {worst:.2f}× |")
+    out.append("")
+
 # ---- spread and guard details
 out.append("### Runs: spread and contention")
 out.append("")
