@@ -214,9 +214,9 @@ cpu_snap() {  # "busyLOAD totLOAD stealLOAD busyPROXY totPROXY stealPROXY" (tick
     $1==b {pa=$2+$3+$4+$7+$8; pt=pa+$5+$6+$9; ps=$9}
     END {print la, lt, ls, pa, pt, ps}' /proc/stat
 }
-ha_cum() {  # cumulative TLS connections accepted by the haproxy gateway
-  [ -n "${1:-}" ] || { echo 0; return; }
-  python3 - "$1" <<'EOF' 2>/dev/null || echo 0
+ha_info() {  # ha_info SOCKET KEY DEFAULT - one field of a haproxy stats socket's "show info"
+  [ -n "${1:-}" ] || { echo "$3"; return; }
+  python3 - "$1" "$2" "$3" <<'EOF' 2>/dev/null || echo "$3"
 import socket, sys
 s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(b"show info\n")
 buf = b""
@@ -225,9 +225,11 @@ while True:
     if not d: break
     buf += d
 kv = dict(l.split(": ", 1) for l in buf.decode().splitlines() if ": " in l)
-print(kv.get("CumSslConns", "0"))
+print(kv.get(sys.argv[2], sys.argv[3]))
 EOF
 }
+# cumulative TLS connections accepted by the haproxy gateway
+ha_cum() { ha_info "${1:-}" CumSslConns 0; }
 
 # Contention guard (bench/guard.sh; method in perf/compare.md): guarded CMD... ->
 # G_OUT (stdout), G_FOREIGN, plus per-run snapshots of the current chain (CH_ALL,
@@ -273,19 +275,8 @@ cap_stop() {
   wait "$CAPPID" 2>/dev/null || true
   CAPPID=""
 }
-ha_reuse_pct() {  # SslFrontendSessionReuse_pct of a haproxy stats socket (HAProxy's own figure, last second)
-  python3 - "$1" <<'EOF2' 2>/dev/null || echo "?"
-import socket, sys
-s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(b"show info\n")
-buf = b""
-while True:
-    d = s.recv(65536)
-    if not d: break
-    buf += d
-kv = dict(l.split(": ", 1) for l in buf.decode().splitlines() if ": " in l)
-print(kv.get("SslFrontendSessionReuse_pct", "?"))
-EOF2
-}
+# SslFrontendSessionReuse_pct of a haproxy stats socket (HAProxy's own figure, last second)
+ha_reuse_pct() { ha_info "$1" SslFrontendSessionReuse_pct "?"; }
 
 # ---------------------------------------------------------------- chains
 # Each chain sets: CH_ALL_<s> (all proxy PIDs), CH_CLIENT_<s> (laptop-side PIDs),
