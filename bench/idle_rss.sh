@@ -64,16 +64,6 @@ printf '\n[runtime]\ndriver = "%s"\n[limits]\nmax_tunnels_per_identity = 100000\
 grep -q '^workers = 1' "$work/pki/gateway.toml" || { echo "idle_rss.sh: could not set workers = 1" >&2; exit 1; }
 
 rss() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
-stop_all() {
-  local p
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do
-    for _ in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null
-    wait "$p" 2>/dev/null || true
-  done
-  pids=()
-}
 # fresh: origin, gateway and client just started; sets origin, cpid, gpid, http_port, https_port
 fresh() {
   rm -f "$work"/{origin,gateway,client}.{out,err}
@@ -112,7 +102,7 @@ one() {
   sleep "$SETTLE"
   c2=$(rss "$cpid"); g2=$(rss "$gpid")
   kill -0 "$cpid" 2>/dev/null && kill -0 "$gpid" 2>/dev/null || { echo "idle_rss.sh: client or gateway died ($mode $n)" >&2; exit 1; }
-  stop_all
+  stop_pids
   [ "$err" = 0 ] || echo "idle_rss.sh: $mode $n: $err connections failed: $(head -3 "$work/hold.err")" >&2
   awk -v m="$mode" -v n="$n" -v ok="$ok" -v err="$err" -v est="$est" -v c0="$c0" -v c1="$c1" -v g0="$g0" -v g1="$g1" \
     -v c2="$c2" -v g2="$g2" -v s=$((SECONDS - t0)) 'BEGIN { d = ok > 0 ? ok : 1;

@@ -74,3 +74,16 @@ record_env() {
     for l in "$@"; do echo "$l"; done
   } >"$dir/env.txt"
 }
+
+# stop_pids: SIGTERM to every process in pids, SIGKILL to those still alive
+# 10 s later, then forget them (bounded: at most 10 s per process).
+stop_pids() {
+  local p
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do
+    for _ in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null
+    wait "$p" 2>/dev/null || true
+  done
+  pids=()
+}

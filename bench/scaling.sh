@@ -92,14 +92,8 @@ GUARD_DIR=$work
 ulimit -n "$(ulimit -Hn)"
 
 stop_everything() {
-  local p d
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do
-    for _ in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null
-    wait "$p" 2>/dev/null || true
-  done
-  pids=()
+  local d
+  stop_pids
   if [ -d "$CG" ]; then
     for d in "$CG"/*/; do [ -d "$d" ] && rmdir "$d" 2>/dev/null; done
     rmdir "$CG" 2>/dev/null || echo "scaling.sh: could not remove $CG" >&2
