@@ -47,11 +47,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
-CMD=$(cmdline bench/scaling.sh SIDES WORKLOADS REPS DUR CONNS WRK_THREADS CAP CAP_PERIOD_US PIN_SIDE PIN_REST PORT_BASE W BUILD MSC \
+CMD=$(cmdline bench/scaling.sh SIDES ENTERS WORKLOADS REPS DUR CONNS WRK_THREADS CAP CAP_PERIOD_US PIN_SIDE PIN_REST PORT_BASE W BUILD MSC \
   FOREIGN_MAX QUIET_WAIT GUARD_BUDGET RETRIES OUT)
 # shellcheck source=bench/guard.sh
 . bench/guard.sh
 SIDES=${SIDES:-"client gateway both"}
+ENTERS=${ENTERS:-0}     # 1: count the side's io_uring_enter calls per run (perf stat), in OUT/enters.tsv
 WORKLOADS=${WORKLOADS:-"ka close"}
 REPS=${REPS:-3}
 DUR=${DUR:-10}
@@ -208,9 +209,20 @@ run() {
     gateway) sp=("${GPID[$name]}"); op=("${CPID[$name]}") ;;
     both) sp=("${CPID[$name]}" "${GPID[$name]}"); op=() ;;
   esac
+  local pf="" perfpid="" enters
+  if [ "$ENTERS" = 1 ]; then  # io_uring_enter calls of the side under test, counted by the kernel
+    pf=$GUARD_DIR/enters.$name
+    perf stat -x, -e syscalls:sys_enter_io_uring_enter -p "$(IFS=,; echo "${sp[*]}")" -o "$pf" &
+    perfpid=$!
+  fi
   s0=$(ticks "${sp[@]}"); o0=$(ticks "${op[@]}"); w0=$(wticks "${sp[@]}"); th0=$(throttle "$name")
   res=$(wrk_cmd "${PORT[$name]}" "$close" "$DUR" | grep '^RESULT' || true)
   s1=$(ticks "${sp[@]}"); o1=$(ticks "${op[@]}"); w1=$(wticks "${sp[@]}"); th1=$(throttle "$name")
+  if [ -n "$perfpid" ]; then
+    kill -INT "$perfpid" 2>/dev/null; wait "$perfpid" 2>/dev/null || true
+    enters=$(awk -F, '/io_uring_enter/ {print $1}' "$pf")
+    printf '%s\tclose=%s\tio_uring_enter=%s\t%s\n' "$name" "$close" "${enters:-?}" "$res" >>"$OUT/enters.tsv"
+  fi
   [ -n "$res" ] || { echo "no wrk result"; return 0; }
   awk -v res="$res" -v s=$((s1 - s0)) -v o=$((o1 - o0)) -v th0="$th0" -v th1="$th1" -v w0="$w0" -v w1="$w1" 'BEGIN {
     n = split(res, kv, " "); for (i = 2; i <= n; i++) { split(kv[i], x, "="); v[x[1]] = x[2] }
