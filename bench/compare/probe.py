@@ -13,6 +13,8 @@ import socket
 import sys
 import time
 
+from httpio import read_response
+
 ap = argparse.ArgumentParser()
 ap.add_argument("--port", type=int, required=True)
 ap.add_argument("--mode", choices=["connect", "absolute", "origin"], required=True)
@@ -23,26 +25,6 @@ ap.add_argument("--deadline", type=float, default=60)
 a = ap.parse_args()
 
 
-def read_response(s, body=True):
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        d = s.recv(65536)
-        if not d:
-            raise IOError("eof in response head")
-        buf += d
-    head, rest = buf.split(b"\r\n\r\n", 1)
-    status = head.split(b"\r\n", 1)[0]
-    clen = 0
-    for line in head.split(b"\r\n")[1:]:
-        k, _, v = line.partition(b":")
-        if k.strip().lower() == b"content-length":
-            clen = int(v.strip())
-    while body and len(rest) < clen:
-        d = s.recv(65536)
-        if not d:
-            raise IOError("eof in response body")
-        rest += d
-    return status
 
 
 ok = err = 0
