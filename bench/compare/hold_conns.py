@@ -29,9 +29,6 @@ ap.add_argument("--hold", type=float, default=90)
 ap.add_argument("--ready", required=True)
 a = ap.parse_args()
 
-
-
-
 socks, ok, err = [], 0, 0
 deadline = time.time() + a.open_deadline
 for i in range(a.n):
@@ -43,15 +40,15 @@ for i in range(a.n):
         path = a.path
         if a.mode == "connect":
             s.sendall(f"CONNECT {a.target} HTTP/1.1\r\nHost: {a.target}\r\n\r\n".encode())
-            st = read_response(s)
-            if b" 200" not in st:
-                raise IOError(f"CONNECT answered {st!r}")
+            r = read_response(s)
+            if r.status != 200:
+                raise IOError(f"CONNECT answered {r.line!r}")
         elif a.mode == "absolute":
             path = f"http://{a.target}{a.path}"
         s.sendall(f"GET {path} HTTP/1.1\r\nHost: {a.target}\r\n\r\n".encode())
-        st = read_response(s)
-        if b" 200" not in st:
-            raise IOError(f"GET answered {st!r}")
+        r = read_response(s)
+        if r.status != 200:
+            raise IOError(f"GET answered {r.line!r}")
         socks.append(s)
         ok += 1
     except Exception as e:  # noqa: BLE001 - counted and reported

@@ -24,9 +24,6 @@ ap.add_argument("--path", default="/1k")
 ap.add_argument("--deadline", type=float, default=60)
 a = ap.parse_args()
 
-
-
-
 ok = err = 0
 end = time.time() + a.deadline
 for i in range(a.n):
@@ -38,15 +35,15 @@ for i in range(a.n):
             path = a.path
             if a.mode == "connect":
                 s.sendall(f"CONNECT {a.target} HTTP/1.1\r\nHost: {a.target}\r\n\r\n".encode())
-                st = read_response(s, body=False)
-                if b" 200" not in st:
-                    raise IOError(f"CONNECT answered {st!r}")
+                r = read_response(s, body=False)
+                if r.status != 200:
+                    raise IOError(f"CONNECT answered {r.line!r}")
             elif a.mode == "absolute":
                 path = f"http://{a.target}{a.path}"
             s.sendall(f"GET {path} HTTP/1.1\r\nHost: {a.target}\r\nConnection: close\r\n\r\n".encode())
-            st = read_response(s)
-            if b" 200" not in st:
-                raise IOError(f"GET answered {st!r}")
+            r = read_response(s)
+            if r.status != 200:
+                raise IOError(f"GET answered {r.line!r}")
             ok += 1
     except Exception as e:  # noqa: BLE001 - counted and reported
         err += 1
