@@ -45,3 +45,29 @@ def read_response(s, body=True, to_eof=False):
     elif clen is not None:
         rest = rest[:clen]
     return Response(line, int(parts[1]), rest)
+
+
+MODES = ("connect", "absolute", "origin")
+
+
+def get_through(s, mode, target, path, close=False):
+    """One GET of PATH on TARGET (host:port) through a proxy, on connection s, as mode says:
+    "absolute": GET http://TARGET/PATH (a forward proxy); "connect": CONNECT TARGET, then
+    GET PATH inside the tunnel; "origin": GET PATH (a TCP tunnel to the origin). close adds
+    "Connection: close". Returns the GET's Response; raises IOError unless the CONNECT (if
+    any) and the GET were answered 200 (the GET's body read in full)."""
+    if mode not in MODES:
+        raise ValueError(f"mode {mode!r} is not one of {MODES}")
+    if mode == "connect":
+        s.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+        r = read_response(s, body=False)
+        if r.status != 200:
+            raise IOError(f"CONNECT answered {r.line!r}")
+    if mode == "absolute":
+        path = f"http://{target}{path}"
+    conn = "Connection: close\r\n" if close else ""
+    s.sendall(f"GET {path} HTTP/1.1\r\nHost: {target}\r\n{conn}\r\n".encode())
+    r = read_response(s)
+    if r.status != 200:
+        raise IOError(f"GET answered {r.line!r}")
+    return r
