@@ -78,22 +78,8 @@ gateway_config() {
     echo "$W/pki/gateway-base.toml"
   fi
 }
-cat >"$W/nginx.conf" <<EOF
-worker_processes 1;
-pid $W/nginx.pid;
-error_log $W/nginx-error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off; sendfile on; tcp_nopush on; tcp_nodelay on;
-  keepalive_timeout 300s; keepalive_requests 10000000;
-  default_type application/octet-stream;
-  client_body_temp_path $W/tmp; proxy_temp_path $W/tmp; fastcgi_temp_path $W/tmp;
-  uwsgi_temp_path $W/tmp; scgi_temp_path $W/tmp;
-  server { listen $ORIGIN; root $W/www; }
-  server { listen $ORIGIN_TLS ssl; root $W/www;
-           ssl_certificate $W/pki/gateway.pem; ssl_certificate_key $W/pki/gateway-key.pem; }
-}
-EOF
+# nginx origin: http on ORIGIN, https on ORIGIN_TLS (the CONNECT workload), sendfile on
+origin_conf "$W" "$ORIGIN" 1 "$ORIGIN_TLS" "$W/pki/gateway.pem" "$W/pki/gateway-key.pem"
 
 pids=()
 cleanup() {

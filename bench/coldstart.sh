@@ -62,13 +62,8 @@ printf '[pool]\nwarm_for = "%s"\nidle_lifetime = "%s"\n' "$WARM_FOR" "$IDLE_LIFE
 start_msc_gateway ""
 MSC_GW=$GW_PID
 if [[ " $PEERS " == *" haproxy "* ]]; then
-  peer_limits
-  render "$H/haproxy-server.cfg.in" "$W/conf/haproxy-server.cfg"
-  render "$H/haproxy-client.cfg.in" "$W/conf/haproxy-client.cfg"
-  haproxy -c -f "$W/conf/haproxy-server.cfg" >/dev/null || die "haproxy server config invalid"
-  haproxy -c -f "$W/conf/haproxy-client.cfg" >/dev/null || die "haproxy client config invalid"
-  start_bg haproxy-server "$PROXYCPU" haproxy -db -f "$W/conf/haproxy-server.cfg"
-  wait_port "$P_HAS_HTTP"
+  haproxy_configs        # bench/chains.sh; the client is started per rep by the driver
+  start_haproxy_gateway
 fi
 DRV=(taskset -c "$LOADCPU" python3 "$M/coldstart.py")
 COMMON=(--target "$ORIGIN" --expect "$W/www/1k")

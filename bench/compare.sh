@@ -68,41 +68,29 @@ OUT=${OUT:-$ROOT/perf/runs/$(date -u +%F)/compare}
 MSC=${MSC:-${CARGO_TARGET_DIR:-$ROOT/target}/release/msc}
 MSC_ACCESS_LOG=${MSC_ACCESS_LOG:-off}
 MSC_DRIVER=${MSC_DRIVER:-auto}
-HA_BUFSIZE=${HA_BUFSIZE:-65536}
-NGX_BUF=${NGX_BUF:-64k}
-[[ $NGX_BUF =~ ^[1-9][0-9]*k$ ]] || { echo "NGX_BUF must be a size in KiB such as 64k (got '$NGX_BUF')" >&2; exit 2; }
-# shellcheck disable=SC2034  # NGX_BUSY, SQUID_TLS13: used by render() through ${!v}
-NGX_BUSY=$(( 2 * ${NGX_BUF%k} ))k          # proxy_busy_buffers_size: two buffers
 PROBE_N=${PROBE_N:-200}
 # TLS 1.3 only for squid: squid 5.7's tls-min-version=1.3 trips a parser bug (found for
 # shared/bench-peers/peers.sh), so the older versions are switched off one by one
-# shellcheck disable=SC2034
+# shellcheck disable=SC2034  # used by render() through ${!v}
 SQUID_TLS13="tls-options=NO_SSLv3,NO_TLSv1,NO_TLSv1_1,NO_TLSv1_2"
 
-# ports: none of peers.sh's defaults (13128-13130 13443 14000-14444 15000-15444 18080 18443)
-P_NGX=$((PORT_BASE + 80)); P_NGX_TLS=$((PORT_BASE + 443))
-P_MSG=$((PORT_BASE + 100)); P_MSC_HTTP=$((PORT_BASE + 101)); P_MSC_HTTPS=$((PORT_BASE + 102))
-P_HAC_HTTP=$((PORT_BASE + 200)); P_HAC_TCP=$((PORT_BASE + 201)); P_HAC_TCP_TLS=$((PORT_BASE + 202))
-P_HAS_HTTP=$((PORT_BASE + 210)); P_HAS_TCP=$((PORT_BASE + 211)); P_HAS_TCP_TLS=$((PORT_BASE + 212))
-P_STC=$((PORT_BASE + 300)); P_STC_TLS=$((PORT_BASE + 301)); P_STS=$((PORT_BASE + 310)); P_STS_TLS=$((PORT_BASE + 311))
-P_NXC_HTTP=$((PORT_BASE + 400)); P_NXC_TCP=$((PORT_BASE + 401)); P_NXC_TCP_TLS=$((PORT_BASE + 402))
-P_NXS_HTTP=$((PORT_BASE + 410)); P_NXS_TCP=$((PORT_BASE + 411)); P_NXS_TCP_TLS=$((PORT_BASE + 412))
-P_SQC=$((PORT_BASE + 500)); P_SQS=$((PORT_BASE + 510))
+# shellcheck source=bench/proc.sh
+. "$HERE/proc.sh"
+# ports (PORT_BASE + offsets; none of peers.sh's defaults: 13128-13130 13443 14000-14444
+# 15000-15444 18080 18443), ORIGIN, peer tuning (HA_BUFSIZE, NGX_BUF), render and the
+# chain starters shared with bench/measure/lib.sh
+# shellcheck source=bench/chains.sh
+. "$HERE/chains.sh"
 ALL_PORTS="$P_NGX $P_NGX_TLS $P_MSG $P_MSC_HTTP $P_MSC_HTTPS $P_HAC_HTTP $P_HAC_TCP $P_HAC_TCP_TLS $P_HAS_HTTP
   $P_HAS_TCP $P_HAS_TCP_TLS $P_STC $P_STC_TLS $P_STS $P_STS_TLS $P_NXC_HTTP $P_NXC_TCP $P_NXC_TCP_TLS $P_NXS_HTTP
   $P_NXS_TCP $P_NXS_TCP_TLS $P_SQC $P_SQS"
-ORIGIN=127.0.0.1:$P_NGX
-ORIGIN_TLS=127.0.0.1:$P_NGX_TLS
 CLK_TCK=$(getconf CLK_TCK)
 C=$W/certs
 RAW=$OUT/raw.tsv
 
-# shellcheck source=bench/proc.sh
-. "$HERE/proc.sh"
 has_wl() { [[ " $WORKLOADS " == *" $1 "* ]]; }
 
 # ---------------------------------------------------------------- setup
-NGX_STREAM_SO=/usr/lib/nginx/modules/ngx_stream_module.so
 install_pkgs() {
   local need=() b
   for b in nginx wrk haproxy stunnel4 curl python3 openssl taskset squid tcpdump tshark; do have "$b" || need+=("$b"); done
@@ -132,25 +120,6 @@ build() {
       log "oha build failed (see $W/logs/oha-build.log): CONNECT rows will be skipped"
     fi
   fi
-}
-
-check_ports() {
-  local p busy=()
-  for p in $ALL_PORTS; do
-    [ -n "$(ss -Htln "sport = :$p")" ] && busy+=("$p")
-  done
-  [ ${#busy[@]} -eq 0 ] || die "ports already in use: ${busy[*]} (set PORT_BASE to move all ports)"
-}
-
-render() {  # render TEMPLATE OUTFILE  - substitute @VAR@ with the shell variable VAR
-  local v args=()
-  for v in W C P_NGX P_NGX_TLS P_HAC_HTTP P_HAC_TCP P_HAC_TCP_TLS P_HAS_HTTP P_HAS_TCP P_HAS_TCP_TLS \
-           P_STC P_STC_TLS P_STS P_STS_TLS P_NXC_HTTP P_NXC_TCP P_NXC_TCP_TLS P_NXS_HTTP P_NXS_TCP P_NXS_TCP_TLS \
-           P_SQC P_SQS HA_BUFSIZE NGX_BUF NGX_BUSY SQUID_TLS13 HA_MAXCONN NGX_WCONN FDLIM; do
-    args+=(-e "s#@$v@#${!v}#g")
-  done
-  sed "${args[@]}" "$1" >"$2"
-  ! grep -q '@[A-Z_]*@' "$2" || die "unsubstituted variable in $2"
 }
 
 prepare() {
@@ -306,15 +275,6 @@ check_mtls() {  # check_mtls LABEL PORT  - TLS 1.3, client certificate required,
   } >>"$OUT/handshake.txt"
 }
 
-start_nginx() {
-  render "$H/nginx.conf.in" "$W/conf/nginx.conf"
-  start_bg nginx "$LOADCPU" nginx -c "$W/conf/nginx.conf" -g 'daemon off;'
-  wait_port "$P_NGX"; wait_port "$P_NGX_TLS"
-  check_200 nginx "http://$ORIGIN/1k"
-  check_200 nginx-absolute-form --request-target "http://$ORIGIN/1k" "http://$ORIGIN/"
-  check_200 nginx-tls -k "https://$ORIGIN_TLS/1k"
-}
-
 start_direct() { CHALL[direct]=""; CHCLIENT[direct]=""; PROXY[direct]=""; HASOCK[direct]=""; GWPORTS[direct]=""; }
 
 start_msc() {
@@ -343,19 +303,12 @@ start_msc() {
   check_mtls msc "$P_MSG"
 }
 
-start_haproxy() {
-  render "$H/haproxy-server.cfg.in" "$W/conf/haproxy-server.cfg"
-  render "$H/haproxy-client.cfg.in" "$W/conf/haproxy-client.cfg"
-  haproxy -c -f "$W/conf/haproxy-server.cfg" >/dev/null || die "haproxy server config invalid"
-  haproxy -c -f "$W/conf/haproxy-client.cfg" >/dev/null || die "haproxy client config invalid"
-  start_bg haproxy-server "$PROXYCPU" haproxy -db -f "$W/conf/haproxy-server.cfg"; local s=$LASTPID
-  start_bg haproxy-client "$PROXYCPU" haproxy -db -f "$W/conf/haproxy-client.cfg"; local c=$LASTPID
-  wait_port "$P_HAS_HTTP"; wait_port "$P_HAC_HTTP"; wait_port "$P_HAC_TCP_TLS"
-  CHALL[haproxy]="$c $s"; CHCLIENT[haproxy]=$c; PROXY[haproxy]=127.0.0.1:$P_HAC_HTTP
+start_haproxy() {  # bench/chains.sh's HAProxy chain, then its tunnels and the mTLS checks
+  # the chain's own client first (handshake.txt describes its first gateway connection)
+  start_haproxy_chain
+  CHALL[haproxy]="$HAC_PID $HAS_PID"; CHCLIENT[haproxy]=$HAC_PID; PROXY[haproxy]=127.0.0.1:$P_HAC_HTTP
   TUNNEL[haproxy]=127.0.0.1:$P_HAC_TCP; TUNNEL_TLS[haproxy]=127.0.0.1:$P_HAC_TCP_TLS; HASOCK[haproxy]=$W/ha-server.sock
   GWPORTS[haproxy]="$P_HAS_HTTP $P_HAS_TCP $P_HAS_TCP_TLS"
-  # the chain's own client first (handshake.txt describes its first gateway connection)
-  check_200 haproxy-get -x "http://127.0.0.1:$P_HAC_HTTP" "http://$ORIGIN/1k"
   check_200 haproxy-tunnel "http://127.0.0.1:$P_HAC_TCP/1k"
   check_200 haproxy-tunnel-tls -k "https://127.0.0.1:$P_HAC_TCP_TLS/1k"
   check_mtls haproxy "$P_HAS_HTTP"
@@ -376,30 +329,13 @@ start_stunnel() {
   check_mtls stunnel "$P_STS"
 }
 
-nginx_worker() {  # nginx_worker MASTERPID -> the worker's PID (worker_processes 1), max 15 s
-  local m=$1 w
-  for _ in $(seq 1 150); do
-    w=$(pgrep -P "$m" | head -1 || true)
-    [ -n "$w" ] && { echo "$w"; return 0; }
-    sleep 0.1
-  done
-  die "nginx master $m started no worker"
-}
-start_nginxchain() {  # section "nginx": nginx reverse proxy -> mTLS -> nginx gateway -> origin
-  [ -e "$NGX_STREAM_SO" ] || die "$NGX_STREAM_SO missing (apt-get install libnginx-mod-stream; INSTALL=1)"
-  render "$H/nginx-gw.conf.in" "$W/conf/nginx-gw.conf"
-  render "$H/nginx-client.conf.in" "$W/conf/nginx-client.conf"
-  nginx -t -q -c "$W/conf/nginx-gw.conf" -g 'daemon off;' 2>>"$W/logs/stderr.log" || die "nginx gateway config invalid"
-  nginx -t -q -c "$W/conf/nginx-client.conf" -g 'daemon off;' 2>>"$W/logs/stderr.log" || die "nginx client config invalid"
-  start_bg nginx-gw "$PROXYCPU" nginx -c "$W/conf/nginx-gw.conf" -g 'daemon off;'; local sm=$LASTPID
-  start_bg nginx-client "$PROXYCPU" nginx -c "$W/conf/nginx-client.conf" -g 'daemon off;'; local cm=$LASTPID
-  wait_port "$P_NXS_HTTP"; wait_port "$P_NXC_HTTP"; wait_port "$P_NXC_TCP"; wait_port "$P_NXC_TCP_TLS"
-  local sw cw; sw=$(nginx_worker "$sm"); cw=$(nginx_worker "$cm")
+start_nginxchain() {  # section "nginx": bench/chains.sh's nginx chain, then its tunnels and the mTLS checks
+  start_nginx_chain
+  local sw cw; sw=$(nginx_worker "$NXS_PID"); cw=$(nginx_worker "$NXC_PID")
   # master + worker of each side (the master holds the configuration and the listening sockets)
-  CHALL[nginx]="$cm $cw $sm $sw"; CHCLIENT[nginx]="$cm $cw"; PROXY[nginx]=127.0.0.1:$P_NXC_HTTP
+  CHALL[nginx]="$NXC_PID $cw $NXS_PID $sw"; CHCLIENT[nginx]="$NXC_PID $cw"; PROXY[nginx]=127.0.0.1:$P_NXC_HTTP
   TUNNEL[nginx]=127.0.0.1:$P_NXC_TCP; TUNNEL_TLS[nginx]=127.0.0.1:$P_NXC_TCP_TLS; HASOCK[nginx]=""
   GWPORTS[nginx]="$P_NXS_HTTP $P_NXS_TCP $P_NXS_TCP_TLS"
-  check_200 nginx-get -x "http://127.0.0.1:$P_NXC_HTTP" "http://$ORIGIN/1k"
   check_200 nginx-tunnel "http://127.0.0.1:$P_NXC_TCP/1k"
   check_200 nginx-tunnel-tls -k "https://127.0.0.1:$P_NXC_TCP_TLS/1k"
   check_mtls nginx "$P_NXS_HTTP"
@@ -639,12 +575,9 @@ build
 # inherited by every process started here: room for 10,000+ connections on both sides of
 # every proxy where the hard limit allows it (without CAP_SYS_RESOURCE it cannot be raised)
 ulimit -n 100000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-FDLIM=$(ulimit -n)
-# HAProxy needs 2 descriptors per connection (maxconn) plus its listeners; nginx's
-# worker_connections and squid's max_filedescriptors count descriptors themselves
-HA_MAXCONN=$(( (FDLIM - 100) / 2 < 20000 ? (FDLIM - 100) / 2 : 20000 ))
-NGX_WCONN=$(( FDLIM - 100 < 40000 ? FDLIM - 100 : 40000 ))
-check_ports
+peer_limits   # FDLIM, HA_MAXCONN, NGX_WCONN (bench/chains.sh)
+# shellcheck disable=SC2086
+check_ports $ALL_PORTS
 prepare
 : >"$RAW"
 printf 'chain\tworkload\trep\tmetric\tvalue\tforeign_cpu_pct\tnote\n' >"$RAW"
@@ -675,7 +608,7 @@ echo "$CMDLINE" >"$OUT/command.txt"
 } >"$OUT/env.txt"
 cat "$OUT/env.txt" >&2
 
-start_nginx
+start_origin
 # shellcheck disable=SC2086
 cap_start startup $P_MSG $P_HAS_HTTP $P_HAS_TCP $P_HAS_TCP_TLS $P_STS $P_STS_TLS $P_NXS_HTTP $P_NXS_TCP $P_NXS_TCP_TLS $P_SQS
 for s in $SECTIONS; do

@@ -64,7 +64,7 @@ fi
 "$OHA" --help | grep -q -- '--latency-correction' || die "$OHA has no --latency-correction (oha >= 1.0 needed)"
 ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 check_ports $P_NGX $P_NGX_TLS $P_MSG $P_MSC_HTTP $P_MSC_HTTPS $P_HAC_HTTP $P_HAC_TCP $P_HAC_TCP_TLS \
-  $P_HAS_HTTP $P_HAS_TCP $P_HAS_TCP_TLS $P_NXC $P_NXS $P_NXC_TCP $P_NXC_TCP_TLS $P_NXS_TCP $P_NXS_TCP_TLS
+  $P_HAS_HTTP $P_HAS_TCP $P_HAS_TCP_TLS $P_NXC_HTTP $P_NXS_HTTP $P_NXC_TCP $P_NXC_TCP_TLS $P_NXS_TCP $P_NXS_TCP_TLS
 prepare
 mkdir -p "$OUT/samples"
 rm -f "$OUT/samples/"*.gz
@@ -78,14 +78,14 @@ for s in $SECTIONS; do
   case $s in
     direct) PROXY[direct]=$ORIGIN; PIDS[direct]="" ;;
     msc) start_msc; PROXY[msc]=127.0.0.1:$P_MSC_HTTP; PIDS[msc]=$MSC_PIDS ;;
-    haproxy) start_haproxy; PROXY[haproxy]=127.0.0.1:$P_HAC_HTTP; PIDS[haproxy]=$HAPROXY_PIDS ;;
-    nginx) start_nginxproxy; PROXY[nginx]=127.0.0.1:$P_NXC; PIDS[nginx]=$NGINXPROXY_PIDS ;;
+    haproxy) start_haproxy_chain; PROXY[haproxy]=127.0.0.1:$P_HAC_HTTP; PIDS[haproxy]="$HAC_PID $HAS_PID" ;;
+    nginx) start_nginxproxy; PROXY[nginx]=127.0.0.1:$P_NXC_HTTP; PIDS[nginx]="$NXC_PID $NXS_PID" ;;
   esac
 done
 log "chains up: $SECTIONS ($((SECONDS - T_START)) s)"
 {
   [[ " $SECTIONS " != *" haproxy "* ]] || echo "haproxy: compare's templates; HA_BUFSIZE=$HA_BUFSIZE (where the template uses it), maxconn $HA_MAXCONN"
-  [[ " $SECTIONS " != *" nginx "* ]] || echo "nginx proxy chain templates: ${NGINX_TEMPLATES//$ROOT\//} (NGX_BUF=$NGX_BUF where used)"
+  [[ " $SECTIONS " != *" nginx "* ]] || echo "nginx proxy chain templates: bench/compare/nginx-client.conf.in bench/compare/nginx-gw.conf.in (NGX_BUF=$NGX_BUF where used)"
 } >>"$OUT/env.txt"
 
 # Open-loop check: direct at 100 requests/s for 4 s with the nginx worker stopped

@@ -75,6 +75,35 @@ record_env() {
   } >"$dir/env.txt"
 }
 
+# origin_conf DIR ADDR SENDFILE [TLS_ADDR CERT KEY]: writes DIR/nginx.conf, an nginx
+# origin for the load scripts (1 worker, no access log, long keep-alive) serving DIR/www
+# on ADDR and, with TLS_ADDR, over TLS there with CERT and KEY; temporary files in
+# DIR/tmp (the caller makes it), pid and error log in DIR. SENDFILE=1 turns sendfile
+# and tcp_nopush on (bench/ab.sh's 100 MiB downloads); 0 leaves them off.
+origin_conf() {
+  local dir=$1 addr=$2 sendfile=$3 tls=${4:-} cert=${5:-} key=${6:-} opts="" tlssrv=""
+  case $sendfile in 1) opts=" sendfile on; tcp_nopush on;" ;; 0) ;; *) echo "origin_conf: SENDFILE is 0 or 1" >&2; return 2 ;; esac
+  if [ -n "$tls" ]; then
+    tlssrv="
+  server { listen $tls ssl; root $dir/www;
+           ssl_certificate $cert; ssl_certificate_key $key; }"
+  fi
+  cat >"$dir/nginx.conf" <<EOF
+worker_processes 1;
+pid $dir/nginx.pid;
+error_log $dir/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;$opts tcp_nodelay on;
+  keepalive_timeout 300s; keepalive_requests 10000000;
+  default_type application/octet-stream;
+  client_body_temp_path $dir/tmp; proxy_temp_path $dir/tmp; fastcgi_temp_path $dir/tmp;
+  uwsgi_temp_path $dir/tmp; scgi_temp_path $dir/tmp;
+  server { listen $addr; root $dir/www; }$tlssrv
+}
+EOF
+}
+
 # stop_pids: SIGTERM to every process in pids, SIGKILL to those still alive
 # 10 s later, then forget them (bounded: at most 10 s per process).
 stop_pids() {

@@ -104,19 +104,7 @@ stop_everything() {
 trap stop_everything EXIT
 
 # nginx as the origin, a child of this script (the guard counts it as ours).
-cat >"$W/nginx.conf" <<EOF
-worker_processes 1;
-pid $W/nginx.pid;
-error_log $W/nginx-error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off; tcp_nodelay on; keepalive_timeout 300s; keepalive_requests 10000000;
-  default_type application/octet-stream;
-  client_body_temp_path $W/tmp; proxy_temp_path $W/tmp; fastcgi_temp_path $W/tmp;
-  uwsgi_temp_path $W/tmp; scgi_temp_path $W/tmp;
-  server { listen $ORIGIN; root $W/www; }
-}
-EOF
+origin_conf "$W" "$ORIGIN" 0   # http only, sendfile off (1 KiB answers)
 "${PIN_REST_CMD[@]}" nginx -c "$W/nginx.conf" -g 'daemon off;' 2>"$W/nginx.err" &
 pids+=($!)
 for _ in $(seq 1 100); do curl -sf -o /dev/null --max-time 1 "http://$ORIGIN/1k" && break; sleep 0.1; done

@@ -16,11 +16,11 @@ import socket
 import sys
 import time
 
-from httpio import read_response
+from httpio import MODES, get_through
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--port", type=int, required=True)
-ap.add_argument("--mode", choices=["connect", "absolute", "origin"], required=True)
+ap.add_argument("--mode", choices=MODES, required=True)
 ap.add_argument("--target", required=True)
 ap.add_argument("--n", type=int, default=1000)
 ap.add_argument("--path", default="/1k", help="origin path requested on each connection")
@@ -28,9 +28,6 @@ ap.add_argument("--open-deadline", type=float, default=60)
 ap.add_argument("--hold", type=float, default=90)
 ap.add_argument("--ready", required=True)
 a = ap.parse_args()
-
-
-
 
 socks, ok, err = [], 0, 0
 deadline = time.time() + a.open_deadline
@@ -40,18 +37,7 @@ for i in range(a.n):
         break
     try:
         s = socket.create_connection(("127.0.0.1", a.port), timeout=10)
-        path = a.path
-        if a.mode == "connect":
-            s.sendall(f"CONNECT {a.target} HTTP/1.1\r\nHost: {a.target}\r\n\r\n".encode())
-            st = read_response(s)
-            if b" 200" not in st:
-                raise IOError(f"CONNECT answered {st!r}")
-        elif a.mode == "absolute":
-            path = f"http://{a.target}{a.path}"
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: {a.target}\r\n\r\n".encode())
-        st = read_response(s)
-        if b" 200" not in st:
-            raise IOError(f"GET answered {st!r}")
+        get_through(s, a.mode, a.target, a.path)
         socks.append(s)
         ok += 1
     except Exception as e:  # noqa: BLE001 - counted and reported

@@ -13,19 +13,16 @@ import socket
 import sys
 import time
 
-from httpio import read_response
+from httpio import MODES, get_through
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--port", type=int, required=True)
-ap.add_argument("--mode", choices=["connect", "absolute", "origin"], required=True)
+ap.add_argument("--mode", choices=MODES, required=True)
 ap.add_argument("--target", required=True)
 ap.add_argument("--n", type=int, default=200)
 ap.add_argument("--path", default="/1k")
 ap.add_argument("--deadline", type=float, default=60)
 a = ap.parse_args()
-
-
-
 
 ok = err = 0
 end = time.time() + a.deadline
@@ -35,18 +32,7 @@ for i in range(a.n):
         break
     try:
         with socket.create_connection(("127.0.0.1", a.port), timeout=10) as s:
-            path = a.path
-            if a.mode == "connect":
-                s.sendall(f"CONNECT {a.target} HTTP/1.1\r\nHost: {a.target}\r\n\r\n".encode())
-                st = read_response(s, body=False)
-                if b" 200" not in st:
-                    raise IOError(f"CONNECT answered {st!r}")
-            elif a.mode == "absolute":
-                path = f"http://{a.target}{a.path}"
-            s.sendall(f"GET {path} HTTP/1.1\r\nHost: {a.target}\r\nConnection: close\r\n\r\n".encode())
-            st = read_response(s)
-            if b" 200" not in st:
-                raise IOError(f"GET answered {st!r}")
+            get_through(s, a.mode, a.target, a.path, close=True)
             ok += 1
     except Exception as e:  # noqa: BLE001 - counted and reported
         err += 1

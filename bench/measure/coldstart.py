@@ -30,6 +30,9 @@ import sys
 import threading
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "compare"))
+from httpio import read_response  # noqa: E402 - bench/compare/httpio.py
+
 
 def now_ms():
     return time.monotonic_ns() / 1e6
@@ -41,25 +44,8 @@ def get(port, target, timeout):
     try:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         s.sendall(f"GET http://{target}/1k HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n".encode())
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            d = s.recv(65536)
-            if not d:
-                raise OSError("eof in response head")
-            buf += d
-        head, body = buf.split(b"\r\n\r\n", 1)
-        status = int(head.split(b" ", 2)[1])
-        clen = None
-        for line in head.split(b"\r\n")[1:]:
-            k, _, v = line.partition(b":")
-            if k.strip().lower() == b"content-length":
-                clen = int(v.strip())
-        while clen is None or len(body) < clen:
-            d = s.recv(65536)
-            if not d:
-                break
-            body += d
-        return status, body
+        r = read_response(s, to_eof=True)
+        return r.status, r.body
     finally:
         s.close()
 

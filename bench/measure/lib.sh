@@ -1,7 +1,7 @@
 # shellcheck shell=bash disable=SC2034  # sourced: variables are used by the scripts and the config templates
 # Shared by bench/latency.sh, bench/coldstart.sh and bench/tunnels.sh (sourced).
-# Sets up the chains of bench/compare.sh (same certificates from `msc pki init`, the
-# same nginx origin and HAProxy templates from bench/compare/, rendered the same way)
+# Sets up the chains of bench/compare.sh (same certificates from `msc pki init`; the
+# nginx origin, HAProxy and nginx chains from bench/chains.sh, which compare.sh uses too)
 # on ports of their own, so these scripts can run while compare.sh runs.
 #
 # Before sourcing set: NAME (results go to perf/runs/<UTC date>/NAME), PORT_BASE.
@@ -27,30 +27,12 @@ GUARD_BUDGET=${GUARD_BUDGET:-300}
 C=$W/certs
 RAW=$OUT/raw.tsv
 
-# Ports (the names compare.sh's templates use).
-P_NGX=$((PORT_BASE + 80)); P_NGX_TLS=$((PORT_BASE + 443))
-P_MSG=$((PORT_BASE + 100)); P_MSC_HTTP=$((PORT_BASE + 101)); P_MSC_HTTPS=$((PORT_BASE + 102))
-P_HAC_HTTP=$((PORT_BASE + 200)); P_HAC_TCP=$((PORT_BASE + 201)); P_HAC_TCP_TLS=$((PORT_BASE + 202))
-P_HAS_HTTP=$((PORT_BASE + 210)); P_HAS_TCP=$((PORT_BASE + 211)); P_HAS_TCP_TLS=$((PORT_BASE + 212))
-P_NXC=$((PORT_BASE + 400)); P_NXS=$((PORT_BASE + 410))
-# the same ports under the names bench/compare's own nginx chain templates use
-P_NXC_HTTP=$P_NXC; P_NXC_TCP=$((PORT_BASE + 401)); P_NXC_TCP_TLS=$((PORT_BASE + 402))
-P_NXS_HTTP=$P_NXS; P_NXS_TCP=$((PORT_BASE + 411)); P_NXS_TCP_TLS=$((PORT_BASE + 412))
-ORIGIN=127.0.0.1:$P_NGX
-# Peer tuning, as compare.sh sets it for its templates (HAProxy tune.bufsize, nginx proxy
-# buffers); the descriptor-derived values are set by peer_limits once ulimit -n is final.
-HA_BUFSIZE=${HA_BUFSIZE:-65536}
-NGX_BUF=${NGX_BUF:-64k}
-[[ $NGX_BUF =~ ^[1-9][0-9]*k$ ]] || { echo "NGX_BUF must be a size in KiB such as 64k (got '$NGX_BUF')" >&2; exit 2; }
-NGX_BUSY=$(( 2 * ${NGX_BUF%k} ))k
-peer_limits() {
-  FDLIM=$(ulimit -n)
-  HA_MAXCONN=$(( (FDLIM - 100) / 2 < 20000 ? (FDLIM - 100) / 2 : 20000 ))
-  NGX_WCONN=$(( FDLIM - 100 < 40000 ? FDLIM - 100 : 40000 ))
-}
-
 # shellcheck source=bench/proc.sh
 . "$HERE/proc.sh"
+# Ports (compare.sh's layout from PORT_BASE), ORIGIN, peer tuning (HA_BUFSIZE, NGX_BUF,
+# peer_limits), check_ports, render and the chain starters: bench/chains.sh.
+# shellcheck source=bench/chains.sh
+. "$HERE/chains.sh"
 
 # knob_cmdline SCRIPT KNOB... -> CMDLINE (the exact reproducing command)
 knob_cmdline() {
@@ -76,21 +58,6 @@ build_msc() {
     (cd "$ROOT" && cargo build --release --quiet) || die "cargo build failed"
   fi
   [ -x "$MSC" ] || die "msc binary not found at $MSC (BUILD=1 or MSC=path)"
-}
-
-check_ports() {
-  local p busy=()
-  for p in "$@"; do [ -n "$(ss -Htln "sport = :$p")" ] && busy+=("$p"); done
-  [ ${#busy[@]} -eq 0 ] || die "ports already in use: ${busy[*]} (set PORT_BASE to move all ports)"
-}
-
-render() {  # render TEMPLATE OUTFILE - every @VAR@ becomes the shell variable VAR (which must be set)
-  local v args=()
-  for v in $(grep -oE '@[A-Z_]+@' "$1" | tr -d @ | sort -u); do
-    [ -n "${!v+x}" ] || die "$1 uses @$v@, which is not set"
-    args+=(-e "s#@$v@#${!v}#g")
-  done
-  sed "${args[@]}" "$1" >"$2"
 }
 
 # prepare: scratch dirs, the 1 KiB file, one PKI for every chain (ECDSA P-256).
@@ -123,15 +90,7 @@ trap 'exit 130' INT TERM
 
 
 # ---------------------------------------------------------------- chains
-start_origin() {  # nginx from compare.sh's template, on LOADCPU
-  render "$H/nginx.conf.in" "$W/conf/nginx.conf"
-  start_bg nginx "$LOADCPU" nginx -c "$W/conf/nginx.conf" -g 'daemon off;'
-  NGINX_PID=$LASTPID
-  wait_port "$P_NGX"
-  check_200 nginx "http://$ORIGIN/1k"
-  check_200 nginx-absolute-form -x "http://$ORIGIN" "http://$ORIGIN/1k"
-}
-
+# (the nginx origin, HAProxy and nginx chains: bench/chains.sh)
 # msc_configs SUFFIX GWPORT HTTP HTTPS [CLIENT-EXTRA] [GATEWAY-EXTRA]: writes
 # $W/conf/msc-client$SUFFIX.toml and msc-gateway$SUFFIX.toml from pki init's files
 # (workers = MSC_WORKERS, access logs off, control API on a free port, no control socket).
@@ -163,37 +122,13 @@ start_msc() {  # the compare.sh msc chain: client (http slot P_MSC_HTTP) -> gate
   check_200 msc-get -x "http://127.0.0.1:$P_MSC_HTTP" "http://$ORIGIN/1k"
   check_200 msc-connect -p -x "http://127.0.0.1:$P_MSC_HTTPS" "http://$ORIGIN/1k"
 }
-start_haproxy() {  # compare.sh's HAProxy templates, rendered the same way
-  peer_limits
-  render "$H/haproxy-server.cfg.in" "$W/conf/haproxy-server.cfg"
-  render "$H/haproxy-client.cfg.in" "$W/conf/haproxy-client.cfg"
-  haproxy -c -f "$W/conf/haproxy-server.cfg" >/dev/null || die "haproxy server config invalid"
-  haproxy -c -f "$W/conf/haproxy-client.cfg" >/dev/null || die "haproxy client config invalid"
-  start_bg haproxy-server "$PROXYCPU" haproxy -db -f "$W/conf/haproxy-server.cfg"; local s=$LASTPID
-  start_bg haproxy-client "$PROXYCPU" haproxy -db -f "$W/conf/haproxy-client.cfg"; local c=$LASTPID
-  wait_port "$P_HAS_HTTP"; wait_port "$P_HAC_HTTP"
-  HAPROXY_PIDS="$c $s"
-  check_200 haproxy-get -x "http://127.0.0.1:$P_HAC_HTTP" "http://$ORIGIN/1k"
-}
-# nginx reverse proxy (pooled mTLS upstream) -> nginx mTLS terminator -> origin, from
-# bench/compare's nginx chain templates (tuned with the peers). NGINX_TEMPLATES says which.
+# the nginx chain, plus a check that its gateway refuses a TLS client without certificate
 start_nginxproxy() {
-  local tc=$H/nginx-client.conf.in tg=$H/nginx-gw.conf.in
-  NGINX_TEMPLATES="$tc $tg"
-  peer_limits
-  render "$tg" "$W/conf/nginx-gateway.conf"
-  render "$tc" "$W/conf/nginx-client.conf"
-  nginx -t -q -c "$W/conf/nginx-gateway.conf" -g 'daemon off;' || die "nginx gateway config invalid ($tg)"
-  nginx -t -q -c "$W/conf/nginx-client.conf" -g 'daemon off;' || die "nginx client config invalid ($tc)"
-  start_bg nginx-gateway "$PROXYCPU" nginx -c "$W/conf/nginx-gateway.conf" -g 'daemon off;'; local s=$LASTPID
-  start_bg nginx-client "$PROXYCPU" nginx -c "$W/conf/nginx-client.conf" -g 'daemon off;'; local c=$LASTPID
-  wait_port "$P_NXS"; wait_port "$P_NXC"
-  NGINXPROXY_PIDS="$c $s"
+  start_nginx_chain
   # nginx finishes the TLS 1.3 handshake without a client certificate and answers 400
   local code
-  code=$(curl -sk --max-time 5 -o /dev/null -w '%{http_code}' "https://127.0.0.1:$P_NXS/1k" || true)
+  code=$(curl -sk --max-time 5 -o /dev/null -w '%{http_code}' "https://127.0.0.1:$P_NXS_HTTP/1k" || true)
   [ "$code" != 200 ] || die "nginx gateway served a TLS client without certificate"
-  check_200 nginxproxy-get -x "http://127.0.0.1:$P_NXC" "http://$ORIGIN/1k"
 }
 
 # ---------------------------------------------------------------- contention guard
