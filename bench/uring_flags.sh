@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
-# A/B of the io_uring setup flags with ONE msc binary: bench/ab.sh over
-# wrappers that set MSC_URING_FLAGS (none | coop | defer, see
-# io/src/runtime.rs and perf/levers.md) for both the client and the gateway.
-# The wrappers `exec` msc, so ab.sh's PIDs, pinning and CPU ticks are msc's.
+# A/B of the io_uring setup flags with ONE msc binary: bench/env_ab.sh with
+# MSC_URING_FLAGS = none | coop | defer (see io/src/runtime.rs and
+# perf/levers.md) for both the client and the gateway.
 #
 #   bash bench/uring_flags.sh                                   # target/release/msc, none vs coop vs defer
 #   MSC=/path/to/msc FLAGS="none defer" WORKLOADS="ka close" bash bench/uring_flags.sh
@@ -16,15 +15,10 @@ MSC=${MSC:-target/release/msc}
 FLAGS=${FLAGS:-"none coop defer"}
 W=${W:-/tmp/msc-ab}
 [ -x "$MSC" ] || { echo "no msc binary at $MSC (cargo build --release, or MSC=...)" >&2; exit 2; }
-bin=$(realpath "$MSC")
-mkdir -p "$W"
-wrappers=()
+variants=()
 for f in $FLAGS; do
   case $f in none | coop | defer) ;; *) echo "unknown flag set $f (none, coop, defer)" >&2; exit 2 ;; esac
-  w="$W/msc-uring-$f"
-  printf '#!/bin/sh\nMSC_URING_FLAGS=%s exec %s "$@"\n' "$f" "$bin" >"$w"
-  chmod +x "$w"
-  wrappers+=("$w")
+  variants+=("MSC_URING_FLAGS=$f")
 done
 echo "command: MSC=$MSC FLAGS=\"$FLAGS\" WORKLOADS=\"${WORKLOADS:-ka close connect dl}\" ROUNDS=${ROUNDS:-2} DUR=${DUR:-8} bash bench/uring_flags.sh"
-exec bash bench/ab.sh "${wrappers[@]}"
+VARIANTS="${variants[*]}" MSC=$MSC W=$W exec bash bench/env_ab.sh

@@ -7,9 +7,10 @@
 //! This crate must never know about configuration files, TLS policy, or
 //! gateway ranking; it moves and frames bytes. Its little `unsafe` is
 //! confined to fd-level helpers in [`stream`] (readiness wait and peek on a
-//! split stream), the netlink address in [`netwatch`] and the two kernel
-//! TLS socket options in [`ktls`], each with a `// SAFETY:` comment and a
-//! test.
+//! split stream, and the multishot receive's submission), the
+//! provided-buffer ring's memory in [`provided`], the netlink address in
+//! [`netwatch`] and the two kernel TLS socket options in [`ktls`], each
+//! with a `// SAFETY:` comment and a test.
 // Unused dependencies fail the lint run (tests see dev-dependencies too, hence not(test)).
 #![cfg_attr(not(test), deny(unused_crate_dependencies))]
 #![warn(unreachable_pub)]
@@ -24,6 +25,7 @@ pub mod iov;
 pub mod ktls;
 pub mod listen;
 pub mod netwatch;
+pub mod provided;
 pub mod resolve;
 pub mod runtime;
 pub mod signal;

@@ -257,7 +257,7 @@ where
                 FusionRuntime::Legacy(_) => Driver::Epoll,
             };
             crate::stream::set_exact_readiness(driver == Driver::IoUring);
-            Ok(rt.block_on(f(driver)))
+            Ok(rt.block_on(with_ring(driver, f)))
         }
         DriverChoice::IoUring => {
             let mut rt = with_pool(
@@ -270,7 +270,7 @@ where
             .build()
             .map_err(|e| io::Error::new(e.kind(), format!("io_uring is not available: {e}")))?;
             crate::stream::set_exact_readiness(true);
-            Ok(rt.block_on(f(Driver::IoUring)))
+            Ok(rt.block_on(with_ring(Driver::IoUring, f)))
         }
         DriverChoice::Epoll => {
             let mut rt = with_pool(RuntimeBuilder::<LegacyDriver>::new().enable_timer(), pool).build()?;
@@ -278,6 +278,23 @@ where
             Ok(rt.block_on(f(Driver::Epoll)))
         }
     }
+}
+
+/// Runs `f` with this thread's provided-buffer ring registered with the
+/// runtime (io_uring only; see [`crate::provided`]).
+async fn with_ring<F, Fut>(driver: Driver, f: F) -> Fut::Output
+where
+    F: FnOnce(Driver) -> Fut,
+    Fut: Future,
+{
+    struct Installed;
+    impl Drop for Installed {
+        fn drop(&mut self) {
+            crate::provided::uninstall();
+        }
+    }
+    let _ring = (driver == Driver::IoUring && crate::provided::install(crate::provided::ENTRIES)).then_some(Installed);
+    f(driver).await
 }
 
 /// Attaches `pool` (if any) for `spawn_blocking`.

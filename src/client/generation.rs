@@ -27,7 +27,6 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use monoio::net::TcpStream;
-use msc_io::stream::Source;
 use msc_io::worker::Service;
 
 use super::pool::TunnelPool;
@@ -238,6 +237,9 @@ impl Service for ClientWorker {
     /// the generation current when its first byte arrived.
     async fn serve(self: Rc<Self>, listener: usize, stream: TcpStream, peer: SocketAddr) {
         let (mut br, mut bw) = msc_io::stream::split(stream);
+        // One armed receive per browser connection (io_uring): no readiness
+        // wait and no read queued per request (perf/levers.md).
+        br.use_multishot();
         let stop = msc_io::worker::stopping();
         let mut svc = self.current();
         // A later generation without this listener (its port was changed)
@@ -248,7 +250,7 @@ impl Service for ClientWorker {
             // Idle too long, stopping, or the socket failed: close quietly.
             let idle = msc_io::deadline::sleep(svc.t.idle);
             let ready = monoio::select! {
-                r = br.ready() => r,
+                r = br.wait_request() => r,
                 _ = idle => break,
                 _ = stop.wait() => break,
             };

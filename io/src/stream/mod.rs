@@ -8,10 +8,12 @@
 //!
 //! - [`ready`]: waiting for readability without a buffer, peeks, resets;
 //! - [`plain`]: the plain TCP halves ([`PlainReader`], [`PlainWriter`]);
+//! - [`multi`]: multishot receive with provided buffers for a plain reader;
 //! - [`relay`]: both directions of a connection at once, with one idle rule;
 //! - [`message`]: one HTTP head or body at a time, with limits.
 
 mod message;
+mod multi;
 mod plain;
 mod ready;
 mod relay;

@@ -8,12 +8,16 @@ use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
 use monoio::net::TcpStream;
 
-use super::{Peek, Sink, Source, peer_spoke, reset_on_close, wait_data};
-use crate::buf;
+use super::multi::{Got, MultiRecv};
+use super::{Peek, Sink, Source, peer_spoke, raw_fd, reset_on_close, wait_data};
+use crate::{buf, provided};
 
 /// The reading half of a plain TCP connection, with a pooled buffer.
 #[derive(Debug)]
 pub struct PlainReader {
+    /// Multishot receive (io_uring), if this connection uses it. Declared
+    /// before `half`: it must be dropped (cancelled) before the socket is.
+    multi: MultiRecv,
     half: OwnedReadHalf<TcpStream>,
     buf: Vec<u8>,
     pos: usize,
@@ -40,6 +44,7 @@ pub fn split(stream: TcpStream) -> (PlainReader, PlainWriter) {
     let (r, w) = stream.into_split();
     (
         PlainReader {
+            multi: MultiRecv::default(),
             half: r,
             buf: Vec::new(),
             pos: 0,
@@ -56,20 +61,103 @@ pub fn split(stream: TcpStream) -> (PlainReader, PlainWriter) {
 /// (or a reset, if unread bytes remain). Dropping the halves separately would
 /// first shut the write side down (monoio's write half does so on drop).
 pub fn close(r: PlainReader, w: PlainWriter) {
-    if let Ok(stream) = r.half.reunite(w.half) {
+    let PlainReader { multi, half, .. } = r;
+    // The armed receive goes first (its cancel is queued before the close).
+    drop(multi);
+    if let Ok(stream) = half.reunite(w.half) {
         drop(stream);
     }
 }
 
 /// Closes a plain connection with a reset: the peer sees a cut, not an end.
 pub fn abort(r: PlainReader, w: PlainWriter) {
-    if let Ok(stream) = r.half.reunite(w.half) {
+    let PlainReader { multi, half, .. } = r;
+    drop(multi);
+    if let Ok(stream) = half.reunite(w.half) {
         reset_on_close(&stream);
         drop(stream);
     }
 }
 
 impl PlainReader {
+    /// Receives this connection's requests with one armed multishot receive
+    /// into the worker's provided buffers, where the runtime has them
+    /// (io_uring; see [`crate::provided`]): a connection waiting for its
+    /// next request then holds no buffer and queues no operation per
+    /// request. Bulk transfers still read plainly into large buffers.
+    pub fn use_multishot(&mut self) {
+        self.multi.want();
+    }
+
+    /// Waits for the next request on an idle keep-alive connection, as
+    /// [`Source::ready`] (cancel-safe, no buffer held while waiting); with
+    /// [`PlainReader::use_multishot`], through the armed receive, arming it
+    /// anew after a bulk transfer. Its first bytes may then be buffered.
+    pub async fn wait_request(&mut self) -> io::Result<()> {
+        if self.eof || !self.data().is_empty() || self.readable {
+            return Ok(());
+        }
+        self.multi.idle();
+        if self.multi.wanted() && self.fill_multi().await?.is_some() {
+            return Ok(());
+        }
+        self.ready().await
+    }
+
+    /// Whether a multishot receive is armed or draining on this connection.
+    pub fn multishot_armed(&self) -> bool {
+        self.multi.owns_reads()
+    }
+
+    /// Reads through the multishot receive: `None` when it is not in use
+    /// now (read plainly), else as [`Source::fill`].
+    async fn fill_multi(&mut self) -> io::Result<Option<usize>> {
+        if self.pos == self.buf.len() {
+            // Nothing buffered: wait without pinning a buffer.
+            self.release_if_empty();
+        }
+        match self.multi.next(raw_fd(&self.half)).await? {
+            Got::Plain => Ok(None),
+            Got::Eof => {
+                self.eof = true;
+                self.release_if_empty();
+                Ok(Some(0))
+            }
+            Got::Data(chunk) => {
+                let n = chunk.len();
+                if let Err(e) = self.reserve(n) {
+                    // The chunk's bytes cannot be kept: the stream is out
+                    // of step for good.
+                    self.lost = true;
+                    return Err(e);
+                }
+                self.buf.extend_from_slice(chunk.bytes());
+                self.bulk = n == provided::SIZE;
+                Ok(Some(n))
+            }
+        }
+    }
+
+    /// Makes room for `n` more bytes after the buffered ones.
+    fn reserve(&mut self, n: usize) -> io::Result<()> {
+        if self.buf.capacity() == 0 {
+            self.buf = buf::take_for(n);
+            self.pos = 0;
+        }
+        if self.buf.capacity() - self.buf.len() < n && self.pos > 0 {
+            self.buf.copy_within(self.pos.., 0);
+            self.buf.truncate(self.buf.len() - self.pos);
+            self.pos = 0;
+        }
+        if self.buf.capacity() - self.buf.len() < n && buf::is_small(&self.buf) {
+            buf::grow(&mut self.buf);
+        }
+        if self.buf.capacity() - self.buf.len() < n {
+            return Err(io::Error::other("read buffer full"));
+        }
+        Ok(())
+    }
+
     /// Whether the peer has finished sending.
     pub fn is_eof(&self) -> bool {
         self.eof
@@ -78,6 +166,10 @@ impl PlainReader {
     /// Reads straight into `b` (used by TLS to read plaintext into its record
     /// buffer). Only valid when nothing is buffered.
     pub async fn read_direct<B: IoBufMut>(&mut self, mut b: B) -> monoio::BufResult<usize, B> {
+        debug_assert!(
+            !self.multi.owns_reads(),
+            "a direct read while a multishot receive is armed"
+        );
         match self.direct_ready().await {
             Err(e) => return (Err(e), b),
             Ok(false) => return (Ok(0), b),
@@ -93,6 +185,10 @@ impl PlainReader {
     /// with a single `readv` (the TLS sender fills up to 15 records' worth
     /// of plaintext per system call this way).
     pub async fn read_direct_v(&mut self, slots: crate::iov::Slots) -> monoio::BufResult<usize, crate::iov::Slots> {
+        debug_assert!(
+            !self.multi.owns_reads(),
+            "a direct read while a multishot receive is armed"
+        );
         match self.direct_ready().await {
             Err(e) => return (Err(e), slots),
             Ok(false) => return (Ok(0), slots),
@@ -143,7 +239,7 @@ impl PlainReader {
     /// Whether this idle connection's peer has closed it or sent unexpected
     /// bytes (see [`peer_spoke`]).
     pub fn is_stale(&self) -> bool {
-        self.lost || self.eof || !self.data().is_empty() || peer_spoke(&self.half)
+        self.lost || self.eof || !self.data().is_empty() || self.multi.has_news() || peer_spoke(&self.half)
     }
 
     /// Takes the buffer for an I/O operation that owns it until it completes,
@@ -184,6 +280,11 @@ impl Source for PlainReader {
         }
         if self.eof {
             return Ok(0);
+        }
+        if self.multi.wanted()
+            && let Some(n) = self.fill_multi().await?
+        {
+            return Ok(n);
         }
         if self.pos == self.buf.len() {
             // Nothing buffered: wait without pinning a buffer.
@@ -243,11 +344,17 @@ impl Source for PlainReader {
     }
 
     fn as_plain(&mut self) -> Option<&mut PlainReader> {
-        Some(self)
+        // An armed multishot receive owns the incoming bytes: reads go
+        // through `fill`.
+        if self.multi.owns_reads() { None } else { Some(self) }
     }
 
     async fn ready(&mut self) -> io::Result<()> {
         if self.eof || !self.data().is_empty() || self.readable {
+            return Ok(());
+        }
+        // An armed receive owns the incoming bytes: wait through it.
+        if self.multi.owns_reads() && self.fill_multi().await?.is_some() {
             return Ok(());
         }
         match wait_data(&self.half).await? {

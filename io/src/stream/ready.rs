@@ -51,6 +51,12 @@ pub enum Peek {
     Empty,
 }
 
+/// The file descriptor of the socket behind a read half.
+pub(super) fn raw_fd(half: &OwnedReadHalf<TcpStream>) -> std::os::fd::RawFd {
+    use std::os::fd::AsRawFd;
+    stream_of(half).as_raw_fd()
+}
+
 /// Peeks one byte without blocking and without taking a buffer.
 pub fn peek(half: &OwnedReadHalf<TcpStream>) -> Peek {
     use std::os::fd::{AsRawFd, BorrowedFd};

@@ -22,6 +22,26 @@ pub(crate) enum Lifecycle {
 
     /// The operation has completed.
     Completed(io::Result<u32>, u32),
+
+    /// A multishot operation (msc patch): it completes many times, and its
+    /// completions queue here until its owner takes them.
+    Multi(Box<Multi>),
+}
+
+/// The state of a multishot operation (msc patch, see MSC-PATCH.md).
+pub(crate) struct Multi {
+    /// Completions not yet taken: result and CQE flags.
+    pub(crate) queue: std::collections::VecDeque<(io::Result<u32>, u32)>,
+    /// The owner waiting for the next completion.
+    pub(crate) waker: Option<Waker>,
+    /// The kernel posted the last completion (one without `IORING_CQE_F_MORE`).
+    pub(crate) ended: bool,
+    /// The owner dropped the operation: later completions go to `orphan`,
+    /// and the slot is freed with the last one.
+    pub(crate) orphaned: bool,
+    /// Called with each completion that no owner will take (to give back a
+    /// provided buffer, for example).
+    pub(crate) orphan: fn(io::Result<u32>, u32),
 }
 
 impl<'a> Ref<'a, Lifecycle> {
@@ -44,6 +64,21 @@ impl<'a> Ref<'a, Lifecycle> {
                 self.remove();
             }
             Lifecycle::Completed(..) => unsafe { std::hint::unreachable_unchecked() },
+            Lifecycle::Multi(m) => {
+                let last = !io_uring::cqueue::more(flags);
+                if m.orphaned {
+                    (m.orphan)(result, flags);
+                    if last {
+                        self.remove();
+                    }
+                    return;
+                }
+                m.queue.push_back((result, flags));
+                m.ended |= last;
+                if let Some(w) = m.waker.take() {
+                    w.wake();
+                }
+            }
         }
     }
 
@@ -86,7 +121,9 @@ impl<'a> Ref<'a, Lifecycle> {
             Lifecycle::Completed(..) => {
                 self.remove();
             }
-            Lifecycle::Ignored(..) => unsafe { std::hint::unreachable_unchecked() },
+            Lifecycle::Ignored(..) | Lifecycle::Multi(..) => unsafe {
+                std::hint::unreachable_unchecked()
+            },
         }
         true
     }

@@ -11,7 +11,7 @@ use std::{
 };
 
 use io_uring::{cqueue, opcode, types::Timespec, IoUring};
-use lifecycle::Lifecycle;
+use lifecycle::{Lifecycle, Multi};
 
 use super::{
     op::{CompletionMeta, Op, OpAble},
@@ -24,6 +24,7 @@ use super::{
 };
 use crate::utils::slab::Slab;
 
+pub mod ext;
 mod lifecycle;
 #[cfg(feature = "sync")]
 mod waker;
@@ -543,6 +544,96 @@ impl UringInner {
             let _ = inner.submit();
             let _ = inner.uring.submission().push(&cancel);
         }
+    }
+
+    /// Submits a multishot operation (msc patch). Returns its slot.
+    ///
+    /// # Safety
+    /// Whatever `sqe` points to must stay valid until the operation's last
+    /// completion.
+    pub(crate) unsafe fn submit_multishot(
+        this: &Rc<UnsafeCell<UringInner>>,
+        sqe: io_uring::squeue::Entry,
+        orphan: fn(io::Result<u32>, u32),
+    ) -> io::Result<usize> {
+        let inner = &mut *this.get();
+        if inner.uring.submission().is_full() {
+            inner.submit()?;
+        }
+        let index = inner.ops.slab.insert(Lifecycle::Multi(Box::new(Multi {
+            queue: std::collections::VecDeque::new(),
+            waker: None,
+            ended: false,
+            orphaned: false,
+            orphan,
+        })));
+        let sqe = sqe.user_data(index as _);
+        if inner.uring.submission().push(&sqe).is_err() {
+            inner.ops.slab.remove(index);
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "io_uring submission queue full",
+            ));
+        }
+        Ok(index)
+    }
+
+    /// The next completion of a multishot operation; `None` after its last.
+    pub(crate) fn poll_multishot(
+        this: &Rc<UnsafeCell<UringInner>>,
+        index: usize,
+        cx: Option<&mut Context<'_>>,
+    ) -> Poll<Option<(io::Result<u32>, u32)>> {
+        let inner = unsafe { &mut *this.get() };
+        let mut lifecycle = inner.ops.slab.get(index).expect("multishot slot");
+        let Lifecycle::Multi(m) = &mut *lifecycle else {
+            unreachable!("not a multishot slot")
+        };
+        if let Some(c) = m.queue.pop_front() {
+            return Poll::Ready(Some(c));
+        }
+        if m.ended {
+            return Poll::Ready(None);
+        }
+        if let Some(cx) = cx {
+            match &m.waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => m.waker = Some(cx.waker().clone()),
+            }
+        }
+        Poll::Pending
+    }
+
+    /// Whether a multishot operation has a completion waiting, or has ended.
+    pub(crate) fn multishot_ready(this: &Rc<UnsafeCell<UringInner>>, index: usize) -> bool {
+        let inner = unsafe { &mut *this.get() };
+        let lifecycle = inner.ops.slab.get(index).expect("multishot slot");
+        match &*lifecycle {
+            Lifecycle::Multi(m) => m.ended || !m.queue.is_empty(),
+            _ => unreachable!("not a multishot slot"),
+        }
+    }
+
+    /// The owner lets go of a multishot operation: completions already
+    /// queued and any still to come go to its orphan function, and the
+    /// operation is cancelled unless it has ended.
+    pub(crate) fn drop_multishot(this: &Rc<UnsafeCell<UringInner>>, index: usize) {
+        let inner = unsafe { &mut *this.get() };
+        let mut lifecycle = inner.ops.slab.get(index).expect("multishot slot");
+        let Lifecycle::Multi(m) = &mut *lifecycle else {
+            unreachable!("not a multishot slot")
+        };
+        for (res, flags) in m.queue.drain(..) {
+            (m.orphan)(res, flags);
+        }
+        if m.ended {
+            lifecycle.remove();
+            return;
+        }
+        m.orphaned = true;
+        m.waker = None;
+        drop(lifecycle);
+        unsafe { Self::cancel_op(this, index) };
     }
 
     #[cfg(feature = "sync")]
