@@ -23,12 +23,15 @@ use io_uring::types::BufRingEntry;
 
 /// Size of each provided buffer: a browser's request head fits; a read
 /// that fills one is treated as the start of a bulk transfer.
-pub const SIZE: usize = 4096;
+pub const SIZE: usize = SIZE_U32 as usize;
+/// [`SIZE`] as the ring entry's length field.
+const SIZE_U32: u32 = 4096;
 /// Buffers per worker (a power of two).
 pub const ENTRIES: u16 = 64;
 /// The buffer group id of the ring.
 pub const BGID: u16 = 0x6d73;
-/// Set to `0` or `off` to disable multishot receives (for benchmarks).
+/// Benchmarking knob: `1`/`on`/`multi` or `0`/`off` picks the receive
+/// mode regardless of the default ([`Mode::DEFAULT`]).
 pub const MULTISHOT_ENV: &str = "MSC_MULTISHOT";
 
 /// One thread's ring memory: the ring entries (one page) and the buffers.
@@ -48,6 +51,21 @@ thread_local! {
     static ACTIVE: Cell<bool> = const { Cell::new(false) };
     /// Receives that found the ring empty (ENOBUFS) on this thread.
     static DRY: Cell<u64> = const { Cell::new(0) };
+    /// Receives into provided buffers on this thread.
+    static RECEIVED: Cell<u64> = const { Cell::new(0) };
+    /// This thread's mode, overriding the process's (tests).
+    static THREAD_MODE: Cell<Option<Mode>> = const { Cell::new(None) };
+}
+
+/// Sets this thread's receive mode, overriding [`MULTISHOT_ENV`] (tests of
+/// each mode in one process). Takes effect for rings installed after it.
+pub fn set_thread_mode(mode: Mode) {
+    THREAD_MODE.set(Some(mode));
+}
+
+/// How many receives on this thread landed in provided buffers.
+pub fn received_count() -> u64 {
+    RECEIVED.get()
 }
 
 /// How many receives on this thread found the ring empty (and fell back to
@@ -60,11 +78,40 @@ pub(crate) fn note_dry() {
     DRY.set(DRY.get() + 1);
 }
 
-/// Whether multishot receives are enabled for this process (not switched
-/// off with [`MULTISHOT_ENV`]).
+/// How a connection waiting for requests receives (set with
+/// [`MULTISHOT_ENV`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// A readiness wait, then a read into the connection's own buffer.
+    Off,
+    /// One multishot receive into provided buffers for all requests.
+    Multi,
+}
+
+/// This process's receive mode (read once from [`MULTISHOT_ENV`]; a test
+/// may set its thread's with [`set_thread_mode`]).
+pub fn mode() -> Mode {
+    if let Some(m) = THREAD_MODE.get() {
+        return m;
+    }
+    static MODE: std::sync::OnceLock<Mode> = std::sync::OnceLock::new();
+    *MODE.get_or_init(|| match std::env::var(MULTISHOT_ENV).as_deref() {
+        Ok("1" | "on" | "multi") => Mode::Multi,
+        Ok("0" | "off" | "false") => Mode::Off,
+        _ => Mode::DEFAULT,
+    })
+}
+
+impl Mode {
+    /// The default: off. Multishot receives cut the submissions per
+    /// keep-alive request from 5 to 3 but did not win requests/s or CPU per
+    /// request in bench/ab.sh on the machine of record (perf/levers.md).
+    pub const DEFAULT: Mode = Mode::Off;
+}
+
+/// Whether provided-buffer receives are enabled for this process.
 pub fn enabled() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| !matches!(std::env::var(MULTISHOT_ENV).as_deref(), Ok("0" | "off" | "false")))
+    mode() != Mode::Off
 }
 
 /// Whether this thread's runtime has a registered ring.
@@ -116,7 +163,7 @@ impl Ring {
         unsafe {
             let e = &mut *self.base.add((t & mask) as usize);
             e.set_addr(self.bufs.add(bid as usize * SIZE) as u64);
-            e.set_len(SIZE as u32);
+            e.set_len(SIZE_U32);
             e.set_bid(bid);
         }
         self.tail.set(t.wrapping_add(1));
@@ -190,6 +237,7 @@ pub struct Chunk {
 impl Chunk {
     /// The chunk for a completion that selected buffer `bid` with `len` bytes.
     pub(crate) fn new(bid: u16, len: usize) -> Chunk {
+        RECEIVED.set(RECEIVED.get() + 1);
         Chunk {
             bid,
             len: len.min(SIZE),

@@ -237,8 +237,9 @@ impl Service for ClientWorker {
     /// the generation current when its first byte arrived.
     async fn serve(self: Rc<Self>, listener: usize, stream: TcpStream, peer: SocketAddr) {
         let (mut br, mut bw) = msc_io::stream::split(stream);
-        // One armed receive per browser connection (io_uring): no readiness
-        // wait and no read queued per request (perf/levers.md).
+        // One armed multishot receive per browser connection, where the
+        // worker has a provided-buffer ring (io_uring with MSC_MULTISHOT=1;
+        // off by default: perf/levers.md).
         br.use_multishot();
         let stop = msc_io::worker::stopping();
         let mut svc = self.current();

@@ -98,6 +98,22 @@ pub(crate) enum Inner {
     Legacy(std::rc::Rc<std::cell::UnsafeCell<LegacyInner>>),
 }
 
+/// Closes `fd` through the current io_uring runtime without waiting for
+/// the result (msc patch; see `UringInner::close_detached`). False when
+/// there is no io_uring runtime or the queue would not take it: the caller
+/// closes the fd itself.
+#[cfg(all(target_os = "linux", feature = "iouring"))]
+pub(crate) fn close_detached(fd: std::os::unix::io::RawFd) -> bool {
+    if !CURRENT.is_set() {
+        return false;
+    }
+    CURRENT.with(|inner| match inner {
+        Inner::Uring(this) => UringInner::close_detached(this, fd),
+        #[allow(unreachable_patterns)]
+        _ => false,
+    })
+}
+
 impl Inner {
     fn submit_with<T: OpAble>(&self, data: T) -> io::Result<Op<T>> {
         match self {

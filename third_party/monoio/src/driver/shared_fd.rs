@@ -528,7 +528,9 @@ impl Drop for Inner {
         match state {
             #[cfg(all(target_os = "linux", feature = "iouring"))]
             State::Uring(UringState::Init) | State::Uring(UringState::Waiting(..)) => {
-                if super::op::Op::close(fd).is_err() {
+                // msc patch: a detached close (one submission) instead of a
+                // dropped `Op::close` (a slot and an AsyncCancel besides).
+                if !super::close_detached(fd) {
                     let _ = unsafe { std::fs::File::from_raw_fd(fd) };
                 };
             }

@@ -546,6 +546,22 @@ impl UringInner {
         }
     }
 
+    /// Queues a close of `fd` that nobody waits for (msc patch): one
+    /// submission, no slot and no cancel, where a dropped `Op::close` costs
+    /// a slot, a boxed state and an AsyncCancel besides. Its completion is
+    /// ignored like a cancel's. False if it could not be queued.
+    pub(crate) fn close_detached(this: &Rc<UnsafeCell<UringInner>>, fd: RawFd) -> bool {
+        let inner = unsafe { &mut *this.get() };
+        let sqe = opcode::Close::new(io_uring::types::Fd(fd))
+            .build()
+            .user_data(CANCEL_USERDATA);
+        if unsafe { inner.uring.submission().push(&sqe) }.is_ok() {
+            return true;
+        }
+        let _ = inner.submit();
+        unsafe { inner.uring.submission().push(&sqe) }.is_ok()
+    }
+
     /// Submits a multishot operation (msc patch). Returns its slot.
     ///
     /// # Safety
