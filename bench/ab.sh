@@ -19,14 +19,20 @@
 # FOREIGN_MAX=5 QUIET_WAIT=30 GUARD_BUDGET=300 RETRIES=2): it waits for a quiet
 # machine, records the CPU used by other processes during the run (column
 # foreign_cpu_pct) and is repeated when that was above FOREIGN_MAX.
+# TRACE=1 also counts the client's io_uring operations per request on the ka
+# and close workloads (perf stat on io_uring tracepoints and io_uring_enter;
+# needs perf and tracefs) into the note column: submit, complete, poll_arm,
+# task_add, enter per request.
 # Needs: nginx, wrk, curl, oha (bench/compare.sh installs them). Bounded:
 # every run has a duration or --max-time; every wait is bounded.
 set -euo pipefail
+# A failing command under `set -e` must not end the run without a word.
+trap 'echo "ab.sh: stopped at line $LINENO: $BASH_COMMAND (status $?)" >&2' ERR
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
 CMD=$(cmdline bench/ab.sh REV_A LOADCPU PROXYCPU DUR ROUNDS WORKLOADS OHA W OUT PORT_BASE FOREIGN_MAX QUIET_WAIT \
-  GUARD_BUDGET RETRIES -- "$@")
+  GUARD_BUDGET RETRIES TRACE -- "$@")
 # shellcheck source=bench/guard.sh
 . bench/guard.sh
 
@@ -99,6 +105,10 @@ tls_counts() {
     'import json, sys; t = json.load(sys.stdin)["tls"]; print(t["handshakes"], t["resumed"])'
 }
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TRACE_EVENTS=io_uring:io_uring_submit_req,io_uring:io_uring_complete,io_uring:io_uring_poll_arm,io_uring:io_uring_task_add,syscalls:sys_enter_io_uring_enter
+if [ "${TRACE:-0}" = 1 ]; then
+  perf stat -x, -e "$TRACE_EVENTS" -o /dev/null -- true 2>/dev/null || { echo "TRACE=1: perf cannot count $TRACE_EVENTS here" >&2; exit 2; }
+fi
 wait_line() { for _ in $(seq 1 150); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "no '$2' in $1" >&2; cat "$1" >&2; return 1; }
 
 start_chain() {
@@ -126,13 +136,23 @@ measure() {
   c0=$(ticks "$cpid"); g0=$(ticks "$gpid")
   case $wl in
     ka | close)
+      local tp=""
+      if [ "${TRACE:-0}" = 1 ]; then
+        perf stat -x, -e "$TRACE_EVENTS" -p "$cpid" -o "$W/trace.csv" -- sleep "$DUR" 2>/dev/null &
+        tp=$!
+      fi
       r=$(wrk_run "$([ "$wl" = close ] && echo 1 || echo 0)") || { echo "wrk gave no result" >&2; return 1; }
       req=$(sed 's/.*requests=\([0-9]*\).*/\1/' <<<"$r")
       p99=$(sed 's/.*p99_us=\([0-9]*\).*/\1/' <<<"$r")
       c1=$(ticks "$cpid"); g1=$(ticks "$gpid")
+      local note=""
+      if [ -n "$tp" ]; then
+        wait "$tp" || { echo "perf stat failed (TRACE=1 needs perf and tracefs)" >&2; return 1; }
+        note=$(awk -F, -v n="$req" '$3 ~ /:/ { k = $3; sub(/.*:(io_uring_|sys_enter_io_uring_)?/, "", k); printf "%s%s=%.2f", sep, k, $1 / n; sep = " " }' "$W/trace.csv")
+      fi
       awk -v b="$bin" -v r="$round" -v w="$wl" -v n="$req" -v d="$DUR" -v p="$p99" \
-        -v c="$((c1 - c0))" -v g="$((g1 - g0))" 'BEGIN {
-          printf "%s\t%d\t%s\t%.0f\trequests/s\t%.2f\t%.1f\t%.1f\tus/req\t\n", b, r, w, n / d, p / 1000, c * 10000 / n, g * 10000 / n }'
+        -v c="$((c1 - c0))" -v g="$((g1 - g0))" -v t="$note" 'BEGIN {
+          printf "%s\t%d\t%s\t%.0f\trequests/s\t%.2f\t%.1f\t%.1f\tus/req\t%s\n", b, r, w, n / d, p / 1000, c * 10000 / n, g * 10000 / n, t }'
       ;;
     connect)
       tls0=$(tls_counts) || { echo "no TLS counts from $control/status" >&2; return 1; }
