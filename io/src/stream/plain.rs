@@ -82,9 +82,10 @@ pub fn abort(r: PlainReader, w: PlainWriter) {
 impl PlainReader {
     /// Receives this connection's requests with one armed multishot receive
     /// into the worker's provided buffers, where the runtime has them
-    /// (io_uring; see [`crate::provided`]): a connection waiting for its
-    /// next request then holds no buffer and queues no operation per
-    /// request. Bulk transfers still read plainly into large buffers.
+    /// (io_uring with `MSC_MULTISHOT=1`; see [`crate::provided`]; otherwise
+    /// this changes nothing): a connection waiting for its next request
+    /// then holds no buffer and queues no operation per request. Bulk
+    /// transfers still read plainly into large buffers.
     pub fn use_multishot(&mut self) {
         self.multi.want();
     }
