@@ -139,7 +139,9 @@ impl PlainReader {
         }
     }
 
-    /// Makes room for `n` more bytes after the buffered ones.
+    /// Makes room for `n` more bytes after the buffered ones: moves the
+    /// unread bytes to the front, then grows a small buffer into a bulk one;
+    /// an error when even that leaves too little room.
     fn reserve(&mut self, n: usize) -> io::Result<()> {
         if self.buf.capacity() == 0 {
             self.buf = buf::take_for(n);
@@ -296,16 +298,9 @@ impl Source for PlainReader {
             if self.buf.capacity() == 0 {
                 self.buf = if self.bulk { buf::take() } else { buf::take_small() };
             }
-        } else if self.buf.len() == self.buf.capacity() {
-            if self.pos > 0 {
-                self.buf.copy_within(self.pos.., 0);
-                self.buf.truncate(self.buf.len() - self.pos);
-                self.pos = 0;
-            } else if buf::is_small(&self.buf) {
-                buf::grow(&mut self.buf);
-            } else {
-                return Err(io::Error::other("read buffer full"));
-            }
+        } else {
+            // Full: move the unread bytes to the front, or grow.
+            self.reserve(1)?;
         }
         let len = self.buf.len();
         let cap = self.buf.capacity();
