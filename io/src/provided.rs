@@ -10,7 +10,7 @@
 //! at once and the buffer goes straight back ([`Chunk`]), so the ring only
 //! has to cover the completions in flight, not the connections.
 //!
-//! Off by default ([`Mode::DEFAULT`]): it cut the submissions per request
+//! Off by default ([`DEFAULT_ON`]): it cut the submissions per request
 //! but did not win CPU or requests/s in the A/B (perf/levers.md).
 //! `MSC_MULTISHOT=1` turns it on; with it off no ring is registered and no
 //! memory is mapped.
@@ -35,8 +35,8 @@ const SIZE_U32: u32 = 4096;
 pub const ENTRIES: u16 = 64;
 /// The buffer group id of the ring.
 pub const BGID: u16 = 0x6d73;
-/// Benchmarking knob: `1`/`on`/`multi` or `0`/`off` picks the receive
-/// mode regardless of the default ([`Mode::DEFAULT`]).
+/// Benchmarking knob: `1`/`on` or `0`/`off` turns multishot receives on or
+/// off regardless of the default ([`DEFAULT_ON`]).
 pub const MULTISHOT_ENV: &str = "MSC_MULTISHOT";
 
 /// One thread's ring memory: the ring entries (one page) and the buffers.
@@ -58,14 +58,14 @@ thread_local! {
     static DRY: Cell<u64> = const { Cell::new(0) };
     /// Receives into provided buffers on this thread.
     static RECEIVED: Cell<u64> = const { Cell::new(0) };
-    /// This thread's mode, overriding the process's (tests).
-    static THREAD_MODE: Cell<Option<Mode>> = const { Cell::new(None) };
+    /// This thread's setting, overriding the process's (tests).
+    static THREAD_ON: Cell<Option<bool>> = const { Cell::new(None) };
 }
 
-/// Sets this thread's receive mode, overriding [`MULTISHOT_ENV`] (tests of
-/// each mode in one process). Takes effect for rings installed after it.
-pub fn set_thread_mode(mode: Mode) {
-    THREAD_MODE.set(Some(mode));
+/// Turns multishot receives on or off for this thread, overriding
+/// [`MULTISHOT_ENV`] (tests). Takes effect for rings installed after it.
+pub fn set_thread_enabled(on: bool) {
+    THREAD_ON.set(Some(on));
 }
 
 /// How many receives on this thread landed in provided buffers.
@@ -83,40 +83,24 @@ pub(crate) fn note_dry() {
     DRY.set(DRY.get() + 1);
 }
 
-/// How a connection waiting for requests receives (set with
-/// [`MULTISHOT_ENV`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// A readiness wait, then a read into the connection's own buffer.
-    Off,
-    /// One multishot receive into provided buffers for all requests.
-    Multi,
-}
+/// Off by default: multishot receives cut the submissions per keep-alive
+/// request from 5 to 3 but did not win requests/s or CPU per request in
+/// bench/ab.sh on the machine of record (perf/levers.md).
+pub const DEFAULT_ON: bool = false;
 
-/// This process's receive mode (read once from [`MULTISHOT_ENV`]; a test
-/// may set its thread's with [`set_thread_mode`]).
-pub fn mode() -> Mode {
-    if let Some(m) = THREAD_MODE.get() {
-        return m;
-    }
-    static MODE: std::sync::OnceLock<Mode> = std::sync::OnceLock::new();
-    *MODE.get_or_init(|| match std::env::var(MULTISHOT_ENV).as_deref() {
-        Ok("1" | "on" | "multi") => Mode::Multi,
-        Ok("0" | "off" | "false") => Mode::Off,
-        _ => Mode::DEFAULT,
-    })
-}
-
-impl Mode {
-    /// The default: off. Multishot receives cut the submissions per
-    /// keep-alive request from 5 to 3 but did not win requests/s or CPU per
-    /// request in bench/ab.sh on the machine of record (perf/levers.md).
-    pub const DEFAULT: Mode = Mode::Off;
-}
-
-/// Whether provided-buffer receives are enabled for this process.
+/// Whether provided-buffer receives are enabled: this thread's setting
+/// ([`set_thread_enabled`]), else [`MULTISHOT_ENV`] (read once), else
+/// [`DEFAULT_ON`].
 pub fn enabled() -> bool {
-    mode() != Mode::Off
+    if let Some(on) = THREAD_ON.get() {
+        return on;
+    }
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| match std::env::var(MULTISHOT_ENV).as_deref() {
+        Ok("1" | "on") => true,
+        Ok("0" | "off") => false,
+        _ => DEFAULT_ON,
+    })
 }
 
 /// Whether this thread's runtime has a registered ring.

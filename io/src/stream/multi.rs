@@ -176,33 +176,37 @@ mod tests {
 
     use monoio::net::TcpStream;
 
-    use super::super::{Source, close, split};
-    use crate::provided::{self, Mode};
+    use super::super::{PlainReader, PlainWriter, Source, close, split};
+    use crate::provided;
     use crate::runtime::{DriverChoice, block_on};
 
     /// Runs `f` on an io_uring runtime built the way workers build theirs
-    /// (with the provided-buffer ring registered).
-    /// Runs `f` on an io_uring runtime built the way workers build theirs
     /// (with the provided-buffer ring registered), multishot receives on.
     fn on_uring<Fut: std::future::Future<Output = ()>>(f: impl FnOnce() -> Fut) {
-        provided::set_thread_mode(Mode::Multi);
+        provided::set_thread_enabled(true);
         block_on(DriverChoice::IoUring, None, |_| f()).expect("io_uring runtime");
     }
 
-    /// Whether the last wait for a request was served from a provided buffer.
-    fn via_ring(before: u64) -> bool {
+    /// Waits for the next request; whether it came in a provided buffer.
+    async fn wait_via_ring(r: &mut PlainReader) -> bool {
+        let before = provided::received_count();
+        r.wait_request().await.unwrap();
         provided::received_count() > before
     }
 
-    async fn pair() -> (TcpStream, std::net::TcpStream) {
+    /// A connection over loopback: our reader (multishot asked for) and
+    /// writer, and the peer's blocking socket.
+    async fn conn() -> (PlainReader, PlainWriter, std::net::TcpStream) {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
         let (s, _) = l.accept().unwrap();
-        (c, s)
+        let (mut r, w) = split(c);
+        r.use_multishot();
+        (r, w, s)
     }
 
     /// Reads until `want` bytes are buffered, consuming nothing.
-    async fn read_n(r: &mut super::super::PlainReader, want: usize) -> Vec<u8> {
+    async fn read_n(r: &mut PlainReader, want: usize) -> Vec<u8> {
         let mut got = Vec::new();
         for _ in 0..10_000 {
             got.extend_from_slice(r.data());
@@ -221,15 +225,14 @@ mod tests {
     fn requests_arrive_through_one_armed_receive() {
         on_uring(|| async {
             assert!(crate::provided::active(), "the worker runtime registers a ring");
-            let (c, mut s) = pair().await;
-            let (mut r, w) = split(c);
-            r.use_multishot();
+            let (mut r, w, mut s) = conn().await;
             for i in 0..20u8 {
                 let msg = vec![b'a' + i; 100 + i as usize * 50];
                 s.write_all(&msg).unwrap();
-                let before = provided::received_count();
-                r.wait_request().await.unwrap();
-                assert!(via_ring(before), "request {i}: not received into a provided buffer");
+                assert!(
+                    wait_via_ring(&mut r).await,
+                    "request {i}: not received into a provided buffer"
+                );
                 assert!(r.multishot_armed(), "request {i}: not read through the armed receive");
                 assert!(r.as_plain().is_none());
                 let got = read_n(&mut r, msg.len()).await;
@@ -248,9 +251,7 @@ mod tests {
     #[test]
     fn a_bulk_send_drains_in_order_then_reads_plainly() {
         on_uring(|| async {
-            let (c, s) = pair().await;
-            let (mut r, w) = split(c);
-            r.use_multishot();
+            let (mut r, w, s) = conn().await;
             let total = 3 * 1024 * 1024 + 123;
             let data: Vec<u8> = (0..total)
                 .map(|i| u8::try_from((i * 7 + i / 4096) % 251).unwrap())
@@ -277,9 +278,7 @@ mod tests {
             assert!(r.as_plain().is_some());
             // Idle again: the next request comes through a receive armed anew.
             s.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
-            let before = provided::received_count();
-            r.wait_request().await.unwrap();
-            assert!(via_ring(before));
+            assert!(wait_via_ring(&mut r).await);
             assert_eq!(read_n(&mut r, 18).await, b"GET / HTTP/1.1\r\n\r\n");
             close(r, w);
         });
@@ -290,13 +289,9 @@ mod tests {
     #[test]
     fn a_reset_is_an_error_and_a_fin_an_end() {
         on_uring(|| async {
-            let (c, mut s) = pair().await;
-            let (mut r, w) = split(c);
-            r.use_multishot();
+            let (mut r, w, mut s) = conn().await;
             s.write_all(b"abc").unwrap();
-            let before = provided::received_count();
-            r.wait_request().await.unwrap();
-            assert!(via_ring(before));
+            assert!(wait_via_ring(&mut r).await);
             assert_eq!(read_n(&mut r, 3).await, b"abc");
             socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO)).unwrap();
             drop(s);
@@ -310,9 +305,7 @@ mod tests {
             assert!(end.is_err(), "a reset was read as {end:?}");
             close(r, w);
 
-            let (c, s) = pair().await;
-            let (mut r, w) = split(c);
-            r.use_multishot();
+            let (mut r, w, s) = conn().await;
             drop(s);
             r.wait_request().await.unwrap();
             assert!(r.is_eof_now());
@@ -326,9 +319,7 @@ mod tests {
     #[test]
     fn an_abandoned_wait_loses_nothing() {
         on_uring(|| async {
-            let (c, mut s) = pair().await;
-            let (mut r, w) = split(c);
-            r.use_multishot();
+            let (mut r, w, mut s) = conn().await;
             for round in 0..3 {
                 let waited = monoio::time::timeout(Duration::from_millis(5), r.wait_request()).await;
                 assert!(waited.is_err(), "round {round}: nothing was sent yet");
@@ -361,10 +352,7 @@ mod tests {
             assert!(crate::provided::install(2));
             let mut conns = Vec::new();
             for _ in 0..8 {
-                let (c, s) = pair().await;
-                let (mut r, w) = split(c);
-                r.use_multishot();
-                conns.push((r, w, s));
+                conns.push(conn().await);
             }
             // Arm every receive (each waits briefly, sees nothing).
             for (r, _, _) in conns.iter_mut() {
@@ -399,19 +387,21 @@ mod tests {
     #[test]
     fn close_while_armed_ends_the_connection() {
         on_uring(|| async {
-            let (c, mut s) = pair().await;
-            let (mut r, w) = split(c);
-            r.use_multishot();
+            let (mut r, w, mut s) = conn().await;
             s.write_all(b"x").unwrap();
             r.wait_request().await.unwrap();
             assert!(r.multishot_armed());
             close(r, w);
-            // Let the runtime submit the cancel and the close.
-            monoio::time::sleep(Duration::from_millis(1)).await;
-            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let mut b = [0u8; 8];
-            let n = std::io::Read::read(&mut s, &mut b).expect("the peer sees an end, not a timeout");
-            assert_eq!(n, 0);
+            // The peer reads on its own thread; this runtime waits for its
+            // answer (and submits the cancel and the close meanwhile).
+            let (tx, rx) = flume::bounded(1);
+            std::thread::spawn(move || {
+                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let mut b = [0u8; 8];
+                let _ = tx.send(std::io::Read::read(&mut s, &mut b).map_err(|e| e.kind()));
+            });
+            let n = rx.recv_async().await.expect("the peer's reader answers");
+            assert_eq!(n, Ok(0), "the peer sees an end, not a timeout or data");
         });
     }
 
@@ -420,9 +410,7 @@ mod tests {
     fn epoll_reads_plainly() {
         block_on(DriverChoice::Epoll, None, |_| async {
             assert!(!crate::provided::active());
-            let (c, mut s) = pair().await;
-            let (mut r, w) = split(c);
-            r.use_multishot();
+            let (mut r, w, mut s) = conn().await;
             s.write_all(b"plain").unwrap();
             r.wait_request().await.unwrap();
             assert!(!r.multishot_armed());

@@ -65,13 +65,7 @@ impl Multishot {
     /// The next completion (result and CQE flags); `None` once the last one
     /// has been taken.
     pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<(io::Result<u32>, u32)>> {
-        UringInner::poll_multishot(&self.inner, self.index, Some(cx))
-    }
-
-    /// The next completion if one is waiting, without registering a waker:
-    /// `Ready(None)` once the last one has been taken.
-    pub fn try_next(&mut self) -> Poll<Option<(io::Result<u32>, u32)>> {
-        UringInner::poll_multishot(&self.inner, self.index, None)
+        UringInner::poll_multishot(&self.inner, self.index, cx)
     }
 
     /// Whether [`Multishot::poll_next`] would return at once.

@@ -598,7 +598,7 @@ impl UringInner {
     pub(crate) fn poll_multishot(
         this: &Rc<UnsafeCell<UringInner>>,
         index: usize,
-        cx: Option<&mut Context<'_>>,
+        cx: &mut Context<'_>,
     ) -> Poll<Option<(io::Result<u32>, u32)>> {
         let inner = unsafe { &mut *this.get() };
         let mut lifecycle = inner.ops.slab.get(index).expect("multishot slot");
@@ -611,11 +611,9 @@ impl UringInner {
         if m.ended {
             return Poll::Ready(None);
         }
-        if let Some(cx) = cx {
-            match &m.waker {
-                Some(w) if w.will_wake(cx.waker()) => {}
-                _ => m.waker = Some(cx.waker().clone()),
-            }
+        match &m.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => m.waker = Some(cx.waker().clone()),
         }
         Poll::Pending
     }
